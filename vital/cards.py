@@ -1,0 +1,176 @@
+"""Dataset and model cards from the Jinja templates in ``dataset_cards/`` and ``model_cards/``, with a lineage block.
+
+Every push writes a card (``DESIGN.md`` §1). The card's metadata carries the Hub fields (licence, task categories,
+tags, base model, datasets) and a machine-readable ``lineage`` entry: each input at its commit, the stage's config
+(secrets redacted), the seed and the versions of the stack. The text repeats the lineage as a table for people.
+
+Example::
+
+    card = dataset_card(
+        "pairs",
+        lineage=Lineage(stage="ingest", inputs=[...], config=asdict(script_args), seed=0),
+        pretty_name="Sample pairs",
+        num_rows=len(pairs),
+    )
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field, is_dataclass
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
+
+from vital import __version__
+from vital.hub import ArtifactRef
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DIRS = {"dataset": REPO_ROOT / "dataset_cards", "model": REPO_ROOT / "model_cards"}
+STACK = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "huggingface_hub", "openai", "evaluate")
+REDACTED = "<redacted>"
+_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authorization|credential)", re.IGNORECASE)
+_SECRET_ENV = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VITAL_API_KEY")
+
+
+@dataclass
+class Lineage:
+    """Where an artifact came from: enough to rebuild it."""
+
+    stage: str
+    inputs: list[ArtifactRef | dict[str, Any]] = field(default_factory=list)
+    config: Any = None  # a dataclass, a dict or a list of them; secrets are redacted on the way out
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"stand_in": True} or a source manifest hash
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "inputs": [i.to_dict() if isinstance(i, ArtifactRef) else dict(i) for i in self.inputs],
+            "config": redact_secrets(_plain(self.config)),
+            "seed": self.seed,
+            "versions": stack_versions(),
+            **({"extra": redact_secrets(_plain(self.extra))} if self.extra else {}),
+        }
+
+
+def stack_versions() -> dict[str, str]:
+    """``biomed-vital`` and the stack's versions, as recorded in every lineage block."""
+    out = {"biomed-vital": __version__}
+    for name in STACK:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def redact_secrets(obj: Any) -> Any:
+    """Replace values under secret-looking keys, and any value equal to a secret in the environment."""
+    secrets = {os.environ[k] for k in _SECRET_ENV if os.environ.get(k)}
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v, key) for v in value]
+        if isinstance(value, str) and value and (_SECRET_KEY.search(key) or value in secrets):
+            return REDACTED
+        if isinstance(value, str) and any(s in value for s in secrets):
+            for s in secrets:
+                value = value.replace(s, REDACTED)
+        return value
+
+    return walk(obj)
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        # TrainingArguments-style objects hold many fields; to_dict() where available knows how to serialise them.
+        return _plain(obj.to_dict() if hasattr(obj, "to_dict") else asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(d)) for d in TEMPLATE_DIRS.values()])
+    return jinja2.Environment(loader=loader, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def _render(kind: str, template: str, card_data, lineage: Lineage, context: dict[str, Any]) -> str:
+    path = TEMPLATE_DIRS[kind] / f"{template}.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {kind} card template {path}")
+    lineage_dict = lineage.to_dict()
+    card_data.lineage = lineage_dict
+    body = _environment().get_template(f"{template}.md").render(lineage=lineage_dict, **context)
+    return f"---\n{card_data.to_yaml()}\n---\n\n{body.lstrip()}"
+
+
+def dataset_card(
+    template: str,
+    *,
+    lineage: Lineage,
+    pretty_name: str,
+    license: str = "other",
+    task_categories: list[str] | None = None,
+    tags: list[str] | None = None,
+    **context: Any,
+) -> DatasetCard:
+    """Render ``dataset_cards/<template>.md``. ``context`` holds the template's own variables."""
+    card_data = DatasetCardData(
+        pretty_name=pretty_name,
+        license=license,
+        task_categories=task_categories or ["visual-question-answering", "image-text-to-text"],
+        language=["en"],
+        tags=["biomedical", "biomed-vital", *(tags or [])],
+    )
+    return DatasetCard(_render("dataset", template, card_data, lineage, {"pretty_name": pretty_name, **context}))
+
+
+def model_card(
+    template: str,
+    *,
+    lineage: Lineage,
+    model_name: str,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    license: str = "other",
+    pipeline_tag: str | None = None,
+    tags: list[str] | None = None,
+    eval_results: list | None = None,
+    **context: Any,
+) -> ModelCard:
+    """Render ``model_cards/<template>.md``; ``eval_results`` become the card's ``model-index``."""
+    card_data = ModelCardData(
+        model_name=model_name,
+        base_model=base_model,
+        datasets=datasets,
+        license=license,
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=["biomedical", "biomed-vital", *(tags or [])],
+        eval_results=eval_results,
+    )
+    return ModelCard(_render("model", template, card_data, lineage, {"model_name": model_name, **context}))
+
+
+def lineage_of(card) -> dict[str, Any] | None:
+    """The lineage block of a card read back from a hub, or None."""
+    if card is None:
+        return None
+    return card.data.to_dict().get("lineage")

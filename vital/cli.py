@@ -1,0 +1,70 @@
+"""The ``vital`` command: a thin front for the recipes' ``main()`` functions, plus hub inspection.
+
+    vital pipeline --config recipes/quickstart/pipeline.yaml
+    vital ingest --config recipes/quickstart/ingest.yaml --hub local:outputs/hub
+    vital hub refs quickstart/pairs --hub local:outputs/hub
+    vital hub log quickstart/pairs --hub local:outputs/hub
+
+``vital <stage> ...`` runs ``recipes/<stage>.py`` with the same arguments, so the command and the script never differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vital import __version__
+
+
+def _hub_command(argv: list[str]) -> int:
+    from vital.hub import HubError, LocalHub, get_hub
+
+    parser = argparse.ArgumentParser(prog="vital hub", description="Inspect a hub's repos.")
+    parser.add_argument("action", choices=["resolve", "refs", "log", "path"])
+    parser.add_argument("repo", help="repo id, optionally with @revision")
+    parser.add_argument("--hub", default=None, help="local:<dir> or hf (default: $VITAL_HUB or ~/.cache/vital/hub)")
+    parser.add_argument("--repo-type", default="dataset", choices=["dataset", "model"])
+    args = parser.parse_args(argv)
+    from vital.hub import parse_repo_ref
+
+    hub = get_hub(args.hub)
+    repo_id, revision = parse_repo_ref(args.repo)
+    try:
+        if args.action == "resolve":
+            print(hub.resolve(repo_id, revision, args.repo_type))
+        elif args.action == "path":
+            print(hub.snapshot(repo_id, revision, args.repo_type))
+        elif not isinstance(hub, LocalHub):
+            raise SystemExit(f"'vital hub {args.action}' reads a local hub; for the Hugging Face Hub use its web UI")
+        elif args.action == "refs":
+            print(json.dumps(hub.list_refs(repo_id, args.repo_type), indent=2))
+        else:
+            for info in hub.history(repo_id, revision, args.repo_type):
+                print(f"{info['sha'][:12]}  {info['message']}")
+    except HubError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vital.runner import available_recipes, load_recipe
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        stages = ", ".join(available_recipes())
+        print(f"usage: vital <stage> [--config YAML] [--key value ...] | vital hub ...\n\nstages: {stages}, hub")
+        return 0
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "hub":
+        return _hub_command(rest)
+    load_recipe(command).cli(rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""What every recipe shares: finding a recipe script by name, logging, and the table of pushed artifacts."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+
+from vital.hub import PushResult
+
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def available_recipes() -> list[str]:
+    """Stage names: the ``recipes/<name>.py`` scripts."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_recipe(name: str) -> ModuleType:
+    """Import ``recipes/<name>.py`` (``-`` and ``_`` are interchangeable) as a module."""
+    stem = name.replace("-", "_")
+    path = RECIPES_DIR / f"{stem}.py"
+    if not path.is_file():
+        raise SystemExit(f"unknown stage {name!r}; available: {', '.join(available_recipes())}")
+    module_name = f"vital_recipe_{stem}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def setup_logging(level: int | str = logging.INFO, main_process: bool = True) -> logging.Logger:
+    """Recipe logging: INFO on the main process, WARNING on the others (as in the alignment-handbook scripts)."""
+    import datasets
+    import transformers
+
+    level = level if main_process else logging.WARNING
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+        level=level,
+    )
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    datasets.utils.logging.set_verbosity(numeric)
+    transformers.utils.logging.set_verbosity(max(numeric, logging.WARNING))
+    logging.getLogger("vital").setLevel(numeric)
+    return logging.getLogger("vital")
+
+
+def artifact_table(results: Iterable[PushResult], headline: dict[str, str] | None = None) -> str:
+    """A plain-text table of pushed artifacts: repo, type, branch, commit, where it is, and a headline figure."""
+    headline = headline or {}
+    rows = [("repo", "type", "branch", "commit", "new", "headline", "location")]
+    for r in results:
+        new = "yes" if r.created else "no"
+        rows.append((r.repo_id, r.repo_type, r.revision, r.commit[:12], new, headline.get(r.repo_id, ""), r.location))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
