@@ -166,7 +166,8 @@ def model_card(
         tags=["biomedical", "biomed-vital", *(tags or [])],
         eval_results=eval_results,
     )
-    return ModelCard(_render("model", template, card_data, lineage, {"model_name": model_name, **context}))
+    context = {"model_name": model_name, "base_model": base_model, "datasets": datasets or [], **context}
+    return ModelCard(_render("model", template, card_data, lineage, context))
 
 
 def lineage_of(card) -> dict[str, Any] | None:

@@ -1,0 +1,38 @@
+# Set-up, quickstart and tests. Every target installs what it needs into a project-local virtual environment.
+.PHONY: install quickstart test quality style clean
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU machines: the small CPU build of torch. On GPU machines: `make install TORCH_SPEC=torch` (a CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(EXTRAS)
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(STAMP)
+
+# The offline quickstart pipeline on its embedded defaults (local hub in outputs/hub).
+quickstart: install
+	HF_HUB_OFFLINE=1 $(BIN)/vital pipeline --config recipes/quickstart/pipeline.yaml
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
+
+quality: install
+	$(BIN)/ruff check vital recipes tests
+	$(BIN)/ruff format --check vital recipes tests
+
+style: install
+	$(BIN)/ruff check --fix vital recipes tests
+	$(BIN)/ruff format vital recipes tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
