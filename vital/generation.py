@@ -1,0 +1,295 @@
+"""Prompts and reply parsing for BioMed-VITAL's data generation (stage 1).
+
+A request shows the generator a system instruction, then one clinician-selected demonstration per modality (image,
+caption, in-text mentions, and the demonstration conversation as the assistant's reply), then the target figure.
+The reply is a conversation; `parse_conversation` turns it into question–answer turns robustly (multi-line answers,
+lists, numbered or bold speaker labels, JSON). `build_answer_pair_messages` / `parse_answer_pairs` do the same for
+the clinicians' preference task: each question with two alternative answers.
+
+The prompt text is our own wording of the paper's instructions; `prompt_sha` names it in every artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vital.data.schemas import image_part, message_text, text_part
+
+
+PROMPT_VERSION = "vital-generation-v1"
+
+CONVERSATION_SYSTEM = """\
+You are an AI assistant with expertise in biomedicine. You are shown a figure from a biomedical research article,
+together with its caption and, sometimes, the sentences of the article that refer to it (Figure Context).
+
+Write a conversation in which a person (User) asks about the figure and you (Assistant) answer, as if both of you were
+looking at the image together. Ground every answer in what is visible, and use the caption and context to interpret
+it correctly; make the links between the text and the visual details explicit.
+
+Requirements:
+- Start with a question from the User. Write at least 4-5 exchanges; more when the figure carries more information.
+- Ask diverse questions that cover different visual aspects of the figure.
+- Do not quote specific facts, numbers, dates, abbreviations or names that only the text could reveal; stay with what
+  can be inferred from the image.
+- Answer carefully and without overconfidence. Give no medical advice or diagnosis for a patient; suggest consulting a
+  healthcare professional where that matters.
+- Format every turn as "User: <question>" or "Assistant: <answer>", each turn starting on a new line."""
+
+JSON_FORMAT_NOTE = """
+Return only a JSON object of the form {"conversation": [{"question": "...", "answer": "..."}, ...]}."""
+
+ANSWER_PAIRS_SYSTEM = """\
+You are an AI assistant with expertise in biomedicine. You are shown a figure from a biomedical research article with
+its caption and, sometimes, the sentences that refer to it (Figure Context).
+
+Write questions a User could ask about the figure and, for every question, two different answers (Answer 1 and
+Answer 2), each offering its own explanation or emphasis, so that an expert can judge which one is better.
+
+Requirements:
+- Write at least 3-4 questions, each followed by its two answers; cover different visual aspects of the figure.
+- Do not quote specific facts, numbers, dates, abbreviations or names that only the text could reveal.
+- Answer carefully and without overconfidence; give no medical advice or diagnosis.
+- Format: "User: <question>", then "Answer 1: <answer>", then "Answer 2: <answer>", each on a new line."""
+
+REFUSAL_RE = re.compile(
+    r"^\s*(i['’]m sorry|i am sorry|sorry, (but )?i|i can(no|')t (help|assist|provide|do)|i (am|'m) unable|"
+    r"as an ai\b.*\b(cannot|can't))",
+    re.IGNORECASE,
+)
+
+# A speaker label at the start of a line: "User:", "**User:**", "**User**:", "1. User:", "- Q1:", "Question 2:",
+# "A:", "Human:", "GPT:", "Answer 1:" (answer pairs), or a label alone on a markdown-header or bold line ("### User").
+_LABEL_RE = re.compile(
+    r"""^\s*(?:[-*>]\s+)?(?:\d+[.)]\s+)?(?P<header>\#{1,6}\s*)?(?P<bold>\*\*|__)?\s*
+    (?P<label>user|human|question|q|assistant|gpt|answer|a|ai)\s*(?P<num>\d+)?\s*(?:\*\*|__)?\s*
+    (?P<sep>[:：])?\s*(?:\*\*|__)?[ \t]*(?P<rest>.*)$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+QUESTION_LABELS = {"user", "human", "question", "q"}
+ANSWER_LABELS = {"assistant", "gpt", "answer", "a", "ai"}
+
+
+class ParseError(ValueError):
+    """A reply with no usable question–answer turns; ``reason`` is what goes into the ``failures`` split."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class QATurn:
+    question: str
+    answer: str
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Prompts
+# ----------------------------------------------------------------------------------------------------------------------
+def figure_context(caption: str, fig_label: str = "", mentions: Sequence[str] = ()) -> str:
+    """The text shown beside a figure: its caption, then the in-text mentions as a list."""
+    label = f"{fig_label}: " if fig_label else ""
+    text = f"Figure Caption:\n{label}{caption.strip()}"
+    mentions = [m.strip() for m in mentions if m and m.strip()]
+    if mentions:
+        text += "\n\nFigure Context:\n" + "\n".join(f"- {m}" for m in mentions)
+    return text
+
+
+def conversation_to_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """A TRL conversation as the "User: ... / Assistant: ..." text a demonstration shows the generator."""
+    lines = []
+    for message in messages:
+        if message["role"] == "system":
+            continue
+        speaker = "User" if message["role"] == "user" else "Assistant"
+        lines.append(f"{speaker}: {message_text(message).strip()}")
+    return "\n\n".join(lines)
+
+
+def _figure_turn(image_url: str, caption: str, fig_label: str, mentions: Sequence[str]) -> dict[str, Any]:
+    return {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": image_url}},
+            {"type": "text", "text": figure_context(caption, fig_label, mentions)},
+        ],
+    }
+
+
+def build_generation_messages(
+    target: Mapping[str, Any],
+    demos: Sequence[Mapping[str, Any]],
+    image_url,
+    json_output: bool = False,
+    system: str = CONVERSATION_SYSTEM,
+) -> list[dict[str, Any]]:
+    """The chat request for one pair: system, demonstrations (user figure + assistant conversation), target figure.
+
+    Args:
+        target: a pair row (``image``, ``caption``, ``fig_label``, ``mentions``).
+        demos: demo rows (pair columns + ``messages``), e.g. one per modality from `vital.demos.DemoSampler`.
+        image_url: a function turning a PIL image into a URL (normally a data URL).
+        json_output: ask for the JSON form (for endpoints that support ``response_format``).
+    """
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system + (JSON_FORMAT_NOTE if json_output else "")}
+    ]
+    for demo in demos:
+        messages.append(_figure_turn(image_url(demo["image"]), demo["caption"], demo["fig_label"], demo["mentions"]))
+        reply = conversation_to_text(demo["messages"])
+        if json_output:
+            from vital.data.schemas import qa_turns
+
+            reply = json.dumps({"conversation": [{"question": q, "answer": a} for q, a in qa_turns(demo["messages"])]})
+        messages.append({"role": "assistant", "content": reply})
+    messages.append(
+        _figure_turn(image_url(target["image"]), target["caption"], target["fig_label"], target["mentions"])
+    )
+    return messages
+
+
+def build_answer_pair_messages(target: Mapping[str, Any], image_url) -> list[dict[str, Any]]:
+    """The chat request that asks for questions with two alternative answers each."""
+    return [
+        {"role": "system", "content": ANSWER_PAIRS_SYSTEM},
+        _figure_turn(image_url(target["image"]), target["caption"], target["fig_label"], target["mentions"]),
+    ]
+
+
+def prompt_sha(system: str = CONVERSATION_SYSTEM, json_output: bool = False) -> str:
+    """A short hash naming the prompt wording (not the images or demos), recorded in every artifact."""
+    text = f"{PROMPT_VERSION}\n{system}\n{JSON_FORMAT_NOTE if json_output else ''}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Parsing
+# ----------------------------------------------------------------------------------------------------------------------
+def _strip_fence(text: str) -> str:
+    match = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    return match.group(1) if match else text
+
+
+def _parse_json(text: str) -> list[QATurn] | None:
+    candidate = _strip_fence(text).strip()
+    if not candidate or candidate[0] not in "[{":
+        return None
+    try:
+        data = json.loads(candidate)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict):
+        data = next((data[k] for k in ("conversation", "conversations", "messages", "turns") if k in data), None)
+    if not isinstance(data, list):
+        return None
+    turns: list[QATurn] = []
+    if all(isinstance(x, dict) and "question" in x and "answer" in x for x in data):
+        turns = [QATurn(_clean(str(x["question"])), _clean(str(x["answer"]))) for x in data]
+    else:
+        pending = None
+        for x in data:
+            if not isinstance(x, dict):
+                return None
+            who = str(x.get("from", x.get("role", ""))).lower()
+            value = _clean(str(x.get("value", x.get("content", ""))))
+            if who in ("human", "user"):
+                pending = value
+            elif who in ("gpt", "assistant") and pending is not None:
+                turns.append(QATurn(pending, value))
+                pending = None
+    return [t for t in turns if t.question and t.answer]
+
+
+def _labelled_blocks(text: str) -> list[tuple[str, str | None, str]]:
+    """Split text into (``"q"`` or ``"a"``, label number, body) blocks at speaker labels; other lines continue the
+    body of the block above them, so multi-line answers and lists stay whole."""
+    blocks: list[list] = []
+    for line in text.splitlines():
+        match = _LABEL_RE.match(line)
+        # Without a colon, only a label alone on a header or bold line counts ("A mass ..." is not a label).
+        if (
+            match
+            and not match.group("sep")
+            and (match.group("rest") or not (match.group("header") or match.group("bold")))
+        ):
+            match = None
+        if match:
+            kind = "q" if match.group("label").lower() in QUESTION_LABELS else "a"
+            blocks.append([kind, match.group("num"), match.group("rest")])
+        elif blocks:
+            blocks[-1][2] += "\n" + line
+    return [(kind, num, _clean(body)) for kind, num, body in blocks]
+
+
+def _clean(body: str) -> str:
+    body = body.replace("<image>", "")  # generators sometimes echo LLaVA's placeholder
+    body = re.sub(r"\n{3,}", "\n\n", body.strip())
+    return re.sub(r"^\*\*\s*|\s*\*\*$", "", body).strip()
+
+
+def parse_conversation(text: str | None) -> list[QATurn]:
+    """Question–answer turns from a generator reply, or `ParseError` with the reason.
+
+    Accepts JSON (``{"conversation": [{"question", "answer"}]}``, LLaVA ``from/value`` or ``role/content`` lists, in or
+    out of a code fence) and labelled text: ``User:``/``Assistant:`` and their variants (bold, numbered, ``Q1:``,
+    ``Question 2:``, ``Human:``, ``GPT:``, markdown headers). Answers keep their line breaks and lists. Consecutive
+    turns of one speaker are joined; a question with no answer at the end is dropped.
+    """
+    if text is None or not text.strip():
+        raise ParseError("empty reply")
+    turns = _parse_json(text)
+    if turns is None:
+        turns, question, answered = [], None, False
+        for kind, _, body in _labelled_blocks(text):
+            if not body:
+                continue
+            if kind == "q":
+                # Two questions in a row are one question; a question after an answer starts a new turn.
+                question, answered = (f"{question}\n\n{body}", False) if question and not answered else (body, False)
+            elif question is not None and answered:
+                turns[-1] = QATurn(question, f"{turns[-1].answer}\n\n{body}")
+            elif question is not None:
+                turns.append(QATurn(question, body))
+                answered = True
+    if not turns:
+        if REFUSAL_RE.match(text):
+            raise ParseError(f"refusal: {text.strip()[:120]}")
+        raise ParseError(f"no question-answer turns found in reply: {text.strip()[:120]!r}")
+    return turns
+
+
+def parse_answer_pairs(text: str | None) -> list[tuple[str, str, str]]:
+    """(question, answer 1, answer 2) triples from an answer-pairs reply, or `ParseError`."""
+    if text is None or not text.strip():
+        raise ParseError("empty reply")
+    triples, question, answers = [], None, []
+    for kind, _, body in [*_labelled_blocks(text), ("q", None, "")]:
+        if kind == "q":
+            if question and len(answers) >= 2 and answers[0] and answers[1]:
+                triples.append((question, answers[0], answers[1]))
+            question, answers = body, []
+        elif question is not None:
+            answers.append(body)
+    if not triples:
+        if REFUSAL_RE.match(text):
+            raise ParseError(f"refusal: {text.strip()[:120]}")
+        raise ParseError(f"no question with two answers found in reply: {text.strip()[:120]!r}")
+    return triples
+
+
+def turns_to_messages(turns: Sequence[QATurn], n_images: int = 1) -> list[dict[str, Any]]:
+    """TRL conversational messages with typed parts; the images go at the start of the first user turn."""
+    messages = []
+    for i, turn in enumerate(turns):
+        content = [text_part(turn.question)]
+        if i == 0:
+            content = [image_part() for _ in range(n_images)] + content
+        messages.append({"role": "user", "content": content})
+        messages.append({"role": "assistant", "content": [text_part(turn.answer)]})
+    return messages
