@@ -49,7 +49,8 @@ def setup_logging(level: int | str = logging.INFO, main_process: bool = True) ->
         level=level,
     )
     numeric = logging.getLevelName(level) if isinstance(level, str) else level
-    datasets.utils.logging.set_verbosity(numeric)
+    # The libraries say a lot at INFO; their warnings are what a recipe user needs.
+    datasets.utils.logging.set_verbosity(max(numeric, logging.WARNING))
     transformers.utils.logging.set_verbosity(max(numeric, logging.WARNING))
     logging.getLogger("vital").setLevel(numeric)
     return logging.getLogger("vital")
