@@ -45,7 +45,7 @@ class IngestArguments:
     )
     pairs_repo: str = field(default="quickstart/pairs", metadata={"help": "Repo id the pairs are pushed to."})
     demos_source: str | None = field(
-        default="sample", metadata={"help": "'sample' (bundled demos) or none to push no demos."}
+        default="sample", metadata={"help": "'sample' (bundled demos) or 'none' to push no demos."}
     )
     demos_repo: str = field(default="quickstart/demos", metadata={"help": "Repo id the demos are pushed to."})
     revision: str = field(default="main", metadata={"help": "Branch to push to (created from main if missing)."})
@@ -98,11 +98,11 @@ def main(args: IngestArguments) -> list[PushResult]:
     logger.info("pairs: %d rows -> %s", len(pairs), pushed[0].location)
 
     # 2. Demos: joined to the pairs as read back from the hub at the commit just made.
-    if args.demos_source:
+    if args.demos_source and args.demos_source.lower() != "none":
         from vital.data import sample
 
         if args.demos_source != "sample":
-            raise ValueError(f"unknown demos_source {args.demos_source!r} (expected 'sample' or none)")
+            raise ValueError(f"unknown demos_source {args.demos_source!r} (expected 'sample' or 'none')")
         pairs_ref = pushed[0].ref()
         hub_pairs = hub.load_dataset(args.pairs_repo, revision=pairs_ref.commit, split="train")
         demos, _ = validate_dataset(sample.load_sample_demos(hub_pairs), "demos")

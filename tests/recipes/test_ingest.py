@@ -1,0 +1,106 @@
+"""The ingest recipe and the quickstart pipeline skeleton, end to end on a local hub."""
+
+import json
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+from PIL import Image as PILImage
+
+from vital.cards import lineage_of
+from vital.cli import main as vital_main
+from vital.data.errors import RecordError
+from vital.data.sample import load_sample_pairs, sample_manifest_sha256
+from vital.hub import LocalHub
+from vital.runner import load_recipe
+
+
+ingest = load_recipe("ingest")
+pipeline = load_recipe("pipeline")
+
+
+def test_ingest_pushes_pairs_and_demos_with_lineage(tmp_path, capsys):
+    hub_spec = f"local:{tmp_path}/hub"
+    pushed = ingest.cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub_spec, "--pairs_repo", "t/pairs"])
+    pairs_push, demos_push = pushed
+    hub = LocalHub(tmp_path / "hub")
+
+    # Loadable with datasets alone, from the commit's snapshot folder.
+    pairs = load_dataset(str(hub.snapshot("t/pairs", pairs_push.commit)), split="train")
+    assert len(pairs) == len(load_sample_pairs()) >= 12
+    demos = hub.load_dataset("quickstart/demos", split="train", revision=demos_push.commit)
+    assert len(set(demos["modality"])) == len(demos) >= 5
+
+    # The pairs card names the sample data it came from; the demos card names the pairs commit.
+    pairs_lineage = lineage_of(hub.read_card("t/pairs"))
+    assert pairs_lineage["inputs"] == [{"source": "biomed-vital sample data", "sha256": sample_manifest_sha256()}]
+    demos_lineage = lineage_of(hub.read_card("quickstart/demos"))
+    assert demos_lineage["inputs"][0]["commit"] == pairs_push.commit
+    assert demos_lineage["config"]["pairs_repo"] == "t/pairs" and demos_lineage["seed"] == 0
+    # The demo images are the pairs' images.
+    by_id = {p["id"]: p for p in pairs}
+    for demo in demos:
+        np.testing.assert_array_equal(np.asarray(demo["image"]), np.asarray(by_id[demo["pair_id"]]["image"]))
+
+    out = capsys.readouterr().out
+    assert pairs_push.commit[:12] in out and demos_push.commit[:12] in out
+
+    # Idempotent: the same inputs and config make no new commits.
+    again = ingest.cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub_spec, "--pairs_repo", "t/pairs"])
+    assert [p.commit for p in again] == [p.commit for p in pushed] and not any(p.created for p in again)
+
+
+def write_records(tmp_path, records):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        PILImage.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(images / f"P{i}.jpg")
+    (images / "P2.jpg").write_bytes(b"not a jpeg")
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    return path, images
+
+
+RECORDS = [
+    {
+        "pair_id": f"P{i}",
+        "fig_caption": f"Caption {i}.",
+        "fig_label": "F1",
+        "in_text_mention": [{"tokens": "See Fig. 1."}],
+        "domain": {"chest_xray": False, "mri": True, "ct_scan": False, "histology": False, "gross": False},
+    }
+    for i in range(3)
+]
+
+
+def test_ingest_llava_med_records_raise_or_quarantine(tmp_path):
+    path, images = write_records(tmp_path, RECORDS)
+    args = ["--hub", f"local:{tmp_path}/hub", "--pairs_source", "llava-med", "--records", str(path)]
+    args += ["--image_dir", str(images), "--demos_source", "none", "--pairs_repo", "pmc/pairs"]
+    with pytest.raises(RecordError, match=r"record 'P2', field 'image'"):
+        ingest.cli(args)
+    (pushed,) = ingest.cli([*args, "--errors", "skip"])
+    hub = LocalHub(tmp_path / "hub")
+    pairs = hub.load_dataset("pmc/pairs", split="train", revision=pushed.commit)
+    assert pairs["id"] == ["P0", "P1"] and set(pairs["modality"]) == {"mri"}
+    card = hub.read_card("pmc/pairs")
+    assert "1 record(s) were quarantined" in card.text
+    assert lineage_of(card)["inputs"][0]["source"] == str(path)
+
+
+def test_pipeline_runs_stages_and_cli_reads_the_hub(tmp_path, capsys):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(f"hub: local:{tmp_path}/hub\nstages:\n  - ingest=recipes/quickstart/ingest.yaml\n")
+    pushed = pipeline.cli(["--config", str(config)])
+    assert [p.repo_id for p in pushed] == ["quickstart/pairs", "quickstart/demos"]
+    assert "Artifacts" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="does not have"):
+        pipeline.cli(["--config", str(config), "--only", "select"])
+
+    assert vital_main(["hub", "resolve", "quickstart/pairs", "--hub", f"local:{tmp_path}/hub"]) == 0
+    assert capsys.readouterr().out.strip() == pushed[0].commit
+    assert vital_main(["hub", "log", "quickstart/demos", "--hub", f"local:{tmp_path}/hub"]) == 0
+    assert pushed[1].commit[:12] in capsys.readouterr().out
+    assert vital_main(["hub", "resolve", "quickstart/pairs@nope", "--hub", f"local:{tmp_path}/hub"]) == 1
+    with pytest.raises(SystemExit, match="unknown stage"):
+        vital_main(["no-such-stage"])
