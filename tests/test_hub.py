@@ -212,6 +212,24 @@ def test_dataset_dict_push_replaces_the_config(hub):
     assert {k: len(v) for k, v in hub.load_dataset("org/dd").items()} == {"train": 1, "validation": 2}
 
 
+def test_delete_config(hub):
+    hub.push_dataset(make_dataset(2), "org/cfg")
+    hub.push_dataset(make_dataset(1), "org/cfg", config_name="failures")
+    deleted = hub.delete_config("org/cfg", "failures")
+    assert deleted.created and not any(p.startswith("failures/") for p in hub.commit_info("org/cfg")["tree"])
+    card = hub.read_card("org/cfg").data.to_dict()
+    assert [c["config_name"] for c in card["configs"]] == ["default"]
+    assert len(hub.load_dataset("org/cfg", split="train")) == 2
+    assert hub.delete_config("org/cfg", "failures") is None  # already gone: no commit
+    assert hub.delete_config("org/missing", "failures") is None
+
+
+def test_splits_of_one_config_share_features(hub):
+    other = Dataset.from_dict({"x": [1]})
+    with pytest.raises(ValueError, match="differ in features"):
+        hub.push_dataset(DatasetDict(train=make_dataset(1), failures=other), "org/mixed")
+
+
 def test_dataset_push_is_idempotent(hub):
     first = hub.push_dataset(make_dataset(3), "org/same", card=make_card())
     again = hub.push_dataset(make_dataset(3), "org/same", card=make_card())

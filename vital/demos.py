@@ -614,6 +614,8 @@ class DemoSampler:
         self.per_modality = per_modality
         self.modalities = list(modalities)
         self._ids = ids
+        # The pair each demo is about, so that a figure is never its own demonstration.
+        self._pair_ids = list(demos["pair_id"]) if "pair_id" in demos.column_names else ids
         self._groups = {m: groups[m] for m in self.modalities}
 
     def __len__(self) -> int:
@@ -623,18 +625,19 @@ class DemoSampler:
         key = f"{self.seed}\x1f{request_key}\x1f{modality}\x1f{self._ids[row]}"
         return hashlib.sha256(key.encode("utf-8")).digest()
 
-    def rows(self, request_key: str) -> list[int]:
-        """Row indices of the demos drawn for ``request_key``, modality by modality."""
+    def rows(self, request_key: str, exclude_pair: str | None = None) -> list[int]:
+        """Row indices of the demos drawn for ``request_key``, modality by modality, never a demo about
+        ``exclude_pair`` (the target figure itself)."""
         out = []
         for modality in self.modalities:
-            group = self._groups[modality]
+            group = [r for r in self._groups[modality] if exclude_pair is None or self._pair_ids[r] != exclude_pair]
             out.extend(sorted(group, key=lambda r: self._score(request_key, modality, r))[: self.per_modality])
         return out
 
-    def sample(self, request_key: str) -> list[dict[str, Any]]:
+    def sample(self, request_key: str, exclude_pair: str | None = None) -> list[dict[str, Any]]:
         """The demos (full rows, images decoded) drawn for ``request_key``: ``per_modality`` per modality."""
-        return [self.demos[r] for r in self.rows(str(request_key))]
+        return [self.demos[r] for r in self.rows(str(request_key), exclude_pair)]
 
-    def demo_ids(self, request_key: str) -> list[str]:
+    def demo_ids(self, request_key: str, exclude_pair: str | None = None) -> list[str]:
         """The ids of the demos `sample` returns, without decoding any image (for the generation record)."""
-        return [self._ids[r] for r in self.rows(str(request_key))]
+        return [self._ids[r] for r in self.rows(str(request_key), exclude_pair)]

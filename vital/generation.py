@@ -293,3 +293,194 @@ def turns_to_messages(turns: Sequence[QATurn], n_images: int = 1) -> list[dict[s
         messages.append({"role": "user", "content": content})
         messages.append({"role": "assistant", "content": [text_part(turn.answer)]})
     return messages
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running a generation job: plan keyed requests, send what the journals lack, turn replies into rows
+# ----------------------------------------------------------------------------------------------------------------------
+FAILURE_FEATURES_SPEC = {
+    "id": "string",  # the candidate (or answer-pair set) that could not be made
+    "pair_id": "string",
+    "stage": "string",  # input (bad pair) | request (the endpoint failed) | parse (no usable turns in the reply)
+    "reason": "string",
+    "raw": "string",  # the reply text, when there was one
+}
+
+
+def failure_features():
+    from datasets import Features, Value
+
+    return Features({name: Value(dtype) for name, dtype in FAILURE_FEATURES_SPEC.items()})
+
+
+def answer_pair_features():
+    from datasets import Features, Image, List, Value
+
+    from vital.data.schemas import GENERATION, MESSAGES
+
+    return Features(
+        {
+            "id": Value("string"),
+            "pair_id": Value("string"),
+            "images": List(Image()),
+            "prompt": MESSAGES,
+            "answer_a": MESSAGES,
+            "answer_b": MESSAGES,
+            "modality": Value("string"),
+            "question": Value("string"),
+            "generation": GENERATION,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request to make: which pair, which demos, which task; ``key`` names it in the journals."""
+
+    key: str
+    index: int  # row of the pair in the pairs dataset
+    pair_id: str
+    task: str  # conversation | answer_pairs
+    sample: int = 0
+    demo_ids: tuple[str, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+
+
+def image_sha256(cell: Mapping[str, Any]) -> str:
+    """sha256 of an undecoded image cell (``{"bytes", "path"}``), the image's identity in a request key."""
+    data = cell.get("bytes")
+    if data is None:
+        with open(cell["path"], "rb") as f:
+            data = f.read()
+    return hashlib.sha256(data).hexdigest()
+
+
+def plan_jobs(
+    pairs,
+    model: str,
+    task: str,
+    sampler=None,
+    samples_per_pair: int = 1,
+    json_output: bool = False,
+    base_seed: int | None = None,
+    indices: Sequence[int] | None = None,
+) -> list[Job]:
+    """Keyed jobs for ``pairs`` (an undecoded dataset). The key covers the model, pair image, demos, prompt wording and
+    sample, so a rerun finds finished work in the journal without building any request."""
+    from vital.llm import request_key
+
+    system = CONVERSATION_SYSTEM if task == "conversation" else ANSWER_PAIRS_SYSTEM
+    sha = prompt_sha(system, json_output and task == "conversation")
+    jobs = []
+    for index in indices if indices is not None else range(len(pairs)):
+        row = pairs[index]
+        for sample in range(samples_per_pair):
+            demo_ids = (
+                tuple(sampler.demo_ids(f"{row['id']}#{sample}", exclude_pair=row["id"])) if sampler is not None else ()
+            )
+            params = (("seed", (base_seed or 0) + sample),) if sample else ()
+            extra = {"task": task, "pair": row["id"], "image": image_sha256(row["image"]), "demos": demo_ids}
+            key = request_key(model, [], dict(params), extra={**extra, "prompt": sha, "sample": sample})
+            jobs.append(Job(key, index, row["id"], task, sample, demo_ids, params))
+    return jobs
+
+
+class _LazyRequests:
+    """The requests of some jobs, built (with their images) only as the client consumes them; sized for progress."""
+
+    def __init__(self, jobs: Sequence[Job], build_messages):
+        self.jobs, self.build_messages = jobs, build_messages
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __iter__(self):
+        from vital.llm import ChatRequest
+
+        for job in self.jobs:
+            yield ChatRequest(self.build_messages(job), dict(job.params), key=job.key)
+
+
+async def execute_jobs(client, jobs: Sequence[Job], build_messages, done: Mapping[str, Any], journal):
+    """Send the jobs the journals do not hold as successes, appending each result to ``journal`` as it finishes.
+    Requests are built lazily, as the client's bounded window frees up, so memory stays flat however many jobs.
+
+    Returns every job's result by key and how many came from the journals.
+    """
+    results = {job.key: done[job.key] for job in jobs if job.key in done and done[job.key].ok}
+    todo = [job for job in jobs if job.key not in results]
+    for job, result in zip(todo, await client.run(_LazyRequests(todo, build_messages), journal=journal), strict=True):
+        results[job.key] = result
+    return results, len(jobs) - len(todo)
+
+
+def generation_record(result, job: Job, endpoint_kind: str, prompt_hash: str, stand_in: bool) -> dict[str, Any]:
+    """The ``generation`` column: who answered, with what prompt and demos, at what cost."""
+    return {
+        "model": result.model or "",
+        "endpoint": endpoint_kind,
+        "prompt_sha": prompt_hash,
+        "demo_ids": list(job.demo_ids),
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cost_usd": result.cost_usd,
+        "stand_in": stand_in,
+    }
+
+
+def candidate_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, failures: list):
+    """Yield candidate rows for the jobs whose reply parses; append the others to ``failures`` with the reason."""
+    for job in jobs:
+        result = results[job.key]
+        candidate_id = f"{job.pair_id}-{job.sample}"
+        if not result.ok:
+            failures.append(_failure(candidate_id, job.pair_id, "request", result.error, ""))
+            continue
+        try:
+            turns = parse_conversation(result.text)
+        except ParseError as error:
+            failures.append(_failure(candidate_id, job.pair_id, "parse", error.reason, result.text))
+            continue
+        pair = pairs[job.index]
+        yield {
+            "id": candidate_id,
+            "pair_id": job.pair_id,
+            "images": [pair["image"]],
+            "messages": turns_to_messages(turns),
+            "modality": pair["modality"],
+            "caption": pair["caption"],
+            "mentions": pair["mentions"],
+            "generation": generation_record(result, job, endpoint_kind, prompt_hash, stand_in),
+        }
+
+
+def answer_pair_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, failures: list):
+    """Yield one row per question with its two answers; unusable replies go to ``failures``."""
+    for job in jobs:
+        result = results[job.key]
+        set_id = f"{job.pair_id}-ap{job.sample}"
+        if not result.ok:
+            failures.append(_failure(set_id, job.pair_id, "request", result.error, ""))
+            continue
+        try:
+            triples = parse_answer_pairs(result.text)
+        except ParseError as error:
+            failures.append(_failure(set_id, job.pair_id, "parse", error.reason, result.text))
+            continue
+        pair = pairs[job.index]
+        for i, (question, answer_a, answer_b) in enumerate(triples):
+            yield {
+                "id": f"{set_id}-q{i}",
+                "pair_id": job.pair_id,
+                "images": [pair["image"]],
+                "prompt": [{"role": "user", "content": [image_part(), text_part(question)]}],
+                "answer_a": [{"role": "assistant", "content": [text_part(answer_a)]}],
+                "answer_b": [{"role": "assistant", "content": [text_part(answer_b)]}],
+                "modality": pair["modality"],
+                "question": question,
+                "generation": generation_record(result, job, endpoint_kind, prompt_hash, stand_in),
+            }
+
+
+def _failure(record_id: str, pair_id: str, stage: str, reason: str | None, raw: str) -> dict[str, str]:
+    return {"id": record_id, "pair_id": pair_id, "stage": stage, "reason": reason or "", "raw": raw or ""}

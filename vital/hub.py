@@ -202,6 +202,38 @@ class Hub(ABC):
             self.create_branch(repo_id, revision, repo_type="dataset")
         return self._push_dataset_files(dataset, repo_id, config_name, split, revision, private, message, card)
 
+    def delete_config(self, repo_id: str, config_name: str, revision: str = "main") -> PushResult | None:
+        """Remove a dataset config (its files and its card metadata) in a new commit; None if it is not there.
+
+        `datasets` cannot load an empty split, so a stage whose side output (e.g. ``failures``) is empty this time
+        deletes the config instead of leaving a stale one from an earlier run.
+        """
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        try:
+            current = self.read_file(repo_id, CARD_FILE, revision, "dataset")
+        except (HubError, RepositoryNotFoundError, RevisionNotFoundError):
+            return None
+        card = DatasetCard(current or "---\nconfigs: []\n---\n")
+        configs = card.data.to_dict().get("configs") or []
+        if not any(c.get("config_name") == config_name for c in configs):
+            return None
+        card.data["configs"] = [c for c in configs if c.get("config_name") != config_name]
+        infos = card.data.to_dict().get("dataset_info")
+        if isinstance(infos, list):
+            card.data["dataset_info"] = [i for i in infos if i.get("config_name") != config_name]
+        data_dir = "data" if config_name == "default" else config_name
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, CARD_FILE).write_text(str(card), encoding="utf-8")
+            return self.upload_folder(
+                tmp,
+                repo_id,
+                "dataset",
+                revision,
+                commit_message=f"Delete {config_name} config",
+                delete_patterns=[f"{data_dir}/*"],
+            )
+
     def push_folder(
         self,
         folder: str | Path,
@@ -451,6 +483,8 @@ class LocalHub(Hub):
 
         data_dir = "data" if config_name == "default" else config_name
         splits = {split: dataset} if isinstance(dataset, Dataset) else dict(dataset)
+        if len({str(ds.features) for ds in splits.values()}) > 1:
+            raise ValueError(f"the splits of config {config_name!r} differ in features; push each as its own config")
         with tempfile.TemporaryDirectory() as tmp:
             split_infos = {name: _write_parquet_shards(ds, Path(tmp, data_dir), name) for name, ds in splits.items()}
             # Replace this config's pushed splits (all of them for a DatasetDict), keep everything else.

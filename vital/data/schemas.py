@@ -379,3 +379,8 @@ def _undecoded(features: Features) -> Features:
 def _describe(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def rows_to_dataset(rows: list[Mapping[str, Any]], features: Features) -> Dataset:
+    """``Dataset.from_list`` that also works for no rows (an empty dataset with the right columns)."""
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)

@@ -1,0 +1,253 @@
+"""Stage 1 — generate: a vision model writes multi-turn conversations about each figure, prompted with one
+clinician-selected demonstration per modality; a sample of figures also gets questions with two answers each, for
+the clinicians' preference task.
+
+Usage:
+
+    vital generate --config recipes/quickstart/generate.yaml                   # offline, on the bundled stand-in
+    python recipes/generate.py --config recipes/biomed_vital/generate.yaml      # GPT-4V class model (OPENAI_API_KEY)
+    accelerate launch --num_processes 4 recipes/generate.py --config ...       # 4 shards, merged by process 0
+    python recipes/generate.py --config ... --shard 2/8                         # one shard on one machine
+
+Every finished request is journaled under a stable key (pair image, demos, prompt, model, parameters), so a killed
+run resumes where it stopped. With `--shard i/n` a process only fills its journal; a run without `--shard` over the
+same `journal_dir` (holding every shard's journal) merges them and pushes. What could not be generated or parsed
+goes to the `failures` config of the candidates repo, with the reason and the raw reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Image
+from trl import TrlParser
+
+from vital.cards import Lineage, dataset_card
+from vital.data.schemas import CANDIDATE_FEATURES, rows_to_dataset, validate_dataset
+from vital.demos import DemoSampler
+from vital.generation import (
+    answer_pair_features,
+    answer_pair_rows,
+    build_answer_pair_messages,
+    build_generation_messages,
+    candidate_rows,
+    execute_jobs,
+    failure_features,
+    plan_jobs,
+    prompt_sha,
+)
+from vital.hub import PushResult, get_hub
+from vital.llm import (
+    AsyncLLMClient,
+    EndpointConfig,
+    Journal,
+    image_to_data_url,
+    merge_journals,
+    parse_shard,
+    shard_path,
+)
+from vital.runner import artifact_table, setup_logging
+
+
+logger = logging.getLogger("vital.generate")
+
+
+@dataclass
+class GenerateArguments:
+    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+    pairs_repo: str = field(default="quickstart/pairs", metadata={"help": "Pairs dataset repo."})
+    pairs_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the pairs."})
+    demos_repo: str = field(default="quickstart/demos", metadata={"help": "Clinician-approved demonstrations repo."})
+    demos_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the demos."})
+    candidates_repo: str = field(default="quickstart/candidates", metadata={"help": "Repo the candidates go to."})
+    answer_pairs_repo: str = field(default="quickstart/answer-pairs", metadata={"help": "Repo of the answer pairs."})
+    revision: str = field(default="main", metadata={"help": "Branch to push to."})
+    private: bool = field(default=True, metadata={"help": "Create repos private."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N pairs (smoke runs)."})
+    samples_per_pair: int = field(default=1, metadata={"help": "Conversations per pair (seeds differ)."})
+    demos_per_modality: int = field(default=1, metadata={"help": "Demonstrations per modality per request (paper 1)."})
+    json_output: bool = field(default=False, metadata={"help": "Ask for JSON (endpoints with response_format)."})
+    answer_pairs: int = field(default=0, metadata={"help": "How many pairs also get two-answer questions."})
+    journal_dir: str = field(default="outputs/journals/generate", metadata={"help": "Where request journals live."})
+    shard: str | None = field(default=None, metadata={"help": "'i/n': fill shard i's journal only, push nothing."})
+    data_seed: int = field(default=0, metadata={"help": "Seeds demo sampling and the answer-pair sample."})
+    stand_in: bool = field(default=False, metadata={"help": "Answer from the bundled stand-in server (offline)."})
+    stand_in_latency_ms: float = field(default=0.0, metadata={"help": "Stand-in latency per request."})
+    stand_in_faults: float = field(
+        default=0.0, metadata={"help": "Stand-in fault rate, split over 429/500/malformed."}
+    )
+
+
+def start_stand_in(args: GenerateArguments, endpoint: EndpointConfig, pairs):
+    """Start the stand-in server on loopback and point the endpoint at it."""
+    from vital.testing.sample_replies import SampleDataResponder
+    from vital.testing.standin import StandInServer
+
+    rate = args.stand_in_faults / 3
+    server = StandInServer(
+        SampleDataResponder(pairs),
+        latency_ms=args.stand_in_latency_ms,
+        fault_429=rate,
+        fault_500=rate,
+        fault_malformed=rate,
+        retry_after_s=0.05,
+        seed=args.data_seed,
+    ).start()
+    endpoint = dataclasses.replace(
+        endpoint, provider="openai-compatible", base_url=server.base_url, model=server.model
+    )
+    return server, endpoint
+
+
+def push_with_failures(hub, rows, failures: list[dict], repo_id: str, card, push: dict) -> PushResult:
+    """Push the rows (config ``default``) and what failed (config ``failures``), with the card on the last commit.
+    `datasets` cannot load an empty split, so an empty side is removed rather than pushed."""
+    fails = rows_to_dataset(failures, failure_features())
+    if len(rows):
+        if failures:
+            hub.push_dataset(fails, repo_id, "failures", "train", **push)
+        else:
+            hub.delete_config(repo_id, "failures", push["revision"])
+        return hub.push_dataset(rows, repo_id, split="train", card=card, **push)
+    if failures:
+        hub.delete_config(repo_id, "default", push["revision"])
+        return hub.push_dataset(fails, repo_id, "failures", "train", card=card, **push)
+    raise ValueError(f"nothing to push to {repo_id}: no rows and no failures")
+
+
+async def run_jobs(endpoint, jobs, build, done, journal):
+    async with AsyncLLMClient(endpoint) as client:
+        return await execute_jobs(client, jobs, build, done, journal)
+
+
+def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
+    from accelerate import PartialState
+
+    state = PartialState()
+    setup_logging(main_process=state.is_main_process)
+    hub = get_hub(args.hub)
+
+    # 1. Inputs at pinned commits; bad pairs (e.g. a corrupt image) are quarantined, not sent.
+    pairs_ref = hub.ref(args.pairs_repo, args.pairs_revision)
+    demos_ref = hub.ref(args.demos_repo, args.demos_revision)
+    pairs = hub.load_dataset(args.pairs_repo, revision=pairs_ref.commit, split="train")
+    if args.limit:
+        pairs = pairs.select(range(min(args.limit, len(pairs))))
+    pairs, quarantine = validate_dataset(pairs, "pairs", errors="skip")
+    demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
+    sampler = DemoSampler(demos, seed=args.data_seed, per_modality=args.demos_per_modality)
+    server, configured = None, endpoint  # the lineage records the endpoint as configured, not the stand-in's port
+    if args.stand_in:
+        server, endpoint = start_stand_in(args, endpoint, pairs)
+
+    # 2. Plan keyed jobs: one conversation per pair and sample, two-answer questions for a seeded sample of pairs.
+    raw = pairs.cast_column("image", Image(decode=False))
+    json_output = args.json_output or endpoint.response_format == "json_object"
+    jobs = plan_jobs(raw, endpoint.model, "conversation", sampler, args.samples_per_pair, json_output, endpoint.seed)
+    chosen = sorted(random.Random(args.data_seed).sample(range(len(pairs)), min(args.answer_pairs, len(pairs))))
+    pair_jobs = plan_jobs(raw, endpoint.model, "answer_pairs", indices=chosen)
+    demo_rows = {row["id"]: row for row in demos}
+
+    def build(job):
+        target = pairs[job.index]
+        if job.task == "answer_pairs":
+            return build_answer_pair_messages(target, image_to_data_url)
+        return build_generation_messages(target, [demo_rows[d] for d in job.demo_ids], image_to_data_url, json_output)
+
+    # 3. Send what no journal holds yet; this process's shard only.
+    index, count = parse_shard(args.shard) if args.shard else (state.process_index, state.num_processes)
+    journal_dir = Path(args.journal_dir)
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    mine = [job for i, job in enumerate(jobs + pair_jobs) if i % count == index]
+    done = merge_journals(sorted(journal_dir.glob("journal*.jsonl")))
+    try:
+        with Journal.open(shard_path(journal_dir / "journal.jsonl", index, count)) as journal:
+            _, resumed = asyncio.run(run_jobs(endpoint, mine, build, done, journal))
+        logger.info("%d of %d requests were already in the journals", resumed, len(mine))
+    finally:
+        if server is not None:
+            server.stop()
+    if args.shard:
+        logger.info("shard %s done; run without --shard to merge the journals and push", args.shard)
+        return []
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return []
+
+    # 4. Merge every journal, parse replies into rows, push candidates (train + failures) and answer pairs.
+    done = merge_journals(sorted(journal_dir.glob("journal*.jsonl")))
+    missing = [job.key for job in jobs + pair_jobs if job.key not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} request(s) have no journaled result; run the missing shards first")
+    kind = "stand-in" if args.stand_in else endpoint.provider
+    failures = [
+        {"id": q.record_id, "pair_id": q.record_id, "stage": "input", "reason": f"{q.field}: {q.reason}", "raw": ""}
+        for q in quarantine.records
+    ]
+    sha = prompt_sha(json_output=json_output)
+    candidates = rows_to_dataset(
+        list(candidate_rows(pairs, jobs, done, kind, sha, args.stand_in, failures)), CANDIDATE_FEATURES
+    )
+    lineage = Lineage(stage="generate", inputs=[pairs_ref, demos_ref], config=[args, configured], seed=args.data_seed)
+    results = [done[job.key] for job in jobs]
+    card = dataset_card(
+        "candidates",
+        lineage=lineage,
+        pretty_name="BioMed-VITAL candidates" + (" (stand-in)" if args.stand_in else ""),
+        repo_id=args.candidates_repo,
+        stand_in=args.stand_in,
+        model=results[0].model if results and results[0].model else endpoint.model,
+        endpoint=kind,
+        prompt_sha=sha,
+        demos_per_modality=args.demos_per_modality,
+        seed=args.data_seed,
+        demo_ids=sorted({d for job in jobs for d in job.demo_ids}),
+        stats={
+            "requests": len(results),
+            "prompt_tokens": sum(r.prompt_tokens for r in results),
+            "completion_tokens": sum(r.completion_tokens for r in results),
+            "cost_usd": sum(r.cost_usd for r in results),
+        },
+        num_rows=len(candidates),
+        num_turns=sum(len(m) // 2 for m in candidates["messages"]),
+        modalities=dict(sorted(Counter(candidates["modality"]).items())),
+        num_failures=len(failures),
+        failure_reasons=dict(Counter(f["stage"] for f in failures)),
+    )
+    push = {"revision": args.revision, "private": args.private}
+    pushed = [push_with_failures(hub, candidates, failures, args.candidates_repo, card, push)]
+    logger.info("candidates: %d conversations, %d failures -> %s", len(candidates), len(failures), pushed[0].location)
+
+    if pair_jobs:
+        pair_failures: list = []
+        rows = list(answer_pair_rows(pairs, pair_jobs, done, kind, prompt_sha(), args.stand_in, pair_failures))
+        answer_pairs = rows_to_dataset(rows, answer_pair_features())
+        card = dataset_card(
+            "answer_pairs",
+            lineage=lineage,
+            pretty_name="BioMed-VITAL answer pairs" + (" (stand-in)" if args.stand_in else ""),
+            stand_in=args.stand_in,
+            num_rows=len(answer_pairs),
+            num_pairs=len(pair_jobs),
+            model=endpoint.model,
+            prompt_sha=prompt_sha(),
+            num_failures=len(pair_failures),
+        )
+        pushed.append(push_with_failures(hub, answer_pairs, pair_failures, args.answer_pairs_repo, card, push))
+    print(artifact_table(pushed, {args.candidates_repo: f"{len(candidates)} conversations, {len(failures)} failures"}))
+    return pushed
+
+
+def cli(argv: list[str] | None = None) -> list[PushResult]:
+    args, endpoint = TrlParser((GenerateArguments, EndpointConfig)).parse_args_and_config(argv)
+    return main(args, endpoint)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,170 @@
+"""The generation stage end to end on a local hub and the stand-in server: resume, faults, shards, secrets."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vital.cards import lineage_of
+from vital.data.schemas import validate_dataset
+from vital.hub import LocalHub
+from vital.runner import load_recipe
+
+
+ingest = load_recipe("ingest")
+generate = load_recipe("generate")
+QUICKSTART = "recipes/quickstart/generate.yaml"
+
+
+@pytest.fixture
+def hub_dir(tmp_path):
+    ingest.cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", f"local:{tmp_path}/hub"])
+    return tmp_path
+
+
+def run(tmp_path, *extra):
+    args = ["--config", QUICKSTART, "--hub", f"local:{tmp_path}/hub", "--journal_dir", f"{tmp_path}/journals"]
+    return generate.cli([*args, *extra])
+
+
+def journal_lines(tmp_path):
+    return [json.loads(line) for p in sorted((tmp_path / "journals").glob("*.jsonl")) for line in p.open()]
+
+
+def test_generate_on_the_stand_in(hub_dir):
+    pushed = run(hub_dir, "--stand_in_faults", "0")
+    hub = LocalHub(hub_dir / "hub")
+    pairs = hub.load_dataset("quickstart/pairs", split="train")
+    candidates = hub.load_dataset("quickstart/candidates", split="train", revision=pushed[0].commit)
+    configs = [c["config_name"] for c in hub.read_card("quickstart/candidates").data.to_dict()["configs"]]
+    assert configs == ["default"] and sorted(candidates["pair_id"]) == sorted(pairs["id"])  # no failures config
+    assert len(validate_dataset(candidates, "candidates")[0]) == len(pairs)
+    by_id = {p["id"]: p for p in pairs}
+    for row in candidates:
+        assert len(row["messages"]) >= 8  # 4+ exchanges
+        np.testing.assert_array_equal(np.asarray(row["images"][0]), np.asarray(by_id[row["pair_id"]]["image"]))
+        generation = row["generation"]
+        assert generation["stand_in"] and generation["model"] == "vital-stand-in" and generation["prompt_tokens"] > 0
+    demos = hub.load_dataset("quickstart/demos", split="train")
+    own_demo = {d["pair_id"]: d["id"] for d in demos}
+    for row in candidates:
+        # One demo per modality (the sample has one per modality), but a figure is never its own demonstration.
+        assert own_demo.get(row["pair_id"]) not in row["generation"]["demo_ids"]
+        assert len(row["generation"]["demo_ids"]) == 5 - (row["pair_id"] in own_demo)
+
+    card = hub.read_card("quickstart/candidates")
+    assert "Stand-in data" in card.text and "vital-stand-in" in card.text
+    commits = {i["repo_id"]: i["commit"] for i in lineage_of(card)["inputs"]}
+    assert commits == {
+        "quickstart/pairs": hub.resolve("quickstart/pairs"),
+        "quickstart/demos": hub.resolve("quickstart/demos"),
+    }
+    answer_pairs = hub.load_dataset("quickstart/answer-pairs", split="train")
+    assert len(answer_pairs) >= 3 and all(a != b for a, b in zip(answer_pairs["answer_a"], answer_pairs["answer_b"]))
+
+    # A rerun sends nothing (every key is journaled once) and makes no new commit.
+    lines = journal_lines(hub_dir)
+    again = run(hub_dir, "--stand_in_faults", "0")
+    assert journal_lines(hub_dir) == lines
+    assert [p.commit for p in again] == [p.commit for p in pushed] and not any(p.created for p in again)
+
+
+def test_faults_end_in_success_or_a_recorded_failure(hub_dir):
+    run(hub_dir, "--stand_in_faults", "0.45", "--max_retries", "1", "--answer_pairs", "0")
+    hub = LocalHub(hub_dir / "hub")
+    candidates = hub.load_dataset("quickstart/candidates", split="train")
+    failures = hub.load_dataset("quickstart/candidates", "failures", split="train")
+    assert len(candidates) + len(failures) == 15
+    assert len(failures) > 0  # with one retry and 45% faults, some requests exhaust their retries
+    assert all(f["stage"] == "request" and f["reason"] for f in failures)
+    assert set(candidates["pair_id"]).isdisjoint(failures["pair_id"])
+    # Failed requests are retried by the next run; the successes are not sent again.
+    ok_keys = {r["key"] for r in journal_lines(hub_dir) if r["error"] is None}
+    run(hub_dir, "--stand_in_faults", "0", "--answer_pairs", "0")
+    assert len(hub.load_dataset("quickstart/candidates", split="train")) == 15
+    assert "failures" not in {
+        c["config_name"] for c in hub.read_card("quickstart/candidates").data.to_dict()["configs"]
+    }
+    resent = [r for r in journal_lines(hub_dir) if r["key"] in ok_keys]
+    assert len(resent) == len(ok_keys)
+
+
+def test_bad_pairs_are_quarantined_as_input_failures(hub_dir):
+    hub = LocalHub(hub_dir / "hub")
+    pairs = hub.load_dataset("quickstart/pairs", split="train")
+
+    def corrupt(row, i):
+        if i == 0:
+            row["image"] = {"bytes": b"not an image", "path": None}
+        return row
+
+    from datasets import Image
+
+    broken = (
+        pairs.cast_column("image", Image(decode=False)).map(corrupt, with_indices=True).cast_column("image", Image())
+    )
+    hub.push_dataset(broken, "quickstart/pairs")
+    run(hub_dir, "--answer_pairs", "0", "--stand_in_faults", "0")
+    failures = hub.load_dataset("quickstart/candidates", "failures", split="train")
+    assert failures["stage"] == ["input"] and failures["pair_id"] == [pairs[0]["id"]]
+    assert "corrupt image" in failures["reason"][0]
+    assert len(hub.load_dataset("quickstart/candidates", split="train")) == len(pairs) - 1
+
+
+def test_shards_merge_into_the_same_dataset(hub_dir, tmp_path):
+    assert run(hub_dir, "--shard", "0/2", "--answer_pairs", "0") == []
+    assert run(hub_dir, "--shard", "1/2", "--answer_pairs", "0") == []
+    files = sorted(p.name for p in (hub_dir / "journals").glob("*.jsonl"))
+    assert files == ["journal-00000-of-00002.jsonl", "journal-00001-of-00002.jsonl"]
+    lines = journal_lines(hub_dir)
+    run(hub_dir, "--answer_pairs", "0")  # merges, sends nothing
+    assert journal_lines(hub_dir) == lines
+    assert len(LocalHub(hub_dir / "hub").load_dataset("quickstart/candidates", split="train")) == 15
+
+
+def test_the_api_key_never_reaches_outputs(hub_dir, capfd, monkeypatch):
+    secret = "sk-test-VERY-secret-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    run(hub_dir, "--stand_in_faults", "0.2")
+    captured = capfd.readouterr()
+    assert secret not in captured.out + captured.err
+    for path in hub_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+SCRIPT = """
+import sys
+from vital.runner import load_recipe
+load_recipe("generate").cli(sys.argv[1:])
+"""
+
+
+def test_sigkill_mid_run_then_resume(hub_dir):
+    args = ["--config", QUICKSTART, "--hub", f"local:{hub_dir}/hub", "--journal_dir", f"{hub_dir}/journals"]
+    args += ["--stand_in_latency_ms", "400", "--concurrency", "2", "--answer_pairs", "0", "--stand_in_faults", "0"]
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    journal = hub_dir / "journals" / "journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {r["key"] for r in journal_lines(hub_dir)}
+    assert 4 <= len(finished) < 15, "the kill must land mid-run"
+
+    run(hub_dir, "--answer_pairs", "0", "--stand_in_faults", "0")
+    lines = journal_lines(hub_dir)
+    keys = [r["key"] for r in lines]
+    assert len(keys) == len(set(keys)) == 15  # no finished request was sent again
+    candidates = LocalHub(hub_dir / "hub").load_dataset("quickstart/candidates", split="train")
+    assert sorted(candidates["pair_id"]) == sorted(set(candidates["pair_id"])) and len(candidates) == 15
