@@ -17,13 +17,10 @@ goes to the `failures` config of the candidates repo, with the reason and the ra
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from datasets import Image
 from trl import TrlParser
@@ -37,21 +34,13 @@ from vital.generation import (
     build_answer_pair_messages,
     build_generation_messages,
     candidate_rows,
-    execute_jobs,
     failure_features,
     plan_jobs,
     prompt_sha,
 )
 from vital.hub import PushResult, get_hub
-from vital.llm import (
-    AsyncLLMClient,
-    EndpointConfig,
-    Journal,
-    image_to_data_url,
-    merge_journals,
-    parse_shard,
-    shard_path,
-)
+from vital.llm import EndpointConfig, image_to_data_url
+from vital.llm.jobs import run_jobs_sharded
 from vital.runner import artifact_table, setup_logging
 
 
@@ -84,27 +73,6 @@ class GenerateArguments:
     )
 
 
-def start_stand_in(args: GenerateArguments, endpoint: EndpointConfig, pairs):
-    """Start the stand-in server on loopback and point the endpoint at it."""
-    from vital.testing.sample_replies import SampleDataResponder
-    from vital.testing.standin import StandInServer
-
-    rate = args.stand_in_faults / 3
-    server = StandInServer(
-        SampleDataResponder(pairs),
-        latency_ms=args.stand_in_latency_ms,
-        fault_429=rate,
-        fault_500=rate,
-        fault_malformed=rate,
-        retry_after_s=0.05,
-        seed=args.data_seed,
-    ).start()
-    endpoint = dataclasses.replace(
-        endpoint, provider="openai-compatible", base_url=server.base_url, model=server.model
-    )
-    return server, endpoint
-
-
 def push_with_failures(hub, rows, failures: list[dict], repo_id: str, card, push: dict) -> PushResult:
     """Push the rows (config ``default``) and what failed (config ``failures``), with the card on the last commit.
     `datasets` cannot load an empty split, so an empty side is removed rather than pushed."""
@@ -121,16 +89,10 @@ def push_with_failures(hub, rows, failures: list[dict], repo_id: str, card, push
     raise ValueError(f"nothing to push to {repo_id}: no rows and no failures")
 
 
-async def run_jobs(endpoint, jobs, build, done, journal):
-    async with AsyncLLMClient(endpoint) as client:
-        return await execute_jobs(client, jobs, build, done, journal)
-
-
 def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     from accelerate import PartialState
 
-    state = PartialState()
-    setup_logging(main_process=state.is_main_process)
+    setup_logging(main_process=PartialState().is_main_process)
     hub = get_hub(args.hub)
 
     # 1. Inputs at pinned commits; bad pairs (e.g. a corrupt image) are quarantined, not sent.
@@ -144,7 +106,12 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     sampler = DemoSampler(demos, seed=args.data_seed, per_modality=args.demos_per_modality)
     server, configured = None, endpoint  # the lineage records the endpoint as configured, not the stand-in's port
     if args.stand_in:
-        server, endpoint = start_stand_in(args, endpoint, pairs)
+        from vital.testing.sample_replies import SampleDataResponder, start_stand_in
+
+        responder = SampleDataResponder(pairs)
+        server, endpoint = start_stand_in(
+            endpoint, responder, args.stand_in_latency_ms, args.stand_in_faults, args.data_seed
+        )
 
     # 2. Plan keyed jobs: one conversation per pair and sample, two-answer questions for a seeded sample of pairs.
     raw = pairs.cast_column("image", Image(decode=False))
@@ -160,31 +127,16 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
             return build_answer_pair_messages(target, image_to_data_url)
         return build_generation_messages(target, [demo_rows[d] for d in job.demo_ids], image_to_data_url, json_output)
 
-    # 3. Send what no journal holds yet; this process's shard only.
-    index, count = parse_shard(args.shard) if args.shard else (state.process_index, state.num_processes)
-    journal_dir = Path(args.journal_dir)
-    journal_dir.mkdir(parents=True, exist_ok=True)
-    mine = [job for i, job in enumerate(jobs + pair_jobs) if i % count == index]
-    done = merge_journals(sorted(journal_dir.glob("journal*.jsonl")))
+    # 3. Send what no journal holds yet (this process's shard), then merge every journal on the main process.
     try:
-        with Journal.open(shard_path(journal_dir / "journal.jsonl", index, count)) as journal:
-            _, resumed = asyncio.run(run_jobs(endpoint, mine, build, done, journal))
-        logger.info("%d of %d requests were already in the journals", resumed, len(mine))
+        done = run_jobs_sharded(jobs + pair_jobs, endpoint, build, args.journal_dir, args.shard)
     finally:
         if server is not None:
             server.stop()
-    if args.shard:
-        logger.info("shard %s done; run without --shard to merge the journals and push", args.shard)
-        return []
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    if done is None:
         return []
 
-    # 4. Merge every journal, parse replies into rows, push candidates (train + failures) and answer pairs.
-    done = merge_journals(sorted(journal_dir.glob("journal*.jsonl")))
-    missing = [job.key for job in jobs + pair_jobs if job.key not in done]
-    if missing:
-        raise RuntimeError(f"{len(missing)} request(s) have no journaled result; run the missing shards first")
+    # 4. Parse replies into rows; push candidates and answer pairs, each with a `failures` config.
     kind = "stand-in" if args.stand_in else endpoint.provider
     failures = [
         {"id": q.record_id, "pair_id": q.record_id, "stage": "input", "reason": f"{q.field}: {q.reason}", "raw": ""}

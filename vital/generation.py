@@ -333,28 +333,6 @@ def answer_pair_features():
     )
 
 
-@dataclass(frozen=True)
-class Job:
-    """One request to make: which pair, which demos, which task; ``key`` names it in the journals."""
-
-    key: str
-    index: int  # row of the pair in the pairs dataset
-    pair_id: str
-    task: str  # conversation | answer_pairs
-    sample: int = 0
-    demo_ids: tuple[str, ...] = ()
-    params: tuple[tuple[str, Any], ...] = ()
-
-
-def image_sha256(cell: Mapping[str, Any]) -> str:
-    """sha256 of an undecoded image cell (``{"bytes", "path"}``), the image's identity in a request key."""
-    data = cell.get("bytes")
-    if data is None:
-        with open(cell["path"], "rb") as f:
-            data = f.read()
-    return hashlib.sha256(data).hexdigest()
-
-
 def plan_jobs(
     pairs,
     model: str,
@@ -364,10 +342,11 @@ def plan_jobs(
     json_output: bool = False,
     base_seed: int | None = None,
     indices: Sequence[int] | None = None,
-) -> list[Job]:
+) -> list:
     """Keyed jobs for ``pairs`` (an undecoded dataset). The key covers the model, pair image, demos, prompt wording and
     sample, so a rerun finds finished work in the journal without building any request."""
     from vital.llm import request_key
+    from vital.llm.jobs import Job, image_sha256
 
     system = CONVERSATION_SYSTEM if task == "conversation" else ANSWER_PAIRS_SYSTEM
     sha = prompt_sha(system, json_output and task == "conversation")
@@ -385,36 +364,7 @@ def plan_jobs(
     return jobs
 
 
-class _LazyRequests:
-    """The requests of some jobs, built (with their images) only as the client consumes them; sized for progress."""
-
-    def __init__(self, jobs: Sequence[Job], build_messages):
-        self.jobs, self.build_messages = jobs, build_messages
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __iter__(self):
-        from vital.llm import ChatRequest
-
-        for job in self.jobs:
-            yield ChatRequest(self.build_messages(job), dict(job.params), key=job.key)
-
-
-async def execute_jobs(client, jobs: Sequence[Job], build_messages, done: Mapping[str, Any], journal):
-    """Send the jobs the journals do not hold as successes, appending each result to ``journal`` as it finishes.
-    Requests are built lazily, as the client's bounded window frees up, so memory stays flat however many jobs.
-
-    Returns every job's result by key and how many came from the journals.
-    """
-    results = {job.key: done[job.key] for job in jobs if job.key in done and done[job.key].ok}
-    todo = [job for job in jobs if job.key not in results]
-    for job, result in zip(todo, await client.run(_LazyRequests(todo, build_messages), journal=journal), strict=True):
-        results[job.key] = result
-    return results, len(jobs) - len(todo)
-
-
-def generation_record(result, job: Job, endpoint_kind: str, prompt_hash: str, stand_in: bool) -> dict[str, Any]:
+def generation_record(result, job, endpoint_kind: str, prompt_hash: str, stand_in: bool) -> dict[str, Any]:
     """The ``generation`` column: who answered, with what prompt and demos, at what cost."""
     return {
         "model": result.model or "",
@@ -432,19 +382,19 @@ def candidate_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, f
     """Yield candidate rows for the jobs whose reply parses; append the others to ``failures`` with the reason."""
     for job in jobs:
         result = results[job.key]
-        candidate_id = f"{job.pair_id}-{job.sample}"
+        candidate_id = f"{job.record_id}-{job.sample}"
         if not result.ok:
-            failures.append(_failure(candidate_id, job.pair_id, "request", result.error, ""))
+            failures.append(_failure(candidate_id, job.record_id, "request", result.error, ""))
             continue
         try:
             turns = parse_conversation(result.text)
         except ParseError as error:
-            failures.append(_failure(candidate_id, job.pair_id, "parse", error.reason, result.text))
+            failures.append(_failure(candidate_id, job.record_id, "parse", error.reason, result.text))
             continue
         pair = pairs[job.index]
         yield {
             "id": candidate_id,
-            "pair_id": job.pair_id,
+            "pair_id": job.record_id,
             "images": [pair["image"]],
             "messages": turns_to_messages(turns),
             "modality": pair["modality"],
@@ -458,20 +408,20 @@ def answer_pair_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in,
     """Yield one row per question with its two answers; unusable replies go to ``failures``."""
     for job in jobs:
         result = results[job.key]
-        set_id = f"{job.pair_id}-ap{job.sample}"
+        set_id = f"{job.record_id}-ap{job.sample}"
         if not result.ok:
-            failures.append(_failure(set_id, job.pair_id, "request", result.error, ""))
+            failures.append(_failure(set_id, job.record_id, "request", result.error, ""))
             continue
         try:
             triples = parse_answer_pairs(result.text)
         except ParseError as error:
-            failures.append(_failure(set_id, job.pair_id, "parse", error.reason, result.text))
+            failures.append(_failure(set_id, job.record_id, "parse", error.reason, result.text))
             continue
         pair = pairs[job.index]
         for i, (question, answer_a, answer_b) in enumerate(triples):
             yield {
                 "id": f"{set_id}-q{i}",
-                "pair_id": job.pair_id,
+                "pair_id": job.record_id,
                 "images": [pair["image"]],
                 "prompt": [{"role": "user", "content": [image_part(), text_part(question)]}],
                 "answer_a": [{"role": "assistant", "content": [text_part(answer_a)]}],

@@ -47,6 +47,59 @@ class SampleDataResponder:
         )
 
     def __call__(self, request_json: Mapping[str, Any]) -> str:
+        from vital.testing.standin import _last_user_text
+
+        text = _last_user_text(request_json)
+        if "Give the pair ONE score" in text:
+            return judge_reply(text)
         if "Answer 2" in _system_text(request_json):
             return self.answer_pairs(request_json)
         return self.conversation(request_json)
+
+
+def judge_reply(text: str) -> str:
+    """A deterministic stand-in for the rubric judge: longer, caption-grounded answers score higher.
+
+    About one request in seven first gets a reply without a score (as real judges sometimes give), so the judge's
+    retry path runs; asked again with the reminder, it answers properly.
+    """
+    import hashlib
+    import re
+
+    from vital.rating import RETRY_NOTE
+
+    answer = text.split("\nAnswer:\n", 1)[-1].split("\n\n", 1)[0]
+    caption = text.split("Figure Caption:\n", 1)[-1].split("\n\n", 1)[0]
+    digest = int(hashlib.sha256(text.encode()).hexdigest(), 16)
+    if digest % 7 == 0 and RETRY_NOTE not in text:
+        return "This question-answer pair is reasonable overall, although the answer could be more specific."
+    words = re.findall(r"[a-z]+", answer.lower())
+    grounded = len(set(words) & set(re.findall(r"[a-z]{4,}", caption.lower())))
+    score = max(0, min(10, 1 + len(words) // 25 + grounded // 2))
+    return f"{score}\nStand-in judgement: {len(words)} answer words, {grounded} shared with the caption."
+
+
+def start_stand_in(endpoint, responder, latency_ms: float = 0.0, faults: float = 0.0, seed: int = 0):
+    """Start a stand-in server on loopback answering with ``responder``, and point ``endpoint`` at it.
+
+    ``faults`` is split evenly over 429 (with a short Retry-After), 500 and malformed replies. Returns the running
+    server (stop it when done) and the endpoint to use.
+    """
+    import dataclasses
+
+    from vital.testing.standin import StandInServer
+
+    rate = faults / 3
+    server = StandInServer(
+        responder,
+        latency_ms=latency_ms,
+        fault_429=rate,
+        fault_500=rate,
+        fault_malformed=rate,
+        retry_after_s=0.05,
+        seed=seed,
+    ).start()
+    endpoint = dataclasses.replace(
+        endpoint, provider="openai-compatible", base_url=server.base_url, model=server.model
+    )
+    return server, endpoint

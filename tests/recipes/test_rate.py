@@ -1,0 +1,92 @@
+"""The rating stage end to end on the stand-in judge: every turn rated once, retries, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vital.cards import lineage_of
+from vital.data.schemas import qa_turns, validate_dataset
+from vital.hub import LocalHub
+from vital.runner import load_recipe
+
+
+@pytest.fixture(scope="module")
+def candidates_hub(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rate")
+    hub = f"local:{root}/hub"
+    load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
+    load_recipe("generate").cli(
+        [
+            "--config",
+            "recipes/quickstart/generate.yaml",
+            "--hub",
+            hub,
+            "--journal_dir",
+            f"{root}/gen",
+            "--answer_pairs",
+            "0",
+        ]
+    )
+    return root
+
+
+def rate(root, journals, *extra):
+    args = ["--config", "recipes/quickstart/rate.yaml", "--hub", f"local:{root}/hub", "--journal_dir", str(journals)]
+    return load_recipe("rate").cli([*args, *extra])
+
+
+def lines(journals):
+    return [json.loads(line) for p in sorted(Path(journals).glob("*.jsonl")) for line in p.open()]
+
+
+def test_every_turn_is_rated(candidates_hub, tmp_path):
+    (pushed,) = rate(candidates_hub, tmp_path / "j")
+    hub = LocalHub(candidates_hub / "hub")
+    candidates = hub.load_dataset("quickstart/candidates", split="train")
+    ratings = hub.load_dataset("quickstart/ratings", split="train", revision=pushed.commit)
+    expected = {(c["id"], t) for c in candidates for t in range(len(qa_turns(c["messages"])))}
+    assert {(r["candidate_id"], r["turn"]) for r in ratings} == expected and len(ratings) == len(expected)
+    assert len(validate_dataset(ratings, "ratings")[0]) == len(ratings)
+    assert all(0 <= s <= 10 for s in ratings["score"])
+    assert any(a == 2 for a in ratings["judge_attempts"])  # the stand-in judge sometimes needs a second ask
+    assert lineage_of(hub.read_card("quickstart/ratings"))["inputs"][0]["commit"] == hub.resolve(
+        "quickstart/candidates"
+    )
+    before = lines(tmp_path / "j")
+    again = rate(candidates_hub, tmp_path / "j")
+    assert lines(tmp_path / "j") == before and not again[0].created  # nothing asked twice, no new commit
+
+
+SCRIPT = "import sys\nfrom vital.runner import load_recipe\nload_recipe('rate').cli(sys.argv[1:])\n"
+
+
+def test_killed_rating_run_resumes_without_reasking(candidates_hub, tmp_path):
+    journals = tmp_path / "j"
+    args = ["--config", "recipes/quickstart/rate.yaml", "--hub", f"local:{candidates_hub}/hub"]
+    args += ["--journal_dir", str(journals), "--stand_in_latency_ms", "300", "--concurrency", "2"]
+    args += ["--stand_in_faults", "0", "--ratings_repo", "killed/ratings"]
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    journal = journals / "journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 6):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {r["key"] for r in lines(journals)}
+    assert 6 <= len(finished) < 60
+
+    rate(candidates_hub, journals, "--stand_in_faults", "0", "--ratings_repo", "killed/ratings")
+    keys = [r["key"] for r in lines(journals)]
+    assert len(keys) == len(set(keys))  # no finished turn was asked again
+    assert finished <= set(keys)
+    ratings = LocalHub(candidates_hub / "hub").load_dataset("killed/ratings", split="train")
+    assert all(s is not None for s in ratings["score"])
