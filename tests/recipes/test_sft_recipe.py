@@ -1,0 +1,418 @@
+"""recipes/sft.py end to end on tiny random VLMs and a local hub: training lowers the loss, the pushed model (full or
+LoRA) reloads and generates, bad rows stop the run before training, killed runs resume, finished branches are kept,
+two gloo processes leave the same artifact, and the two LLaVA-Med steps chain through the hub."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+from PIL import Image as PILImage
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from vital.cards import lineage_of
+from vital.data.errors import RecordError
+from vital.data.schemas import PAIR_FEATURES, SELECTED_FEATURES
+from vital.hub import LocalHub
+from vital.runner import load_recipe
+from vital.sft import RunBranchError
+from vital.testing.tiny_models import build_tiny_idefics3, build_tiny_llava
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO_ROOT / "recipes" / "quickstart"
+sft = load_recipe("sft")
+
+ANSWERS = [
+    "The CT scan shows a small nodule.",
+    "There is a left pleural effusion.",
+    "No acute abnormality.",
+    "The MRI shows a hyperintense lesion.",
+    "Histology shows frequent mitotic figures.",
+    "The radiograph shows a fracture of the left femur.",
+    "Findings are consistent with pneumonia.",
+    "The lesion measures 12 mm.",
+]
+# What a full fine-tune leaves on its branch (a LoRA run has the adapter files instead of config + weights).
+PROCESSOR_FILES = {"chat_template.jinja", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
+RUN_FILES = {"README.md", "all_results.json", "train_results.json", "trainer_state.json"}
+FULL_LAYOUT = PROCESSOR_FILES | RUN_FILES | {"config.json", "generation_config.json", "model.safetensors"}
+LORA_LAYOUT = PROCESSOR_FILES | RUN_FILES | {"adapter_config.json", "adapter_model.safetensors"}
+
+
+def image(seed: int) -> PILImage.Image:
+    return PILImage.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 36, 3), dtype=np.uint8))
+
+
+def selected_row(i: int, answer: str, question: str = "What does this image show?") -> dict:
+    return {
+        "id": f"c{i}",
+        "pair_id": f"p{i}",
+        "images": [image(i)],
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ],
+        "modality": "ct",
+        "caption": f"Figure {i}.",
+        "mentions": [],
+        "generation": {
+            "model": "stand-in",
+            "endpoint": "stand-in",
+            "prompt_sha": "0" * 8,
+            "demo_ids": [],
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "cost_usd": 0.0,
+            "stand_in": True,
+        },
+        "selector_score": float(i),
+    }
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Tiny LLaVA and Idefics3 folders, and a local hub holding a `selected` dataset (config top40, train + test
+    splits), one with a bad row, and image-caption pairs."""
+    root = tmp_path_factory.mktemp("sft")
+    build_tiny_llava(root / "tiny-llava")
+    build_tiny_idefics3(root / "tiny-idefics3")
+    hub = LocalHub(root / "hub")
+    rows = [selected_row(i, answer) for i, answer in enumerate(ANSWERS)]
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_list(rows, features=SELECTED_FEATURES),
+            "test": Dataset.from_list(rows[:2], features=SELECTED_FEATURES),
+        }
+    )
+    selected = hub.push_dataset(splits, "t/selected", config_name="top40")
+    bad = rows[:3] + [selected_row(9, "   ")]  # an empty answer
+    hub.push_dataset(Dataset.from_list(bad, features=SELECTED_FEATURES), "t/bad")
+    pairs = [
+        {
+            "id": f"P{i}",
+            "image": image(20 + i),
+            "caption": answer,
+            "fig_label": "F1",
+            "mentions": [],
+            "modality": "ct",
+            "source": None,
+        }
+        for i, answer in enumerate(ANSWERS)
+    ]
+    hub.push_dataset(Dataset.from_list(pairs, features=PAIR_FEATURES), "t/pairs")
+    return SimpleNamespace(
+        root=root,
+        hub=hub,
+        hub_spec=f"local:{root / 'hub'}",
+        llava=root / "tiny-llava",
+        idefics3=root / "tiny-idefics3",
+        selected=selected,
+    )
+
+
+def args_for(env, out: Path, repo: str, config: str = "sft.yaml", **overrides) -> list[str]:
+    """The quickstart recipe pointed at the test hub, model and data; ``overrides`` become ``--key value``."""
+    values = {
+        "hub": env.hub_spec,
+        "dataset": "t/selected:top40",
+        "model_name_or_path": str(env.llava),
+        "output_dir": str(out),
+        "output_repo": repo,
+        "overwrite_branch": "false",
+        **overrides,
+    }
+    args = ["--config", str(QUICKSTART / config)]
+    for key, value in values.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def snapshot_files(path: Path) -> set[str]:
+    return {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+
+
+def losses(state: dict) -> list[float]:
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+def generate(model, processor) -> torch.Tensor:
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What does this image show?"}]}
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[prompt], images=[[image(0)]], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+    return out
+
+
+def test_full_sft_lowers_the_loss_and_pushes_a_loadable_model(env, tmp_path):
+    (pushed,) = sft.cli(args_for(env, tmp_path / "out", "t/sft-full", dataset_eval_split="test"))
+    assert pushed.repo_id == "t/sft-full" and pushed.revision == "quickstart"
+    snapshot = env.hub.snapshot("t/sft-full", "quickstart", "model")
+    assert snapshot_files(snapshot) == FULL_LAYOUT | {"eval_results.json"}  # no checkpoints, no pickled arguments
+
+    state = json.loads((snapshot / "trainer_state.json").read_text())
+    curve = losses(state)
+    assert state["global_step"] == 30 and len(curve) == 30
+    assert np.mean(curve[-5:]) < np.mean(curve[:5]), curve
+    assert all(entry["tokens_per_second"] > 0 for entry in state["log_history"] if "loss" in entry)
+
+    lineage = lineage_of(env.hub.read_card("t/sft-full", "quickstart", "model"))
+    assert lineage["stage"] == "sft"
+    model_input, data_input = lineage["inputs"]
+    assert model_input["source"] == str(env.llava.resolve()) and len(model_input["sha256"]) == 64
+    assert data_input == {
+        "repo_id": "t/selected",
+        "repo_type": "dataset",
+        "revision": "main",
+        "commit": env.selected.commit,
+        "config": "top40",
+    }
+    metrics = lineage["extra"]["metrics"]
+    assert metrics["train_tokens_per_second"] > 0 and "eval_loss" in metrics and metrics["train_rows"] == 8
+    assert lineage["extra"]["world_size"] == 1 and lineage["extra"]["resumed_from"] is None
+
+    model = AutoModelForImageTextToText.from_pretrained(snapshot)
+    processor = AutoProcessor.from_pretrained(snapshot)
+    base = AutoModelForImageTextToText.from_pretrained(env.llava)
+    assert not torch.equal(model.lm_head.weight, base.lm_head.weight)
+    generate(model, processor)
+
+
+def test_lora_adapter_saves_and_reloads(env, tmp_path):
+    from peft import PeftModel
+
+    sft.cli(args_for(env, tmp_path / "out", "t/sft-lora", config="sft_lora.yaml", max_steps=10))
+    snapshot = env.hub.snapshot("t/sft-lora", "quickstart-lora", "model")
+    assert snapshot_files(snapshot) == LORA_LAYOUT
+    adapter = load_file(snapshot / "adapter_model.safetensors")
+    assert adapter and all(
+        "lora_" in key and "language_model" in key for key in adapter
+    )  # the vision tower is untouched
+    curve = losses(json.loads((snapshot / "trainer_state.json").read_text()))
+    assert np.mean(curve[-3:]) < np.mean(curve[:3]), curve
+
+    base = AutoModelForImageTextToText.from_pretrained(env.llava)
+    model = PeftModel.from_pretrained(base, snapshot)
+    assert any(bool(torch.any(w != 0)) for k, w in model.state_dict().items() if "lora_B" in k)  # it trained
+    generate(model, AutoProcessor.from_pretrained(snapshot))
+    lineage = lineage_of(env.hub.read_card("t/sft-lora", "quickstart-lora", "model"))
+    assert lineage["extra"]["adapter"] is True
+    parameters = lineage["extra"]["parameters"]
+    assert parameters["trainable"] == sum(w.numel() for w in adapter.values()) < parameters["total"] / 10
+
+
+def test_bad_rows_stop_the_run_before_training(env, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RecordError, match=r"record 'c9 \(from t/bad@[0-9a-f]{12}\)'.*empty assistant turn"):
+        sft.cli(args_for(env, out, "t/sft-bad", dataset="t/bad"))
+    assert not list(out.glob("checkpoint-*"))
+    # errors: skip trains on the good rows and says how many were dropped.
+    sft.cli(args_for(env, out, "t/sft-bad", dataset="t/bad", errors="skip", max_steps=2))
+    extra = lineage_of(env.hub.read_card("t/sft-bad", "quickstart", "model"))["extra"]
+    assert extra["skipped_rows"] == 1 and extra["metrics"]["train_rows"] == 3
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(env, tmp_path):
+    out = tmp_path / "out"
+    # The first run stops at step 6 without pushing, as a killed run would.
+    assert sft.cli(args_for(env, out, "t/sft-resume", max_steps=6, save_steps=3, push="false")) == []
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    first = losses(json.loads((out / "checkpoint-6" / "trainer_state.json").read_text()))
+
+    sft.cli(args_for(env, out, "t/sft-resume", max_steps=9, save_steps=3))
+    snapshot = env.hub.snapshot("t/sft-resume", "quickstart", "model")
+    state = json.loads((snapshot / "trainer_state.json").read_text())
+    steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert state["global_step"] == 9 and steps == list(range(1, 10))  # steps 1-6 were not trained again
+    assert losses(state)[:6] == first
+    assert (
+        lineage_of(env.hub.read_card("t/sft-resume", "quickstart", "model"))["extra"]["resumed_from"] == "checkpoint-6"
+    )
+
+
+def test_a_branch_with_a_finished_run_is_not_overwritten(env, tmp_path):
+    first = sft.cli(args_for(env, tmp_path / "a", "t/sft-branch", run_branch="r1", max_steps=2))[0]
+    with pytest.raises(RunBranchError, match="already holds a finished SFT run"):
+        sft.cli(args_for(env, tmp_path / "b", "t/sft-branch", run_branch="r1", max_steps=2))
+    assert not (tmp_path / "b").exists()  # refused before anything ran
+    other = sft.cli(args_for(env, tmp_path / "c", "t/sft-branch", run_branch="r2", max_steps=2))[0]
+    again = sft.cli(
+        args_for(env, tmp_path / "b", "t/sft-branch", run_branch="r1", max_steps=2, overwrite_branch="true")
+    )[0]
+    assert len({first.commit, other.commit, again.commit}) == 3
+    refs = env.hub.list_refs("t/sft-branch", "model")["branches"]
+    assert refs["r1"] == again.commit and refs["r2"] == other.commit
+
+
+def test_idefics3_with_a_frozen_vision_tower(env, tmp_path):
+    sft.cli(
+        args_for(
+            env,
+            tmp_path / "out",
+            "t/sft-idefics3",
+            model_name_or_path=env.idefics3,
+            freeze="vision_tower",
+            max_steps=3,
+        )
+    )
+    snapshot = env.hub.snapshot("t/sft-idefics3", "quickstart", "model")
+    tuned = AutoModelForImageTextToText.from_pretrained(snapshot)
+    base = AutoModelForImageTextToText.from_pretrained(env.idefics3)
+    tuned_state, base_state = tuned.state_dict(), base.state_dict()
+    changed = {k for k in base_state if not torch.equal(base_state[k], tuned_state[k])}
+    assert changed and not any("vision_model" in k for k in changed)
+    assert any("connector" in k for k in changed) and any("text_model" in k for k in changed)
+    generate(tuned, AutoProcessor.from_pretrained(snapshot))
+
+
+def test_llava_med_alignment_then_instruction_through_the_hub(env, tmp_path):
+    # Step 1: caption conversations from pairs; only the projector trains.
+    stage1 = sft.cli(
+        args_for(
+            env,
+            tmp_path / "s1",
+            "t/stage1",
+            dataset="t/pairs",
+            freeze="all_but_projector",
+            run_branch="align",
+            max_steps=3,
+        )
+    )[0]
+    snapshot = env.hub.snapshot("t/stage1", "align", "model")
+    tuned = AutoModelForImageTextToText.from_pretrained(snapshot).state_dict()
+    base = AutoModelForImageTextToText.from_pretrained(env.llava).state_dict()
+    changed = {k for k in tuned if not torch.equal(tuned[k], base[k])}
+    assert changed and all(".multi_modal_projector." in k for k in changed)
+
+    # Step 2 reads step 1's model from the hub at its commit.
+    sft.cli(
+        args_for(
+            env,
+            tmp_path / "s2",
+            "t/stage2",
+            model_name_or_path="hub:t/stage1@align",
+            freeze="vision_tower",
+            max_steps=2,
+        )
+    )
+    card = env.hub.read_card("t/stage2", "quickstart", "model")
+    assert lineage_of(card)["inputs"][0] == {
+        "repo_id": "t/stage1",
+        "repo_type": "model",
+        "revision": "align",
+        "commit": stage1.commit,
+    }
+    assert card.data.base_model == "t/stage1"
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_on_cpu_leave_the_same_artifact(env, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO_ROOT / "accelerate_configs" / "cpu.yaml"),
+    ]
+    command = [*launcher, "--main_process_port", str(port), str(REPO_ROOT / "recipes" / "sft.py")]
+    command += args_for(env, tmp_path / "out", "t/sft-ddp", max_steps=4, save_steps=2)
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=170, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    snapshot = env.hub.snapshot("t/sft-ddp", "quickstart", "model")
+    assert snapshot_files(snapshot) == FULL_LAYOUT
+    assert len(env.hub.history("t/sft-ddp", "quickstart", "model")) == 1  # one push, from rank 0 only
+    lineage = lineage_of(env.hub.read_card("t/sft-ddp", "quickstart", "model"))
+    assert lineage["extra"]["world_size"] == 2
+    # 8 rows, 2 per process and step: 2 steps per epoch with two processes (4 with one).
+    assert json.loads((snapshot / "trainer_state.json").read_text())["epoch"] == 2.0
+    AutoModelForImageTextToText.from_pretrained(snapshot)
+
+
+def test_every_sft_config_parses():
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    configs = sorted(QUICKSTART.glob("sft*.yaml")) + sorted(
+        (REPO_ROOT / "recipes" / "biomed_vital" / "sft").glob("*.yaml")
+    )
+    assert len(configs) == 7
+    for config in configs:
+        # bf16 is refused on a machine without a GPU unless use_cpu is set: the GPU configs are parsed with it.
+        parser = TrlParser((sft.ScriptArguments, SFTConfig, ModelConfig))
+        script_args, training_args, model_args = parser.parse_args_and_config(
+            ["--config", str(config), "--use_cpu", "true"]
+        )
+        assert training_args.assistant_only_loss and training_args.max_length is None, config
+        assert script_args.dataset and script_args.output_repo and model_args.model_name_or_path, config
+        assert script_args.freeze in ("none", "vision_tower", "all_but_projector")
+        if training_args.chat_template_path:
+            assert (REPO_ROOT / training_args.chat_template_path).is_file()
+        if "biomed_vital" in str(config):
+            assert training_args.bf16 and not script_args.overwrite_branch
+
+
+def load_benchmark(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_stops_without_cuda_and_runs_tiny_on_cpu(monkeypatch, capsys):
+    bench = load_benchmark("gpu_llava7b_lora")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main([]) == 0
+    assert "needs a CUDA GPU" in capsys.readouterr().out
+    # The same code end to end on a model of the same structure, small enough for a CPU.
+    assert (
+        bench.main(
+            [
+                "--size",
+                "tiny",
+                "--device",
+                "cpu",
+                "--batch-sizes",
+                "2",
+                "--text-tokens",
+                "8",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "LoRA r=16 trains" in out and "tokens/s" in out
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_runs():
+    import trl
+
+    init = trl.SFTTrainer.__init__
+    result = load_benchmark("bench_sft").main(["--steps", "3", "--repeats", "1", "--rows", "8"])
+    assert trl.SFTTrainer.__init__ is init  # the stopwatch is taken off again
+    assert set(result["runs"]) == {"recipe", "bare", "bare again"}
+    assert all(np.isfinite(v) for v in result["overhead_percent"].values())
