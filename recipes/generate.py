@@ -71,6 +71,9 @@ class GenerateArguments:
     stand_in_faults: float = field(
         default=0.0, metadata={"help": "Stand-in fault rate, split over 429/500/malformed."}
     )
+    expected_pairs: int | None = field(
+        default=None, metadata={"help": "For --dry_run when the pairs repo cannot be read: how many pairs there are."}
+    )
 
 
 def push_with_failures(hub, rows, failures: list[dict], repo_id: str, card, push: dict) -> PushResult:
@@ -194,6 +197,38 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
         pushed.append(push_with_failures(hub, answer_pairs, pair_failures, args.answer_pairs_repo, card, push))
     print(artifact_table(pushed, {args.candidates_repo: f"{len(candidates)} conversations, {len(failures)} failures"}))
     return pushed
+
+
+def estimate(argv: list[str] | None = None) -> list:
+    """Requests, tokens and cost of this stage without sending anything (`vital pipeline --dry_run`): the request
+    count from the pairs repo's card (or `expected_pairs`), the request size from prompts built on the bundled sample."""
+    from vital.data.sample import load_sample_demos, load_sample_pairs
+    from vital.llm.estimate import count_rows, estimate_requests
+
+    args, endpoint = TrlParser((GenerateArguments, EndpointConfig)).parse_args_and_config(argv)
+    pairs = count_rows(get_hub(args.hub), args.pairs_repo, args.pairs_revision)
+    basis = f"{args.pairs_repo} card"
+    if pairs is None:
+        if args.expected_pairs is None:
+            raise ValueError(f"cannot read {args.pairs_repo}; set expected_pairs for a dry run")
+        pairs, basis = args.expected_pairs, "expected_pairs"
+    pairs = min(pairs, args.limit) if args.limit else pairs
+    sample_pairs = load_sample_pairs()
+    sampler = DemoSampler(load_sample_demos(sample_pairs), per_modality=args.demos_per_modality)
+    json_output = args.json_output or endpoint.response_format == "json_object"
+    conversation = [
+        build_generation_messages(p, sampler.sample(p["id"], exclude_pair=p["id"]), image_to_data_url, json_output)
+        for p in sample_pairs
+    ]
+    answer_pair = [build_answer_pair_messages(p, image_to_data_url) for p in sample_pairs]
+    return [
+        estimate_requests(
+            "generate", "conversation", endpoint, conversation, pairs * args.samples_per_pair, 900, basis
+        ),
+        estimate_requests(
+            "generate", "answer pairs", endpoint, answer_pair, min(args.answer_pairs, pairs), 700, basis
+        ),
+    ]
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:

@@ -19,7 +19,7 @@ import yaml
 from trl import TrlParser
 
 from vital.hub import PushResult
-from vital.runner import artifact_table, load_recipe, setup_logging
+from vital.runner import load_recipe, setup_logging
 
 
 logger = logging.getLogger("vital.pipeline")
@@ -33,6 +33,13 @@ class PipelineArguments:
         metadata={"help": "Stages to run, in order, each as 'name' or 'name=path/to/config.yaml'."},
     )
     only: list[str] = field(default_factory=list, metadata={"help": "Run only these stages (by name)."})
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Count the requests and estimate tokens and cost of every API stage; run and send nothing."},
+    )
+    report_dir: str = field(
+        default="outputs/pipeline", metadata={"help": "Where the artifact table and the lineage picture are written."}
+    )
 
 
 def parse_stage(entry: str) -> tuple[str, str | None]:
@@ -40,8 +47,8 @@ def parse_stage(entry: str) -> tuple[str, str | None]:
     return name.strip(), (config.strip() or None)
 
 
-def run_stage(name: str, config: str | None, hub: str) -> list[PushResult]:
-    """Parse the stage's YAML with its own recipe parser, point it at ``hub``, and run its ``main``."""
+def stage_argv(name: str, config: str | None, hub: str) -> list[str]:
+    """The stage's command line: its YAML, pointed at the pipeline's hub."""
     argv = []
     if config:
         if not Path(config).is_file():
@@ -49,7 +56,23 @@ def run_stage(name: str, config: str | None, hub: str) -> list[PushResult]:
         argv += ["--config", config]
         if "hub" in (yaml.safe_load(Path(config).read_text()) or {}):
             logger.warning("stage %r: the pipeline's hub %s overrides the one in %s", name, hub, config)
-    return load_recipe(name).cli([*argv, "--hub", hub])
+    return [*argv, "--hub", hub]
+
+
+def dry_run(stages: list[tuple[str, str | None]], hub: str) -> list:
+    """Each API stage's `estimate` (requests, tokens, cost); the other stages send nothing to any model API."""
+    from vital.llm.estimate import estimate_table
+
+    estimates = []
+    for name, config in stages:
+        recipe = load_recipe(name)
+        if hasattr(recipe, "estimate"):
+            estimates += recipe.estimate(stage_argv(name, config, hub))
+        else:
+            logger.info("stage %s makes no API requests", name)
+    print("\nDry run: nothing was sent. Estimated API use per stage:")
+    print(estimate_table(estimates))
+    return estimates
 
 
 def main(args: PipelineArguments) -> list[PushResult]:
@@ -58,14 +81,21 @@ def main(args: PipelineArguments) -> list[PushResult]:
     unknown = set(args.only) - {name for name, _ in stages}
     if unknown:
         raise ValueError(f"--only names stages that the pipeline does not have: {sorted(unknown)}")
+    stages = [(name, config) for name, config in stages if not args.only or name in args.only]
+    if args.dry_run:
+        return dry_run(stages, args.hub)
     pushed: list[PushResult] = []
     for name, config in stages:
-        if args.only and name not in args.only:
-            continue
         logger.info("=== stage %s (%s)", name, config or "defaults")
-        pushed += run_stage(name, config, args.hub)
-    print("\nArtifacts")
-    print(artifact_table(pushed))
+        pushed += load_recipe(name).cli(stage_argv(name, config, args.hub))
+    # Every artifact as the hub now holds it, with its headline and the inputs its card names.
+    from vital.hub import get_hub
+    from vital.lineage import collect, table, write_report
+
+    artifacts = collect(get_hub(args.hub), pushed)
+    report = write_report(artifacts, args.report_dir)
+    print(f"\nArtifacts (lineage picture: {report['picture']}, details: {report['markdown']})")
+    print(table(artifacts))
     return pushed
 
 

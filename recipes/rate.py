@@ -51,6 +51,10 @@ class RateArguments:
     stand_in_faults: float = field(
         default=0.0, metadata={"help": "Stand-in fault rate, split over 429/500/malformed."}
     )
+    expected_turns: int | None = field(
+        default=None,
+        metadata={"help": "For --dry_run before the candidates exist: how many question-answer turns will be rated."},
+    )
 
 
 def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
@@ -116,6 +120,28 @@ def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     headline = f"{len(scores)}/{len(ratings)} turns scored"
     print(artifact_table(pushed, {args.ratings_repo: headline}))
     return pushed
+
+
+def estimate(argv: list[str] | None = None) -> list:
+    """Requests, tokens and cost of this stage without sending anything (`vital pipeline --dry_run`)."""
+    from vital.data.sample import load_sample_demos
+    from vital.data.schemas import qa_turns
+    from vital.llm.estimate import count_rows, estimate_requests
+
+    args, endpoint = TrlParser((RateArguments, EndpointConfig)).parse_args_and_config(argv)
+    turns, basis = args.expected_turns, "expected_turns"
+    if count_rows(get_hub(args.hub), args.candidates_repo, args.candidates_revision) is not None:
+        hub = get_hub(args.hub)
+        messages = hub.load_dataset(args.candidates_repo, revision=args.candidates_revision, split="train")["messages"]
+        turns, basis = sum(len(qa_turns(m)) for m in messages), f"{args.candidates_repo} turns"
+    if turns is None:
+        raise ValueError(f"cannot read {args.candidates_repo}; set expected_turns for a dry run")
+    samples = [
+        build_rating_messages({**d, "images": [d["image"]]}, t, image_to_data_url)
+        for d in load_sample_demos()
+        for t in range(len(qa_turns(d["messages"])))
+    ]
+    return [estimate_requests("rate", "rubric score", endpoint, samples, turns, 150, basis)]
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:

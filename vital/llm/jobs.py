@@ -118,18 +118,18 @@ def run_jobs_sharded(
     mine = [job for i, job in enumerate(jobs) if i % count == index]
     done = merge_journals(sorted(journal_dir.glob(JOURNAL_GLOB)))
 
-    async def send() -> int:
+    async def send() -> tuple[int, int]:
         async with AsyncLLMClient(endpoint) as client:
             with Journal.open(shard_path(journal_dir / "journal.jsonl", index, count)) as journal:
-                round_, resumed = mine, 0
+                round_, resumed, total = mine, 0, 0
                 while round_:
                     results, already = await execute_jobs(client, round_, build_messages, done, journal)
-                    resumed += already
+                    resumed, total = resumed + already, total + len(round_)
                     round_ = _followups(round_, results, followup)
-                return resumed
+                return resumed, total
 
-    resumed = asyncio.run(send())
-    logger.info("%d of this process's %d requests were already in the journals", resumed, len(mine))
+    resumed, total = asyncio.run(send())
+    logger.info("%d request(s) sent, %d answered from the journals (this process)", total - resumed, resumed)
     if shard:
         logger.info("shard %s done; run without --shard over the collected journals to merge and push", shard)
         return None

@@ -1,0 +1,94 @@
+"""What an API stage will cost before it runs: requests, tokens and dollars, from representative requests built
+offline and the endpoint's price table (``vital pipeline --dry_run``). Nothing is sent anywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vital.llm.client import EndpointConfig
+from vital.llm.limits import estimate_prompt_tokens
+from vital.llm.pricing import cost_usd
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    stage: str
+    task: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    basis: str  # where the request count came from
+
+    def row(self) -> tuple[str, ...]:
+        return (
+            self.stage,
+            self.task,
+            self.model,
+            f"{self.requests:,}",
+            f"{self.prompt_tokens:,}",
+            f"{self.completion_tokens:,}",
+            f"${self.cost_usd:,.2f}",
+            self.basis,
+        )
+
+
+def estimate_requests(
+    stage: str,
+    task: str,
+    endpoint: EndpointConfig,
+    samples: Sequence[list[dict[str, Any]]],
+    requests: int,
+    completion_tokens_each: int,
+    basis: str,
+) -> StageEstimate:
+    """Scale the mean prompt size of ``samples`` (representative requests) to ``requests`` requests.
+
+    Completion tokens are an expectation per request (capped by the endpoint's ``max_tokens``), since a reply's length
+    is not known before it is written.
+    """
+    mean_prompt = sum(estimate_prompt_tokens(m) for m in samples) / max(1, len(samples))
+    completion = min(completion_tokens_each, endpoint.max_tokens or completion_tokens_each)
+    prompt_total, completion_total = round(mean_prompt * requests), completion * requests
+    cost = cost_usd(
+        prompt_total, completion_total, model=endpoint.model, prices=endpoint.price_table, provider=endpoint.provider
+    )
+    return StageEstimate(stage, task, endpoint.model, requests, prompt_total, completion_total, cost, basis)
+
+
+def estimate_table(estimates: Sequence[StageEstimate]) -> str:
+    header = ("stage", "task", "model", "requests", "prompt tokens", "completion tokens", "cost", "basis")
+    total = (
+        "total",
+        "",
+        "",
+        f"{sum(e.requests for e in estimates):,}",
+        f"{sum(e.prompt_tokens for e in estimates):,}",
+        f"{sum(e.completion_tokens for e in estimates):,}",
+        f"${sum(e.cost_usd for e in estimates):,.2f}",
+        "",
+    )
+    rows = [header, *(e.row() for e in estimates), total]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def count_rows(hub, repo_id: str, revision: str, config: str = "default") -> int | None:
+    """Rows of a dataset config as its card records them (no data download), or None if it cannot be read."""
+    try:
+        card = hub.read_card(repo_id, revision, "dataset")
+    except Exception:  # an unreachable or missing repo: the caller falls back to its expected count
+        return None
+    if card is None:
+        return None
+    infos = card.data.to_dict().get("dataset_info") or []
+    for info in [infos] if isinstance(infos, dict) else infos:
+        if info.get("config_name", "default") == config:
+            return sum(s.get("num_examples", 0) for s in info.get("splits", []))
+    return None
