@@ -1,0 +1,335 @@
+"""Selection throughput (per-sample loop, batched, two processes) and memory while streaming 100,000 candidates.
+
+    python benchmarks/bench_selection.py                                  # 2,000 for throughput, 100,000 streamed
+    python benchmarks/bench_selection.py --throughput-n 1000 --loop-n 200 --stream-n 20000
+
+Synthetic candidates (TRL conversations with one or two question-answer turns, one 24x24 PNG each, drawn from a pool
+of distinct noise images) are written once to an Arrow file on disk with `Dataset.from_generator` (the workdir keeps
+it between runs) and memory-mapped from there, as `datasets` does with a Hub download. The selector is a tiny random
+CLIP with an MLP head (`vital.testing.tiny_models`), saved and reloaded as `vital select` would load it.
+
+Throughput, in candidates/s and turns/s over the same first `--throughput-n` candidates:
+
+* **loop**: one forward pass per turn (`score_texts_images` with a batch of one), on the first `--loop-n`;
+* **batched**: `vital.selection.score_candidates` (streamed batches of `--batch-size`), one process, 1 torch thread,
+  then 2 threads;
+* **2 processes**: the same function under `accelerate launch --config_file accelerate_configs/cpu.yaml` (two gloo
+  processes, 1 thread each, each scoring its slice, gathered on the main process). The time is the scoring itself,
+  between two barriers, after both processes loaded the model; process start-up is reported apart.
+
+Memory: `score_candidates` over all `--stream-n` candidates in one call, batched, while a logging handler records at
+every 10,000 candidates the process's RSS, its anonymous part (`RssAnon`: heap and tensors; memory-mapped Arrow pages
+are file-backed and reclaimable, so they are left out) and the peak RSS (`VmHWM`). With `--tracemalloc`, the Python
+heap as well (slower). What does grow is the result itself: an id, a score and the turn scores per candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def proc_status() -> dict[str, float]:
+    """VmRSS, RssAnon, RssFile and VmHWM of this process, in MiB (Linux)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------------------
+def _image_pool(n: int = 256, size: int = 24) -> list[bytes]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pool = []
+    for _ in range(n):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        pool.append(buffer.getvalue())
+    return pool
+
+
+def _rows(n: int):
+    from vital.data.schemas import image_part, text_part
+
+    pool = _image_pool()
+    words = [
+        "the",
+        "scan",
+        "shows",
+        "a",
+        "rounded",
+        "opacity",
+        "in",
+        "the",
+        "left",
+        "lower",
+        "lobe",
+        "with",
+        "a",
+        "smooth",
+        "margin",
+        "and",
+        "no",
+        "effusion",
+    ]
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        messages = []
+        for t in range(1 + i % 2):
+            question = f"What does region {t} of figure {i} show?"
+            answer = " ".join(rng.choice(words, size=int(rng.integers(8, 24))))
+            content = [image_part(), text_part(question)] if t == 0 else [text_part(question)]
+            messages += [{"role": "user", "content": content}, {"role": "assistant", "content": [text_part(answer)]}]
+        yield {
+            "id": f"synthetic-{i:06d}",
+            "pair_id": f"pair-{i:06d}",
+            "images": [{"bytes": pool[i % len(pool)], "path": f"{i % len(pool)}.png"}],
+            "messages": messages,
+            "modality": "other",
+            "caption": "A synthetic figure.",
+            "mentions": [],
+            "generation": None,
+        }
+
+
+def candidates_on_disk(workdir: Path, n: int):
+    """``n`` synthetic candidates in an Arrow file under ``workdir`` (written once), memory-mapped."""
+    from datasets import Dataset
+
+    from vital.data.schemas import CANDIDATE_FEATURES
+
+    return Dataset.from_generator(
+        _rows,
+        gen_kwargs={"n": n},
+        features=CANDIDATE_FEATURES,
+        cache_dir=str(workdir / "datasets"),
+        writer_batch_size=1000,
+    )
+
+
+def selector_folder(workdir: Path) -> Path:
+    """A saved tiny selector (random CLIP + MLP head) and its processor."""
+    import torch
+
+    from vital.selector import SelectorModel
+    from vital.testing.tiny_models import build_tiny_clip
+
+    folder = workdir / "selector"
+    if not (folder / "config.json").is_file():
+        clip = workdir / "tiny-clip"
+        _, processor = build_tiny_clip(save_dir=clip, seed=0)
+        torch.manual_seed(0)
+        SelectorModel.from_backbone(clip, hidden_sizes=[64, 64]).save_pretrained(folder)
+        processor.save_pretrained(folder)
+    return folder
+
+
+def load_selector(folder: Path):
+    from transformers import AutoModel, AutoProcessor
+
+    import vital.selector  # noqa: F401  (registers the selector)
+
+    return AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Throughput
+# ---------------------------------------------------------------------------------------------------------------------
+def per_sample_loop(model, processor, candidates) -> tuple[float, int]:
+    """Seconds and turns for one forward pass per turn, decoding each candidate's image per turn."""
+    from vital.data.schemas import qa_turns
+    from vital.selector import candidate_turn_text, score_texts_images
+
+    fields = model.config.text_fields
+    turns = 0
+    start = time.perf_counter()
+    for row in candidates:
+        for t in range(len(qa_turns(row["messages"]))):
+            score_texts_images(
+                model, processor, [row["images"][0]], [candidate_turn_text(row, t, fields)], batch_size=1
+            )
+            turns += 1
+    return time.perf_counter() - start, turns
+
+
+def batched(model, processor, candidates, batch_size: int, state=None):
+    from vital.selection import score_candidates
+
+    start = time.perf_counter()
+    scored = score_candidates(model, processor, candidates, batch_size=batch_size, state=state)
+    return time.perf_counter() - start, scored
+
+
+def worker(args) -> None:
+    """One process of the two-process run (under accelerate launch): score this process's slice, report on rank 0."""
+    import torch
+    from accelerate import PartialState
+
+    torch.set_num_threads(1)
+    state = PartialState(cpu=True)
+    workdir = Path(args.workdir)
+    candidates = candidates_on_disk(workdir, args.stream_n).select(range(args.throughput_n))
+    model, processor = load_selector(selector_folder(workdir))
+    state.wait_for_everyone()
+    seconds, scored = batched(model, processor, candidates, args.batch_size, state)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        turns = sum(len(t) for t in scored.turn_scores)
+        print("RESULT " + json.dumps({"seconds": seconds, "candidates": len(scored), "turns": turns}), flush=True)
+
+
+def two_processes(args) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml"]
+    command += [__file__, "--worker", "--workdir", args.workdir, "--stream-n", str(args.stream_n)]
+    command += ["--throughput-n", str(args.throughput_n), "--batch-size", str(args.batch_size)]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    wall = time.perf_counter() - start
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"accelerate launch failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(lines[0][len("RESULT ") :]), "wall_with_startup": wall}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Streaming memory
+# ---------------------------------------------------------------------------------------------------------------------
+class MemoryProbe(logging.Handler):
+    """Records memory whenever score_candidates logs its progress (every ``log_every`` candidates)."""
+
+    def __init__(self, use_tracemalloc: bool):
+        super().__init__(logging.INFO)
+        self.samples: list[dict] = []
+        self.use_tracemalloc = use_tracemalloc
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.getMessage().startswith("scored "):
+            return
+        sample = {"candidates": int(record.args[0]), **proc_status()}
+        if self.use_tracemalloc:
+            import tracemalloc
+
+            current, peak = tracemalloc.get_traced_memory()
+            sample.update(py_current=current / 2**20, py_peak=peak / 2**20)
+        self.samples.append(sample)
+
+
+def stream(model, processor, candidates, batch_size: int, use_tracemalloc: bool) -> tuple[float, list[dict], dict]:
+    from vital.selection import score_candidates
+
+    probe = MemoryProbe(use_tracemalloc)
+    selection_logger = logging.getLogger("vital.selection")
+    selection_logger.setLevel(logging.INFO)
+    selection_logger.addHandler(probe)
+    if use_tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start()
+    before = proc_status()
+    start = time.perf_counter()
+    try:
+        score_candidates(model, processor, candidates, batch_size=batch_size, log_every=10_000)
+    finally:
+        selection_logger.removeHandler(probe)
+    return time.perf_counter() - start, probe.samples, before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--throughput-n", type=int, default=2000, help="candidates for the throughput runs")
+    parser.add_argument("--loop-n", type=int, default=300, help="candidates for the per-sample loop (slow)")
+    parser.add_argument("--stream-n", type=int, default=100_000, help="candidates streamed for the memory check")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "vital-bench-selection"))
+    parser.add_argument("--tracemalloc", action="store_true", help="also trace the Python heap (slower)")
+    parser.add_argument("--skip-processes", action="store_true", help="skip the two-process run")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if args.worker:
+        worker(args)
+        return {}
+
+    import datasets
+    import torch
+
+    datasets.disable_progress_bars()
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    candidates = candidates_on_disk(workdir, args.stream_n)
+    print(
+        f"{len(candidates)} candidates on disk ({candidates.cache_files[0]['filename']}), "
+        f"{time.perf_counter() - start:.1f} s to write or open"
+    )
+    model, processor = load_selector(selector_folder(workdir))
+    subset = candidates.select(range(min(args.throughput_n, len(candidates))))
+    results: dict = {}
+
+    # 1. Throughput.
+    torch.set_num_threads(1)
+    seconds, turns = per_sample_loop(model, processor, subset.select(range(min(args.loop_n, len(subset)))))
+    results["loop"] = {"candidates": min(args.loop_n, len(subset)), "turns": turns, "seconds": seconds}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        seconds, scored = batched(model, processor, subset, args.batch_size)
+        turns = sum(len(t) for t in scored.turn_scores)
+        results[f"batched_{threads}t"] = {"candidates": len(scored), "turns": turns, "seconds": seconds}
+    if not args.skip_processes:
+        results["two_processes"] = two_processes(args)
+    print(f"\nThroughput ({len(subset)} candidates, batch {args.batch_size}; loop on {results['loop']['candidates']})")
+    print(f"{'mode':<26}{'candidates/s':>14}{'turns/s':>10}{'speed-up':>10}")
+    base = results["loop"]["candidates"] / results["loop"]["seconds"]
+    labels = {
+        "loop": "per-sample loop, 1 thread",
+        "batched_1t": "batched, 1 thread",
+        "batched_2t": "batched, 2 threads",
+    }
+    labels["two_processes"] = "batched, 2 processes x 1"
+    for key, label in labels.items():
+        if key in results:
+            r = results[key]
+            rate = r["candidates"] / r["seconds"]
+            print(f"{label:<26}{rate:>14.1f}{r['turns'] / r['seconds']:>10.1f}{rate / base:>9.1f}x")
+    if "two_processes" in results:
+        print(f"(two processes: {results['two_processes']['wall_with_startup']:.1f} s wall including start-up)")
+
+    # 2. Memory while streaming every candidate from disk.
+    torch.set_num_threads(1)
+    seconds, samples, before = stream(model, processor, candidates, args.batch_size, args.tracemalloc)
+    results["stream"] = {"candidates": len(candidates), "seconds": seconds, "before": before, "samples": samples}
+    print(f"\nStreaming {len(candidates)} candidates from disk: {seconds:.1f} s ({len(candidates) / seconds:.0f}/s)")
+    print(f"before: RSS {before['VmRSS']:.0f} MiB (anonymous {before['RssAnon']:.0f}), peak {before['VmHWM']:.0f}")
+    header = f"{'scored':>8}{'RSS MiB':>10}{'anon MiB':>10}{'file MiB':>10}{'peak RSS':>10}"
+    print(header + (f"{'py heap':>10}{'py peak':>10}" if args.tracemalloc else ""))
+    for s in samples:
+        line = f"{s['candidates']:>8}{s['VmRSS']:>10.0f}{s['RssAnon']:>10.0f}{s['RssFile']:>10.0f}{s['VmHWM']:>10.0f}"
+        if args.tracemalloc:
+            line += f"{s['py_current']:>10.1f}{s['py_peak']:>10.1f}"
+        print(line)
+    (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

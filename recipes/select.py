@@ -1,0 +1,281 @@
+"""Stage 3b — select: score every candidate with the trained selector and keep the best at each ratio.
+
+Usage:
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/select.py --config recipes/quickstart/select.yaml
+    python recipes/select.py --config recipes/quickstart/select.yaml
+    vital select --config recipes/quickstart/select.yaml --hub local:outputs/hub
+
+    # paper settings (top 10 / 40 / 80 / 90 %, the 150K and 210K mixtures with LLaVA-Med's data), GPUs:
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/select.py \\
+        --config recipes/biomed_vital/select.yaml
+
+Every question–answer turn is scored (candidates streamed from disk in batches; under `accelerate launch` each
+process scores its slice and the main process gathers them); a candidate's score is the mean (or min / max) of its
+turns'. Candidates whose image is missing or corrupt are quarantined with the reason (config `quarantine`), never
+scored or dropped silently. Each ratio becomes a config (`top10`, `top40`, ...): the best `ceil(ratio * n)`
+candidates, best first, ties broken by candidate id, so the same selector and candidates commits give the same
+`selected` commit. Mixtures (`name=top80+repo@rev[:config]+...`) merge a selection with other instruction sets in TRL
+format into extra configs with a `provenance` column. The card shows the score histogram with the cut lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+def _standard_library_select():
+    """The standard library's ``select`` module, found on ``sys.path`` without this file's folder."""
+    import importlib.machinery
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    spec = importlib.machinery.PathFinder.find_spec("select", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# `python recipes/<stage>.py` and `accelerate launch recipes/<stage>.py` put recipes/ first on sys.path, so the
+# standard library's `import select` (socket, subprocess and asyncio need it) finds this file. Imported under that
+# name, it puts the real module in its place (the import system returns what sys.modules holds) and imports nothing
+# else: the modules that asked for `select` are still half-imported.
+if __name__ == "select":
+    sys.modules["select"] = _standard_library_select()
+else:
+    import numpy as np
+    import torch
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from trl import TrlParser
+
+    from vital.cards import Lineage, dataset_card
+    from vital.hub import CARD_FILE, HubError, PushResult, get_hub, merge_card, parse_repo_ref
+    from vital.runner import artifact_table, setup_logging
+    from vital.selection import (
+        build_mixture,
+        cut_scores,
+        parse_mixture_spec,
+        plot_score_histogram,
+        score_candidates,
+        select_top_ratios,
+    )
+
+
+logger = logging.getLogger("vital.select")
+FIGURE = "figures/score_histogram.png"
+
+
+@dataclass
+class ScriptArguments:
+    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+    candidates_repo: str = field(default="quickstart/candidates", metadata={"help": "Candidates to score."})
+    candidates_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the candidates."})
+    selector_repo: str = field(
+        default="quickstart/selector", metadata={"help": "Selector model repo on the hub, or a local selector folder."}
+    )
+    selector_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the selector."})
+    selected_repo: str = field(default="quickstart/selected", metadata={"help": "Dataset repo the selection goes to."})
+    revision: str = field(default="main", metadata={"help": "Branch to push to."})
+    ratios: list[float] = field(
+        default_factory=lambda: [0.1, 0.4, 0.8, 0.9],
+        metadata={"help": "Kept ratios, one config each (0.1 -> top10); paper: 0.1, 0.4, 0.8, 0.9."},
+    )
+    aggregate: str = field(
+        default="mean",
+        metadata={"help": "How a candidate's turn scores become its score.", "choices": ["max", "mean", "min"]},
+    )
+    batch_size: int = field(default=64, metadata={"help": "Candidates read, and inputs scored, per step."})
+    max_length: int | None = field(default=None, metadata={"help": "Token limit per text; default the tokenizer's."})
+    mixtures: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Extra configs mixing a selection with other instruction sets in TRL format: "
+            "'name=top80+repo[@revision][:config]+...' (paper: the 150K and 210K mixes with LLaVA-Med's 10K / 60K)."
+        },
+    )
+    histogram_bins: int = field(default=40, metadata={"help": "Bins of the score histogram in the card."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N candidates (smoke runs)."})
+    torch_threads: int | None = field(
+        default=None, metadata={"help": "CPU threads per process for torch; unset: torch's default."}
+    )
+    use_cpu: bool = field(
+        default=False,
+        metadata={
+            "help": "Score on CPU even where an accelerator is present. Several processes on a machine without CUDA "
+            "(accelerate_configs/cpu.yaml) always run on CPU, over gloo."
+        },
+    )
+    push: bool = field(default=True, metadata={"help": "Push the selection (False: score and report only)."})
+    private: bool = field(default=True, metadata={"help": "Create repos private."})
+
+
+def load_selector(hub, args: ScriptArguments, device):
+    """The selector and its processor from a model repo at a pinned commit (or a local folder), and its lineage."""
+    from transformers import AutoModel, AutoProcessor
+
+    import vital.selector  # noqa: F401  (registers the selector with the Auto classes)
+    from vital.selector.training import folder_fingerprint
+
+    if os.path.isdir(args.selector_repo):
+        folder = args.selector_repo
+        lineage = {"source": os.path.abspath(folder), "repo_type": "model", "sha256": folder_fingerprint(folder)}
+    else:
+        lineage = hub.ref(args.selector_repo, args.selector_revision, "model")
+        folder = str(hub.snapshot(args.selector_repo, lineage.commit, "model"))
+    model = AutoModel.from_pretrained(folder).to(device).eval()
+    return model, AutoProcessor.from_pretrained(folder), lineage
+
+
+def main(args: ScriptArguments) -> list[PushResult]:
+    from accelerate import PartialState
+
+    # 1. Processes, logging, inputs at pinned commits.
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    state = PartialState(cpu=args.use_cpu or (several and not torch.cuda.is_available()))
+    setup_logging(main_process=state.is_main_process)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    hub = get_hub(args.hub)
+    candidates_ref = hub.ref(args.candidates_repo, args.candidates_revision)
+    candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
+    if args.limit:
+        candidates = candidates.select(range(min(args.limit, len(candidates))))
+    model, processor, selector_ref = load_selector(hub, args, state.device)
+
+    # 2. Score every turn, this process's slice, gathered on every process; bad candidates are quarantined.
+    scored = score_candidates(
+        model,
+        processor,
+        candidates,
+        batch_size=args.batch_size,
+        aggregate=args.aggregate,
+        max_length=args.max_length,
+        state=state,
+        log_every=10 * args.batch_size,
+    )
+    logger.info("%d candidates scored, %d quarantined", len(scored), len(scored.quarantine))
+    pushed: list[PushResult] = []
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return pushed
+    if not len(scored):
+        raise ValueError(f"no candidate of {candidates_ref} could be scored: {scored.quarantine.counts()}")
+
+    # 3. One config per ratio, then the mixtures; lineage records every input at its commit.
+    configs = select_top_ratios(candidates, scored, args.ratios)
+    inputs = [candidates_ref, selector_ref]
+    mixtures, mixture_rows = {}, []
+    for spec in args.mixtures:
+        name, parts = parse_mixture_spec(spec)
+        loaded = []
+        for part in parts:
+            if part in configs:
+                loaded.append((configs[part], f"{candidates_ref.repo_id}@{candidates_ref.commit}:{part}"))
+                continue
+            repo_spec, _, config = part.partition(":")
+            repo_id, revision = parse_repo_ref(repo_spec)
+            ref = hub.ref(repo_id, revision, config=config or None)
+            inputs.append(ref)
+            dataset = hub.load_dataset(repo_id, config or None, revision=ref.commit, split="train")
+            loaded.append((dataset, f"{repo_id}@{ref.commit}" + (f":{config}" if config else "")))
+        mixtures[name] = build_mixture(loaded)
+        parts_rows = [{"provenance": p, "rows": len(d)} for d, p in loaded]
+        mixture_rows.append({"name": name, "rows": len(mixtures[name]), "parts": parts_rows})
+
+    # 4. Push: every config, the quarantine (or its removal), stale configs removed, then the figure and the card.
+    if args.push:
+        final = push_selection(hub, args, candidates, scored, configs, mixtures, mixture_rows, inputs, selector_ref)
+        pushed = [final]
+        print(artifact_table(pushed, {args.selected_repo: summary_line(configs, scored)}))
+    else:
+        print(summary_line(configs, scored))
+    state.wait_for_everyone()
+    return pushed
+
+
+def summary_line(configs, scored) -> str:
+    kept = ", ".join(f"{name} {len(ds)}" for name, ds in configs.items())
+    return f"{len(scored)} scored, {len(scored.quarantine)} quarantined; {kept}"
+
+
+def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_rows, inputs, selector_ref) -> PushResult:
+    """Push every config, the quarantine, the histogram and the card; returns the commit that holds them all (``created``
+    is False when the repo already held exactly this selection)."""
+    push = {"revision": args.revision, "private": args.private}
+    try:
+        head = hub.resolve(args.selected_repo, args.revision)
+        current = hub.read_card(args.selected_repo, args.revision)
+    except (HubError, RepositoryNotFoundError, RevisionNotFoundError):  # no repo or branch yet
+        head, current = None, None
+    before = [c["config_name"] for c in (current.data.to_dict().get("configs") or [])] if current else []
+    for name, dataset in {**configs, **mixtures}.items():
+        hub.push_dataset(dataset, args.selected_repo, name, "train", **push)
+    if len(scored.quarantine):
+        hub.push_dataset(scored.quarantine.to_dataset(), args.selected_repo, "quarantine", "train", **push)
+    keep = {*configs, *mixtures, *(["quarantine"] if len(scored.quarantine) else [])}
+    for stale in [c for c in before if c not in keep]:
+        if hub.delete_config(args.selected_repo, stale, args.revision) is not None:
+            logger.info("removed config %r of an earlier selection", stale)
+
+    cuts = cut_scores(scored, args.ratios)
+    stand_in = "generation" in candidates.column_names and bool((candidates[0]["generation"] or {}).get("stand_in"))
+    rows = [
+        {
+            "name": name,
+            "rows": len(ds),
+            "kept": f"{len(ds) / len(scored):.1%}",
+            "cut": f"{cuts[name]:.4f}",
+            "mean": f"{float(np.mean(ds['selector_score'])):.4f}",
+        }
+        for name, ds in configs.items()
+    ]
+    reasons = Counter(r.reason.split(" (")[0].split(":")[0] for r in scored.quarantine.records)
+    card = dataset_card(
+        "selected",
+        lineage=Lineage(
+            stage="select", inputs=inputs, config=args, extra={"aggregate": args.aggregate, "ratios": args.ratios}
+        ),
+        pretty_name="BioMed-VITAL selected instructions" + (" (stand-in)" if stand_in else ""),
+        tags=["selected", "sft"],
+        repo_id=args.selected_repo,
+        selector=str(selector_ref) if not isinstance(selector_ref, dict) else selector_ref["source"],
+        aggregate=args.aggregate,
+        stand_in=stand_in,
+        figure=FIGURE,
+        num_scored=len(scored),
+        num_quarantined=len(scored.quarantine),
+        quarantine=dict(sorted(reasons.items())),
+        configs=rows,
+        mixtures=mixture_rows,
+    )
+    with tempfile.TemporaryDirectory() as staging:
+        title = f"Selector scores of {len(scored)} candidates ({args.aggregate} over turns)"
+        plot_score_histogram(scored.scores, cuts, os.path.join(staging, FIGURE), args.histogram_bins, title)
+        readme = merge_card(hub.read_file(args.selected_repo, CARD_FILE, args.revision), card)
+        with open(os.path.join(staging, CARD_FILE), "w", encoding="utf-8") as f:
+            f.write(readme)
+        final = hub.upload_folder(
+            staging,
+            args.selected_repo,
+            "dataset",
+            args.revision,
+            commit_message="Selection card and histogram",
+            private=args.private,
+        )
+    return dataclasses.replace(final, created=final.commit != head)
+
+
+def cli(argv: list[str] | None = None) -> list[PushResult]:
+    (args,) = TrlParser((ScriptArguments,)).parse_args_and_config(argv)
+    return main(args)
+
+
+if __name__ == "__main__":
+    cli()

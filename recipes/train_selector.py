@@ -1,0 +1,390 @@
+"""Stage 3a — train the selector: distil the judge's and the clinicians' preferences into one image+text scorer.
+
+Usage:
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/train_selector.py \\
+        --config recipes/quickstart/train_selector.yaml
+    python recipes/train_selector.py --config recipes/quickstart/train_selector.yaml
+    vital train_selector --config recipes/quickstart/train_selector.yaml --hub local:outputs/hub
+
+    # paper settings (30,000 judge pairs, clinician weight 400, hinge loss), GPUs:
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/train_selector.py \\
+        --config recipes/biomed_vital/train_selector.yaml
+
+Judge pairs are pairs of candidate turns from different judge-score levels (`build_judge_pairs`: train and held-out
+sets with no candidate on both sides); clinician pairs come from a preferences repo (the annotation app's export), a
+JSON / CSV file, or the bundled sample judgements joined with the answer pairs (`clinician_preferences: sample`), and
+weigh `clinician_weight` times a judge pair. The backbone is any CLIP-family dual encoder (`backbone:` a Hub id, a
+folder, or `hub:<repo>@<rev>` on the recipe's hub, like the quickstart's `hub:quickstart/tiny-clip` from the
+`tiny_models` stage) or BiomedCLIP through open_clip (`backbone:
+open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224`, `pip install biomed-vital[biomedclip]`).
+
+The run pushes the selector (merged when trained with LoRA; with its processor and a card holding the held-out
+metrics, the clinician weight and every input commit) to `output_repo`, and its training pairs (`train` and `heldout`
+splits) to `pairs_repo`. Under `accelerate launch` only the main process pushes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import TrlParser
+
+from vital.cards import Lineage, dataset_card, model_card
+from vital.hub import PushResult, get_hub
+from vital.runner import artifact_table, setup_logging
+from vital.selector import SelectorTrainingConfig, build_judge_pairs, selector_lora_config
+from vital.selector.training import (
+    fit_selector,
+    load_clinician_preferences,
+    load_selector,
+    resolve_backbone,
+    split_clinician_pairs,
+    summarize_metrics,
+    training_pairs,
+)
+
+
+logger = logging.getLogger("vital.train_selector")
+
+
+@dataclass
+class ScriptArguments:
+    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+    # Judge pairs
+    candidates_repo: str = field(default="quickstart/candidates", metadata={"help": "Candidates the judge rated."})
+    candidates_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the candidates."})
+    ratings_repo: str = field(default="quickstart/ratings", metadata={"help": "The judge's ratings of the turns."})
+    ratings_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the ratings."})
+    n_train_pairs: int = field(default=30000, metadata={"help": "Judge pairs to train on (paper: 30,000)."})
+    n_heldout_pairs: int = field(default=10000, metadata={"help": "Held-out judge pairs (paper: 10,000)."})
+    min_score_gap: float = field(default=1.0, metadata={"help": "Smallest judge-score difference that makes a pair."})
+    pairs_seed: int = field(default=0, metadata={"help": "Seeds the candidate split and the pair sampling."})
+    # Clinician pairs
+    clinician_preferences: str | None = field(
+        default=None,
+        metadata={
+            "help": "Clinician pairs: a preferences repo 'repo[@revision]' (annotation-app export), a .json/.jsonl/"
+            ".csv file, 'sample' (bundled sample judgements, not clinicians', joined with answer_pairs_repo) or "
+            "'none'. Their weight is the trainer's `clinician_weight` (paper sweeps 1, 10, 100, 200, 300, 400)."
+        },
+    )
+    answer_pairs_repo: str = field(
+        default="quickstart/answer-pairs", metadata={"help": "Answer pairs the sample judgements are joined with."}
+    )
+    answer_pairs_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the answer pairs."})
+    clinician_image_root: str | None = field(
+        default=None, metadata={"help": "Folder that relative image paths of a clinician file start from."}
+    )
+    clinician_heldout_fraction: float = field(
+        default=0.2, metadata={"help": "Share of clinician pairs held out (by figure) to measure alignment."}
+    )
+    min_clinician_heldout: int = field(
+        default=20,
+        metadata={
+            "help": "Hold clinician pairs out only if at least this many would be; otherwise train on all and report "
+            "alignment on the training pairs, labelled as such."
+        },
+    )
+    # Model
+    backbone: str = field(
+        default="hub:quickstart/tiny-clip",
+        metadata={
+            "help": "Dual encoder: 'hub:<repo>[@<rev>]' on the recipe's hub (quickstart: the tiny random CLIP of the "
+            "tiny_models stage), a folder, a Hub id (CLIP / SigLIP / VisionTextDualEncoder) or 'open_clip:<name>' "
+            "(BiomedCLIP: open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224, extra "
+            "'biomedclip')."
+        },
+    )
+    backbone_revision: str = field(default="main", metadata={"help": "Revision of the backbone (Hub or hub: repo)."})
+    hidden_sizes: list[int] = field(
+        default_factory=lambda: [512, 512, 512], metadata={"help": "MLP head hidden sizes (paper: 512, 512, 512)."}
+    )
+    text_fields: list[str] = field(
+        default_factory=lambda: ["question", "answer"],
+        metadata={"help": "Texts of a turn joined for scoring: question, answer, caption, mentions."},
+    )
+    head_dropout: float = field(default=0.1, metadata={"help": "Dropout in the head (TRL disables it by default)."})
+    normalize_features: bool = field(default=False, metadata={"help": "L2-normalise features before the head."})
+    freeze_backbone: bool = field(default=False, metadata={"help": "Train the head only."})
+    # LoRA on the backbone
+    use_lora: bool = field(
+        default=False, metadata={"help": "LoRA on the backbone's attention; the head trains fully."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Backbone modules LoRA wraps."}
+    )
+    # Output
+    output_repo: str = field(default="quickstart/selector", metadata={"help": "Model repo the selector goes to."})
+    pairs_repo: str = field(default="quickstart/selector-pairs", metadata={"help": "Dataset repo of the pairs."})
+    revision: str = field(default="main", metadata={"help": "Branch to push to."})
+    push: bool = field(default=True, metadata={"help": "Push the selector and its training pairs."})
+    private: bool = field(default=True, metadata={"help": "Create repos private."})
+    torch_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads per process for torch (tiny models on shared CPUs run faster on 1); unset: torch's."
+        },
+    )
+
+
+def prepare_data(args: ScriptArguments, training_args: SelectorTrainingConfig, hub) -> dict:
+    """Judge pairs, clinician pairs (train / held out) and the lineage of every input, at pinned commits."""
+    candidates_ref = hub.ref(args.candidates_repo, args.candidates_revision)
+    ratings_ref = hub.ref(args.ratings_repo, args.ratings_revision)
+    candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
+    ratings = hub.load_dataset(args.ratings_repo, revision=ratings_ref.commit, split="train")
+    judge = build_judge_pairs(
+        ratings, candidates, args.n_train_pairs, args.n_heldout_pairs, args.min_score_gap, args.pairs_seed
+    )
+    weight = training_args.clinician_weight or 1.0
+    clinician, clinician_inputs = load_clinician_preferences(
+        hub,
+        args.clinician_preferences,
+        weight,
+        args.answer_pairs_repo,
+        args.answer_pairs_revision,
+        args.clinician_image_root,
+    )
+    clinician_train, clinician_heldout = None, None
+    if clinician is not None:
+        clinician_train, clinician_heldout = split_clinician_pairs(
+            clinician, args.clinician_heldout_fraction, args.min_clinician_heldout, args.pairs_seed
+        )
+    # Clinician alignment is measured on held-out clinician pairs when there are enough, else on the training ones.
+    eval_sets, clinician_set = {"judge": judge["heldout"]}, None
+    if clinician_heldout is not None:
+        clinician_set, eval_sets["clinician"] = "clinician", clinician_heldout
+    elif clinician_train is not None:
+        clinician_set, eval_sets["clinician_train"] = "clinician_train", clinician_train
+    return {
+        "judge": judge,
+        "clinician_train": clinician_train,
+        "clinician_heldout": clinician_heldout,
+        "clinician_set": clinician_set,
+        "eval_sets": eval_sets,
+        "inputs": [candidates_ref, ratings_ref, *clinician_inputs],
+        "weight": weight,
+        "stand_in": bool(len(candidates)) and bool((candidates[0].get("generation") or {}).get("stand_in")),
+        "sample_preferences": args.clinician_preferences == "sample",
+    }
+
+
+def selector_config(args: ScriptArguments) -> dict:
+    return {
+        "hidden_sizes": args.hidden_sizes,
+        "text_fields": args.text_fields,
+        "dropout": args.head_dropout,
+        "normalize_features": args.normalize_features,
+        "freeze_backbone": args.freeze_backbone,
+    }
+
+
+def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) -> list[PushResult]:
+    # 1. Logging (warnings only off the main process), seed; the hub layer pushes, not the Trainer.
+    setup_logging(main_process=training_args.process_index == 0)
+    set_seed(training_args.seed)
+    if script_args.torch_threads:
+        torch.set_num_threads(script_args.torch_threads)
+    training_args.push_to_hub = False
+    hub = get_hub(script_args.hub)
+
+    # 2. Resume: a killed run goes on from its last checkpoint.
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint:
+            logger.info("Checkpoint detected, resuming training at %s", checkpoint)
+
+    # 3. Data: judge pairs from the ratings, clinician pairs, each at a pinned commit.
+    with training_args.main_process_first(desc="build the selector's training pairs"):
+        data = prepare_data(script_args, training_args, hub)
+        backbone = resolve_backbone(hub, script_args.backbone, script_args.backbone_revision)
+    train_dataset = training_pairs(data["judge"]["train"], data["clinician_train"])
+    logger.info(
+        "training on %d judge + %d clinician pairs (weight %s); held out: %s",
+        len(data["judge"]["train"]),
+        len(data["clinician_train"] or []),
+        data["weight"],
+        {name: len(ds) for name, ds in data["eval_sets"].items()},
+    )
+
+    # 4. Model: the backbone with a fresh head (seeded), optionally LoRA on the backbone.
+    model, processor = load_selector(backbone, seed=training_args.seed, **selector_config(script_args))
+    peft_config = None
+    if script_args.use_lora:
+        peft_config = selector_lora_config(
+            script_args.lora_r,
+            script_args.lora_alpha,
+            script_args.lora_dropout,
+            tuple(script_args.lora_target_modules),
+        )
+
+    # 5. Train, then evaluate on held-out judge pairs and the clinician pairs.
+    trainer, metrics = fit_selector(
+        model, processor, training_args, train_dataset, data["eval_sets"], peft_config, checkpoint
+    )
+    n_clinician = len(data["eval_sets"].get(data["clinician_set"]) or []) if data["clinician_set"] else 0
+    summary = summarize_metrics(metrics, data["clinician_set"], n_clinician)
+    trainer.log_metrics("selector", summary)
+    trainer.save_metrics("all", metrics)
+
+    # 6. Save (merged when LoRA), card and push, from the main process only.
+    pushed: list[PushResult] = []
+    if trainer.is_world_process_zero():
+        save_dir = save_selector(trainer, processor, os.path.join(training_args.output_dir, "selector"))
+        if script_args.push:
+            pushed = push_selector(hub, script_args, training_args, data, backbone, summary, save_dir)
+            print(artifact_table(pushed, {script_args.output_repo: headline(summary)}))
+    trainer.accelerator.wait_for_everyone()
+    return pushed
+
+
+def save_selector(trainer, processor, save_dir: str) -> str:
+    """The trained selector and its processor in ``save_dir``; a LoRA adapter is merged into the backbone first, so
+    the folder is a plain selector that ``AutoModel.from_pretrained`` loads."""
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(save_dir)
+    processor.save_pretrained(save_dir)
+    return save_dir
+
+
+def headline(summary: dict) -> str:
+    parts = [f"judge acc {summary['judge_accuracy']:.3f}" if "judge_accuracy" in summary else ""]
+    if "clinician_alignment" in summary:
+        parts.append(f"clinician {summary['clinician_alignment']:.3f}")
+    return ", ".join(p for p in parts if p)
+
+
+def push_selector(hub, args, training_args, data, backbone, summary, save_dir) -> list[PushResult]:
+    """Push the training pairs (train / heldout) and then the selector, whose card records the pairs' commit."""
+    from datasets import DatasetDict
+
+    splits = {
+        "train": training_pairs(data["judge"]["train"], data["clinician_train"]),
+        "heldout": training_pairs(data["judge"]["heldout"], data["clinician_heldout"]),
+    }
+    splits = DatasetDict({name: ds for name, ds in splits.items() if len(ds)})  # datasets cannot load empty splits
+    # The weight the clinician pairs were trained with (a sweep trains the same pairs with several).
+    stored = {w for split in splits.values() for w, s in zip(split["weight"], split["source"]) if s == "clinician"}
+    if stored - {data["weight"]}:
+        splits = splits.map(
+            lambda weight, source: {"weight": data["weight"] if source == "clinician" else weight},
+            input_columns=["weight", "source"],
+        )
+    counts = {
+        name: {
+            src: sum(s == src for s in splits[name]["source"]) if name in splits else 0
+            for src in ("model", "clinician")
+        }
+        for name in ("train", "heldout")
+    }
+    config = {"script": args, "training": training_args}
+    clinician_split = {
+        None: "none were used.",
+        "clinician": "held out by figure (no image on both sides).",
+        "clinician_train": "too few to hold any out, so all train and alignment is reported on them.",
+    }[data["clinician_set"]]
+    flags = {"stand_in": data["stand_in"], "sample_preferences": data["sample_preferences"]}
+    card = dataset_card(
+        "selector_pairs",
+        lineage=Lineage(stage="train_selector", inputs=data["inputs"], config=config, seed=args.pairs_seed),
+        pretty_name="BioMed-VITAL selector training pairs" + (" (stand-in)" if data["stand_in"] else ""),
+        task_categories=["image-text-to-text"],
+        tags=["preferences", "selector"],
+        repo_id=args.pairs_repo,
+        counts=counts,
+        min_gap=args.min_score_gap,
+        clinician_weight=data["weight"],
+        clinician_split=clinician_split,
+        **flags,
+    )
+    push = {"revision": args.revision, "private": args.private}
+    pairs = hub.push_dataset(splits, args.pairs_repo, card=card, **push)
+
+    data_table = [
+        {"name": f"{ref.repo_id} ({ref.repo_type})", "commit": ref.commit}
+        if hasattr(ref, "commit")
+        else {
+            "name": ref.get("source") or ref.get("repo_id", ""),
+            "commit": ref.get("sha256") or ref.get("revision", ""),
+        }
+        for ref in [*data["inputs"], backbone.lineage]
+    ]
+    data_table.append({"name": f"{args.pairs_repo} (training pairs)", "commit": pairs.commit})
+    with open(os.path.join(save_dir, "config.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    head_sizes = [saved["image_feature_dim"] + saved["text_feature_dim"], *saved["hidden_sizes"], 1]
+    card = model_card(
+        "selector",
+        lineage=Lineage(
+            stage="train_selector",
+            inputs=[*data["inputs"], backbone.lineage, pairs.ref()],
+            config=config,
+            seed=training_args.seed,
+            extra={"metrics": summary, "clinician_weight": data["weight"], "backbone": backbone.spec},
+        ),
+        model_name=args.output_repo.split("/")[-1],
+        base_model=backbone.hub_id,
+        datasets=[args.pairs_repo],
+        tags=["selector", "reward-model", "trl", *(["lora"] if args.use_lora else [])],
+        repo_id=args.output_repo,
+        backbone=backbone.spec,
+        head_sizes=head_sizes,
+        num_pairs=sum(len(s) for s in splits.values()),
+        text_fields=args.text_fields,
+        num_judge_pairs=counts["train"]["model"],
+        num_clinician_pairs=counts["train"]["clinician"],
+        clinician_weight=data["weight"],
+        loss_type=training_args.loss_type,
+        lora=args.use_lora,
+        metrics_table=metrics_table(summary, counts),
+        data_table=data_table,
+        pairs_repo=args.pairs_repo,
+        **flags,
+    )
+    model = hub.push_folder(
+        save_dir,
+        args.output_repo,
+        "model",
+        revision=args.revision,
+        card=card,
+        private=args.private,
+        commit_message=f"Selector, clinician weight {data['weight']:g}: {headline(summary)}",
+        delete_patterns=["*"],  # the branch holds exactly this selector
+    )
+    return [pairs, model]
+
+
+def metrics_table(summary: dict, counts: dict) -> list[dict]:
+    judge_on = f"held-out judge pairs ({counts['heldout']['model']})"
+    rows = [
+        ("judge pair accuracy", "judge_accuracy", judge_on),
+        ("AUC", "auc", judge_on),
+        ("normalised mean rank", "mean_rank", judge_on),
+        ("MAP", "map", judge_on),
+        ("clinician alignment", "clinician_alignment", summary.get("clinician_alignment_on", "")),
+        ("clinician AUC", "clinician_auc", summary.get("clinician_alignment_on", "")),
+        ("train loss", "train_loss", "training pairs"),
+    ]
+    return [{"name": n, "value": f"{summary[k]:.4f}", "on": on} for n, k, on in rows if k in summary]
+
+
+def cli(argv: list[str] | None = None) -> list[PushResult]:
+    script_args, training_args = TrlParser((ScriptArguments, SelectorTrainingConfig)).parse_args_and_config(argv)
+    return main(script_args, training_args)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,416 @@
+"""Selection (``DESIGN.md`` §2, ``selected``): score every candidate with the selector and keep the top ratios.
+
+- :func:`score_candidates` streams the candidates from disk in batches (``Dataset.iter``: only one batch of rows and
+  images is in memory at a time), scores every question–answer turn with
+  :func:`vital.selector.score_texts_images` and aggregates a candidate's turn scores into one (``mean`` by default,
+  or ``min`` / ``max``). Under ``accelerate launch`` each process scores a contiguous slice of the rows and the
+  results are gathered on every process, in row order. A candidate whose image is missing or does not decode, or
+  whose conversation is malformed, is **quarantined** with the reason: never scored, never dropped silently.
+- :func:`rank_candidates` orders the scored candidates: score descending (as stored, float32), then candidate id
+  ascending, so ties break the same way on every run and machine.
+- :func:`select_top_ratios` keeps the best ``ceil(ratio * n)`` candidates for every ratio (``n``: the scored,
+  not quarantined candidates), one dataset per ratio (``top10``, ``top40``, ...), best first, with ``selector_score``.
+- :func:`build_mixture` merges a selection with other instruction sets (LLaVA-Med's in TRL format, an earlier
+  selection) into one dataset with a ``provenance`` column naming each row's source at its commit.
+- :func:`plot_score_histogram` draws the score histogram with each ratio's cut line.
+
+Example::
+
+    scored = score_candidates(selector, processor, candidates, batch_size=64, aggregate="mean")
+    configs = select_top_ratios(candidates, scored, [0.1, 0.4, 0.8, 0.9])   # {"top10": Dataset, ...}
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset, Features, List, Value
+
+from vital.data.errors import Quarantine, RecordError
+from vital.data.schemas import SELECTED_FEATURES, validate_messages
+from vital.selector.data import candidate_turn_text
+from vital.selector.modeling import score_texts_images
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AGGREGATIONS",
+    "MIXTURE_FEATURES",
+    "CandidateScores",
+    "aggregate_turn_scores",
+    "build_mixture",
+    "cut_scores",
+    "kept_count",
+    "parse_mixture_spec",
+    "plot_score_histogram",
+    "rank_candidates",
+    "ratio_config_name",
+    "score_candidates",
+    "select_top_ratios",
+]
+
+AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "mean": lambda scores: float(np.mean(scores)),
+    "min": lambda scores: float(np.min(scores)),
+    "max": lambda scores: float(np.max(scores)),
+}
+"""How a candidate's turn scores become its score."""
+
+TURN_SCORES = "selector_turn_scores"
+MIXTURE_FEATURES = Features({**SELECTED_FEATURES, TURN_SCORES: List(Value("float32")), "provenance": Value("string")})
+"""A mixture: the selected columns (null where a source lacks them, e.g. ``selector_score`` of LLaVA-Med rows), the
+turn scores, and ``provenance`` (``repo@commit[:config]`` of the row's source)."""
+
+_SCORED_COLUMNS = ("id", "images", "messages", "caption", "mentions")
+
+
+def _float32(value: float) -> float:
+    return float(np.float32(value))
+
+
+def aggregate_turn_scores(turn_scores: Sequence[float], how: str = "mean") -> float:
+    """One score from a candidate's turn scores (``mean``, ``min`` or ``max``), rounded to float32 as stored."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"aggregate must be one of {sorted(AGGREGATIONS)}, got {how!r}")
+    if not len(turn_scores):
+        raise ValueError("no turn scores to aggregate")
+    return _float32(AGGREGATIONS[how](turn_scores))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass
+class CandidateScores:
+    """Scores of the candidates that could be scored, in row order, and the quarantine of those that could not.
+
+    ``indices[i]`` is the row of ``candidate_ids[i]`` in the scored dataset; ``scores[i]`` its aggregated score
+    (float32), ``turn_scores[i]`` its per-turn scores.
+    """
+
+    candidate_ids: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    turn_scores: list[list[float]] = field(default_factory=list)
+    quarantine: Quarantine = field(default_factory=lambda: Quarantine("skip"))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _open_images(row: Mapping[str, Any], rid: str) -> list[Any]:
+    """Decode every image of a candidate (so a corrupt second image is caught too); RecordError with the reason."""
+    cells = row.get("images")
+    if not cells:
+        raise RecordError(rid, "images", "missing image: the candidate has no image")
+    images = []
+    for i, cell in enumerate(cells):
+        name = f"images[{i}]"
+        if cell is None or (isinstance(cell, Mapping) and not cell.get("bytes") and not cell.get("path")):
+            raise RecordError(rid, name, "missing image")
+        try:
+            image = _decode(cell)
+        except FileNotFoundError as e:
+            raise RecordError(rid, name, f"image file not found: {e.filename or cell}") from e
+        except Exception as e:  # PIL raises many types for corrupt or truncated data
+            raise RecordError(rid, name, f"corrupt image ({type(e).__name__}: {e})") from e
+        images.append(image)
+    return images
+
+
+def _decode(cell: Any) -> Any:
+    """A PIL RGB image from an ``Image(decode=False)`` cell (bytes, else path) or a PIL image, fully loaded."""
+    from PIL import Image as PILImage
+
+    if isinstance(cell, PILImage.Image):
+        image = cell
+    elif isinstance(cell, Mapping):
+        data, path = cell.get("bytes"), cell.get("path")
+        image = PILImage.open(io.BytesIO(data) if data else path)
+    else:
+        raise TypeError(f"expected an image cell, got {type(cell).__name__}")
+    image.load()  # PIL opens lazily: a truncated file fails here, not in the processor
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What the quarantine keeps of a candidate: its id and its image cells' names (not the bytes)."""
+    cells = row.get("images") or []
+    names = [c.get("path") if isinstance(c, Mapping) else None for c in cells]
+    return {"id": row.get("id"), "images": names, "messages": row.get("messages")}
+
+
+def _slice(n: int, batch_size: int, num_processes: int, process_index: int) -> tuple[int, int]:
+    """The contiguous rows ``[start, end)`` of process ``process_index``, in whole batches of the global row order.
+
+    Batches are cut from the whole dataset, then dealt out in contiguous runs (run sizes differ by at most one batch),
+    so a batch holds the same rows whatever the number of processes and the same inputs are padded together.
+    """
+    n_batches = -(-n // batch_size)
+    size, extra = divmod(n_batches, num_processes)
+    first = process_index * size + min(process_index, extra)
+    last = first + size + (1 if process_index < extra else 0)
+    return min(first * batch_size, n), min(last * batch_size, n)
+
+
+def score_candidates(
+    model: Any,
+    processor: Any,
+    candidates: Dataset,
+    *,
+    batch_size: int = 32,
+    aggregate: str = "mean",
+    text_fields: Sequence[str] | None = None,
+    max_length: int | None = None,
+    state: Any = None,
+    log_every: int | None = None,
+) -> CandidateScores:
+    """Score every candidate (the aggregate of its turn scores), streaming the rows from disk in batches.
+
+    Args:
+        model: a :class:`vital.selector.SelectorModel` (or a ``PeftModel`` around one).
+        processor: its processor (``AutoProcessor.from_pretrained(selector_folder)``).
+        candidates: the candidates (``id``, ``images``, ``messages``, and ``caption`` / ``mentions`` when the
+            selector's ``text_fields`` name them). Images may be decoded or not; they are read per batch.
+        batch_size: candidates read per step, and (image, text) inputs per forward pass.
+        aggregate: ``mean``, ``min`` or ``max`` of the turn scores.
+        text_fields: the texts joined for scoring; default the model's ``config.text_fields``.
+        max_length: token limit per text (default the tokenizer's ``model_max_length``).
+        state: an ``accelerate.PartialState``; with several processes each scores a contiguous run of whole batches
+            and the results are gathered (every process gets all of them). Batches are cut from the global row order,
+            so every process count pads the same inputs together.
+
+    Scores are reproducible bit for bit for the same model, data, ``batch_size``, process count and torch threads on
+    the same hardware. Changing any of those can move a score by a float32 rounding step (about 1e-8 here: CPU
+    matrix kernels vary their summation order), which reorders candidates only where scores tie to that precision.
+        log_every: log progress every this many candidates (this process's).
+
+    Returns:
+        :class:`CandidateScores` in row order, with the quarantine (mode ``skip``) of the rows not scored.
+    """
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"aggregate must be one of {sorted(AGGREGATIONS)}, got {aggregate!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    fields = list(text_fields or getattr(model.config, "text_fields", None) or ("question", "answer"))
+    # Arrow batches: image cells stay as stored bytes (decoded below, one batch at a time) and nothing is copied; a cast
+    # of the list-of-images column to decode=False would rewrite the whole dataset first.
+    raw = candidates.select_columns([c for c in _SCORED_COLUMNS if c in candidates.column_names])
+    num_processes = getattr(state, "num_processes", 1) or 1
+    start, end = _slice(len(raw), batch_size, num_processes, getattr(state, "process_index", 0))
+    part = raw.select(range(start, end)) if num_processes > 1 else raw
+
+    results: list[tuple[int, str, float, list[float]]] = []
+    quarantine = Quarantine("skip")
+    index, next_log = start, start + (log_every or 0)
+    for batch in part.with_format("arrow").iter(batch_size=batch_size):
+        rows = batch.to_pylist()
+        images, texts, owners = [], [], []
+        for row in rows:
+            rid = str(row.get("id"))
+            try:
+                opened = _open_images(row, rid)
+                validate_messages(row.get("messages"), rid, "messages", n_images=len(opened))
+                turns = [candidate_turn_text(row, t, fields) for t in range(_n_turns(row))]
+                if not turns:
+                    raise RecordError(rid, "messages", "no question-answer turn to score")
+            except RecordError as error:
+                quarantine.add(error, _summary(row))
+            else:
+                owners.append((index, rid, len(turns)))
+                images += [opened[0]] * len(turns)
+                texts += turns
+            index += 1
+        scores = score_texts_images(model, processor, images, texts, batch_size=batch_size, max_length=max_length)
+        position = 0
+        for row_index, rid, n in owners:
+            turn_scores = [_float32(s) for s in scores[position : position + n]]
+            position += n
+            if any(math.isnan(s) for s in turn_scores):
+                raise ValueError(f"the selector scored candidate {rid!r} NaN: check the model")
+            results.append((row_index, rid, aggregate_turn_scores(turn_scores, aggregate), turn_scores))
+        if log_every and index >= next_log:
+            logger.info("scored %d / %d candidates (this process)", index - start, end - start)
+            next_log += log_every
+
+    quarantined = quarantine.records
+    if num_processes > 1:
+        from accelerate.utils import gather_object
+
+        results = gather_object(results)
+        quarantined = gather_object(quarantined)
+    results.sort(key=lambda r: r[0])
+    out = CandidateScores(quarantine=Quarantine("skip", list(quarantined)))
+    for row_index, rid, score, turn_scores in results:
+        out.indices.append(row_index)
+        out.candidate_ids.append(rid)
+        out.scores.append(score)
+        out.turn_scores.append(turn_scores)
+    return out
+
+
+def _n_turns(row: Mapping[str, Any]) -> int:
+    from vital.data.schemas import qa_turns
+
+    return len(qa_turns(row["messages"]))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ranking and the top ratios
+# ---------------------------------------------------------------------------------------------------------------------
+def rank_candidates(candidate_ids: Sequence[str], scores: Sequence[float]) -> list[int]:
+    """Positions of the candidates, best first: score descending (compared as float32), ties by id ascending."""
+    if len(candidate_ids) != len(scores):
+        raise ValueError(f"{len(candidate_ids)} ids for {len(scores)} scores")
+    stored = [_float32(s) for s in scores]
+    if any(math.isnan(s) for s in stored):
+        raise ValueError("cannot rank NaN scores")
+    return sorted(range(len(stored)), key=lambda i: (-stored[i], candidate_ids[i]))
+
+
+def kept_count(n: int, ratio: float) -> int:
+    """How many of ``n`` candidates a ratio keeps: ``ceil(ratio * n)``, the fewest that make at least ``ratio``."""
+    if not 0 < ratio <= 1:
+        raise ValueError(f"a kept ratio must lie in (0, 1], got {ratio}")
+    return min(n, math.ceil(round(ratio * n, 9)))
+
+
+def ratio_config_name(ratio: float) -> str:
+    """``0.1`` -> ``top10``, ``0.125`` -> ``top12_5``."""
+    percent = round(ratio * 100, 6)
+    return "top" + f"{percent:g}".replace(".", "_")
+
+
+def cut_scores(scored: CandidateScores, ratios: Sequence[float]) -> dict[str, float]:
+    """The lowest kept score of every ratio's config (where the histogram draws its cut line)."""
+    order = rank_candidates(scored.candidate_ids, scored.scores)
+    out = {}
+    for ratio in sorted(ratios):
+        k = kept_count(len(order), ratio)
+        if k:
+            out[ratio_config_name(ratio)] = scored.scores[order[k - 1]]
+    return out
+
+
+def select_top_ratios(
+    candidates: Dataset, scored: CandidateScores, ratios: Sequence[float], turn_scores: bool = True
+) -> dict[str, Dataset]:
+    """One dataset per ratio (``top10``, ...): the best ``ceil(ratio * n)`` scored candidates, best first.
+
+    Each holds the candidates' columns plus ``selector_score`` (float32) and, with ``turn_scores``,
+    ``selector_turn_scores``. ``n`` counts the scored candidates only: quarantined ones are neither kept nor counted.
+    """
+    names = [ratio_config_name(r) for r in ratios]
+    if len(set(names)) != len(names):
+        raise ValueError(f"ratios give duplicate config names: {names}")
+    order = rank_candidates(scored.candidate_ids, scored.scores)
+    out = {}
+    for ratio in sorted(ratios):
+        keep = order[: kept_count(len(order), ratio)]
+        subset = candidates.select([scored.indices[p] for p in keep])
+        subset = subset.add_column("selector_score", [scored.scores[p] for p in keep], feature=Value("float32"))
+        if turn_scores:
+            subset = subset.add_column(
+                TURN_SCORES, [scored.turn_scores[p] for p in keep], feature=List(Value("float32"))
+            )
+        out[ratio_config_name(ratio)] = subset
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mixtures
+# ---------------------------------------------------------------------------------------------------------------------
+_MIXTURE_RE = re.compile(r"^\s*(?P<name>[A-Za-z0-9][\w-]*)\s*=\s*(?P<parts>.+)$")
+
+
+def parse_mixture_spec(spec: str) -> tuple[str, list[str]]:
+    """``"mix150k=top80+org/llava-med-10k@main+org/llava-med-60k"`` -> ``("mix150k", ["top80", ...])``.
+
+    A part is a config of this selection (``top80``) or another instruction set, ``repo[@revision][:config]``.
+    """
+    match = _MIXTURE_RE.match(spec)
+    if not match:
+        raise ValueError(f"mixture {spec!r}: expected 'name=part+part+...'")
+    parts = [p.strip() for p in match["parts"].split("+") if p.strip()]
+    if not parts:
+        raise ValueError(f"mixture {spec!r} has no parts")
+    return match["name"], parts
+
+
+def build_mixture(parts: Sequence[tuple[Dataset, str]]) -> Dataset:
+    """Concatenate ``(dataset, provenance)`` parts into :data:`MIXTURE_FEATURES`, in order.
+
+    A part needs TRL's ``messages`` and ``images`` (or one ``image``, as demos have); the other selected columns are kept where the part has them and
+    null otherwise (``modality`` defaults to ``other``). Images are carried as stored, without decoding.
+
+    Raises:
+        ValueError: a part lacks ``messages`` or ``images`` (LLaVA JSON converts with
+            ``vital.data.llava.llava_to_messages``).
+    """
+    from datasets import concatenate_datasets
+
+    converted = []
+    for dataset, provenance in parts:
+        single = "images" not in dataset.column_names and "image" in dataset.column_names  # demos / pairs schema
+        missing = [
+            c for c in ("messages", "images") if c not in dataset.column_names and not (c == "images" and single)
+        ]
+        if missing:
+            raise ValueError(
+                f"{provenance}: not in TRL format, missing {missing} (convert LLaVA JSON with "
+                "vital.data.llava.llava_to_messages first)"
+            )
+
+        def to_rows(table, provenance=provenance, single=single):
+            # Arrow batches: image cells pass through as stored bytes, never decoded and re-encoded.
+            rows = table.to_pylist()
+            out = {name: [row.get(name) for row in rows] for name in MIXTURE_FEATURES}
+            if single:
+                out["images"] = [[row["image"]] for row in rows]
+            out["modality"] = [m or "other" for m in out["modality"]]
+            out["provenance"] = [provenance] * len(rows)
+            return out
+
+        arrow = dataset.with_format("arrow")
+        mixed = arrow.map(to_rows, batched=True, remove_columns=arrow.column_names, features=MIXTURE_FEATURES)
+        converted.append(mixed.with_format(None))
+    return concatenate_datasets(converted)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The histogram
+# ---------------------------------------------------------------------------------------------------------------------
+def plot_score_histogram(
+    scores: Sequence[float], cuts: Mapping[str, float], path: str | Path, bins: int = 40, title: str | None = None
+) -> Path:
+    """Save a PNG histogram of ``scores`` with a dashed line at each config's cut score (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.hist(np.asarray(scores, dtype=np.float64), bins=bins, color="#4c72b0", alpha=0.85)
+    colors = plt.get_cmap("autumn")(np.linspace(0, 0.8, max(len(cuts), 1)))
+    for (name, cut), color in zip(sorted(cuts.items(), key=lambda kv: -kv[1]), colors):
+        ax.axvline(cut, color=color, linestyle="--", linewidth=1.5, label=f"{name} cut ({cut:.3g})")
+    ax.set_xlabel("selector score (aggregated over turns)")
+    ax.set_ylabel("candidates")
+    ax.set_title(title or f"Selector scores of {len(scores)} candidates")
+    if cuts:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path
