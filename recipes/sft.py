@@ -50,6 +50,7 @@ from vital.sft import (
     model_lineage,
     parse_dataset_specs,
     resolve_model,
+    same_finished_run,
     stage_output,
 )
 
@@ -125,14 +126,9 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
             logger.info("Checkpoint detected, resuming training at %s", last_checkpoint)
     checkpoint = training_args.resume_from_checkpoint or last_checkpoint
 
-    # 3. Hub: this run's branch; refused early if it already holds a finished run.
+    # 3. Hub: this run's branch (checked once the inputs are known, below).
     hub = get_hub(script_args.hub)
     run_branch = script_args.run_branch or default_run_branch(training_args.output_dir)
-    if script_args.push:
-        check_run_branch(hub, script_args.output_repo, run_branch, script_args.overwrite_branch)
-        if training_args.process_index == 0:
-            hub.create_repo(script_args.output_repo, "model", script_args.private)
-            hub.create_branch(script_args.output_repo, run_branch, repo_type="model")
 
     # 4. Data, at pinned commits, checked before training.
     if not script_args.dataset:
@@ -169,6 +165,30 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     training_args.model_init_kwargs = None  # consumed here; the trainer would warn that it ignores them
     model = AutoModelForImageTextToText.from_pretrained(source.path, **model_kwargs)
     freeze_modules(model, script_args.freeze)
+
+    # Unchanged inputs and config: the finished run on this branch is the result (idempotent reruns).
+    planned = Lineage(
+        stage="sft",
+        inputs=[model_lineage(source, model), *data_refs],
+        config={"script": script_args, "training": training_args, "model": model_args},
+        seed=training_args.seed,
+    )
+    planned_config = planned.to_dict()["config"]  # now: the trainer adjusts a few fields of the args it is given
+    if script_args.push:
+        done = same_finished_run(hub, script_args.output_repo, run_branch, planned)
+        if done is not None:
+            logger.info(
+                "%s@%s already holds this run (same inputs and config): nothing to do",
+                script_args.output_repo,
+                run_branch,
+            )
+            location = str(hub.snapshot(script_args.output_repo, done, "model"))
+            return [PushResult(script_args.output_repo, "model", run_branch, done, location, created=False)]
+        # A branch holding a different finished run is refused unless overwriting was asked for (as open-r1 does).
+        check_run_branch(hub, script_args.output_repo, run_branch, script_args.overwrite_branch)
+        if training_args.process_index == 0:
+            hub.create_repo(script_args.output_repo, "model", script_args.private)
+            hub.create_branch(script_args.output_repo, run_branch, repo_type="model")
 
     # 6. Trainer: assistant-only loss and the vision collator come from the SFTConfig.
     throughput = ThroughputCallback()
@@ -211,7 +231,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
             lineage=Lineage(
                 stage="sft",
                 inputs=[model_lineage(source, model), *data_refs],
-                config={"script": script_args, "training": training_args, "model": model_args},
+                config=planned_config,
                 seed=training_args.seed,
                 extra={
                     "run_branch": run_branch,

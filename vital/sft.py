@@ -511,6 +511,24 @@ def finished_run(hub: Hub, repo_id: str, branch: str) -> dict[str, Any] | None:
     return None
 
 
+def same_finished_run(hub: Hub, repo_id: str, branch: str, lineage) -> str | None:
+    """The commit of the finished run on ``branch`` if it was made from the same inputs (at the same commits), config,
+    seed and stack versions as ``lineage`` (a `vital.cards.Lineage`): rerunning it would change nothing."""
+    finished = finished_run(hub, repo_id, branch)
+    if finished is None:
+        return None
+    planned = lineage.to_dict()
+    changed = [key for key in ("inputs", "config", "seed", "versions") if finished.get(key) != planned.get(key)]
+    if changed:
+        if "config" in changed:
+            for part, values in planned["config"].items():
+                diff = sorted(k for k in values if values[k] != finished["config"].get(part, {}).get(k))
+                changed += [f"{part}.{k}" for k in diff]
+        logger.info("the finished run on %s@%s differs in %s: running again", repo_id, branch, ", ".join(changed))
+        return None
+    return hub.resolve(repo_id, branch, "model")
+
+
 def check_run_branch(hub: Hub, repo_id: str, branch: str, overwrite: bool = False) -> None:
     """Refuse to start a run whose branch already holds a finished run (unless ``overwrite``), as open-r1 does.
 
@@ -638,6 +656,7 @@ __all__ = [
     "load_sft_mixture",
     "mix_datasets",
     "model_lineage",
+    "same_finished_run",
     "pairs_to_caption_conversations",
     "parse_dataset_specs",
     "resolve_model",

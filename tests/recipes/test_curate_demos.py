@@ -158,7 +158,7 @@ def test_quickstart_config_on_the_sample_pairs(tmp_path):
     hub.push_dataset(pairs, "quickstart/pairs")
     hub.push_dataset(sample.load_sample_demos(hub.load_dataset("quickstart/pairs", split="train")), "quickstart/demos")
     config = Path(RECIPES_DIR, "quickstart", "curate_demos.yaml")
-    results = recipe.cli(["--config", str(config), "--hub", f"local:{hub.root}"])
+    results = recipe.cli(["--config", str(config), "--hub", f"local:{hub.root}", "--demos_repo", "quickstart/demos"])
     assert [r.repo_id for r in results] == ["quickstart/clusters", "quickstart/clusters", "quickstart/demos"]
     assignments = hub.load_dataset("quickstart/clusters", "default", split="train")
     assert len(assignments) == len(pairs) and set(assignments["cluster"]) == {0, 1, 2, 3}

@@ -245,7 +245,12 @@ def update_model_card(card_text: str | None, results: Sequence, model_name: str)
     from huggingface_hub import ModelCard
 
     card = ModelCard(card_text or f"---\nlicense: other\n---\n\n# {model_name}\n")
-    new = {_result_key(r) for r in results}
+    new = {_result_key(r): r for r in results}
+    current = {_result_key(r): r for r in card.data.eval_results or []}
+    if new.keys() <= current.keys() and all(current[k].metric_value == r.metric_value for k, r in new.items()):
+        # The same numbers are already there: keep the card (and the eval commit it cites) as it is, so a rerun
+        # makes no commit, and the next evaluation's lineage still names the same model commit.
+        return card
     kept = [r for r in (card.data.eval_results or []) if _result_key(r) not in new]
     card.data.eval_results = [*kept, *results] or None
     card.data.model_name = card.data.model_name or model_name
@@ -352,10 +357,13 @@ def push_model_card_results(hub, repo_id: str, branch: str, results: Sequence, m
     on ``branch``. Returns the `PushResult`."""
     import tempfile
 
-    from vital.hub import CARD_FILE
+    from vital.hub import CARD_FILE, PushResult
 
     current = hub.read_file(repo_id, CARD_FILE, branch, "model")
     card = update_model_card(current, results, repo_id.split("/")[-1])
+    if current is not None and str(card) == current:
+        commit = hub.resolve(repo_id, branch, "model")
+        return PushResult(repo_id, "model", branch, commit, str(hub.snapshot(repo_id, commit, "model")), created=False)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, CARD_FILE).write_text(str(card), encoding="utf-8")
         return hub.upload_folder(tmp, repo_id, "model", branch, commit_message=message)
