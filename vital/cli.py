@@ -17,6 +17,9 @@ import sys
 from vital import __version__
 
 
+ALIASES = {"import": "import_released"}  # `vital import` runs recipes/import_released.py
+
+
 def _hub_command(argv: list[str]) -> int:
     from vital.hub import HubError, LocalHub, get_hub
 
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     command, rest = argv[0], argv[1:]
+    command = ALIASES.get(command, command)
     if command == "hub":
         return _hub_command(rest)
     load_recipe(command).cli(rest)

@@ -1,0 +1,116 @@
+"""Import the released BioMed-VITAL / LLaVA-Med instruction data: JSON files + images -> one dataset repo, one config
+per file, images embedded, so that a user writes `load_dataset(repo, "80k")`.
+
+Usage:
+
+    vital import --files 80k=BioMed-VITAL-80K.json 150k=BioMed-VITAL-150K.json --image_dir data/images \\
+        --repo your-org/biomed-vital-released --hub hf
+    vital import --files 60k=llava_med_instruct_60k.json --url_list llava_med_image_urls.jsonl \\
+        --image_dir data/images --repo your-org/llava-med-60k
+
+With `url_list` (JSONL or CSV: `image` file name, `url`), missing images are downloaded first: retried with backoff,
+dead links skipped and listed in `download_manifest.jsonl` (pushed with the data), and an interrupted import resumes
+(images already on disk are not fetched again). Records whose image is missing or corrupt are quarantined and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+from vital.cards import Lineage, dataset_card
+from vital.data.importer import MANIFEST, download_images, read_url_list
+from vital.data.llava import llava_to_messages
+from vital.hub import PushResult, get_hub, sha256_file
+from vital.runner import artifact_table, setup_logging
+
+
+logger = logging.getLogger("vital.import")
+
+
+@dataclass
+class ImportArguments:
+    files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Released JSON/JSONL files as 'config=path' (e.g. 80k=BioMed-VITAL-80K.json)."},
+    )
+    image_dir: str = field(default="data/images", metadata={"help": "Folder of the images (downloads land here)."})
+    url_list: str | None = field(default=None, metadata={"help": "JSONL/CSV of `image` file names and `url`s."})
+    repo: str = field(default="biomed-vital/released", metadata={"help": "Dataset repo to push to."})
+    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+    revision: str = field(default="main", metadata={"help": "Branch to push to."})
+    private: bool = field(default=True, metadata={"help": "Create the repo private."})
+    errors: str = field(default="skip", metadata={"help": "Bad records: 'skip' (quarantine and count) or 'raise'."})
+    workers: int = field(default=8, metadata={"help": "Parallel downloads."})
+    retries: int = field(default=4, metadata={"help": "Retries of a failing download (404/410 are final)."})
+    backoff_s: float = field(default=1.0, metadata={"help": "Backoff base of download retries, in seconds."})
+    retry_dead: bool = field(default=False, metadata={"help": "Try links the manifest lists as dead again."})
+
+
+def main(args: ImportArguments) -> list[PushResult]:
+    setup_logging()
+    hub = get_hub(args.hub)
+    files = dict(spec.split("=", 1) for spec in args.files)
+    if not files:
+        raise ValueError("no `files` given (config=path ...)")
+
+    # 1. Images: download what is missing (resumable), keeping a manifest of what could not be had.
+    dead = 0
+    if args.url_list:
+        outcomes = download_images(
+            read_url_list(args.url_list), args.image_dir, args.workers, args.retries, args.backoff_s, args.retry_dead
+        )
+        dead = sum(o.status != "ok" for o in outcomes.values())
+
+    # 2. One config per file; bad records quarantined (a dead link's record names its missing image file).
+    inputs, table, pushed = [], [], []
+    converted = {}
+    for config, path in files.items():
+        result = llava_to_messages(path, args.image_dir, errors=args.errors)
+        if len(result.quarantine):
+            logger.warning(
+                "%s: %d record(s) quarantined: %s", config, len(result.quarantine), result.quarantine.counts()
+            )
+        converted[config] = result.dataset
+        inputs.append({"source": str(path), "sha256": sha256_file(Path(path)), "config": config})
+        table.append(
+            {
+                "config": config,
+                "file": Path(path).name,
+                "rows": len(result.dataset),
+                "quarantined": len(result.quarantine),
+            }
+        )
+
+    card = dataset_card(
+        "released",
+        lineage=Lineage(stage="import_released", inputs=inputs, config=args),
+        pretty_name="BioMed-VITAL released instruction data",
+        repo_id=args.repo,
+        configs=list(files),
+        configs_table=table,
+        dead=dead,
+    )
+    for config, dataset in converted.items():
+        pushed.append(hub.push_dataset(dataset, args.repo, config, "train", args.revision, card, args.private))
+    if args.url_list:
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "download_manifest.jsonl").write_bytes((Path(args.image_dir) / MANIFEST).read_bytes())
+            pushed.append(
+                hub.upload_folder(tmp, args.repo, "dataset", args.revision, commit_message="Download manifest")
+            )
+    print(artifact_table(pushed[-1:], {args.repo: ", ".join(f"{t['config']} {t['rows']}" for t in table)}))
+    return pushed
+
+
+def cli(argv: list[str] | None = None) -> list[PushResult]:
+    (args,) = TrlParser((ImportArguments,)).parse_args_and_config(argv)
+    return main(args)
+
+
+if __name__ == "__main__":
+    cli()
