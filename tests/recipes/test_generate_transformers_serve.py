@@ -7,8 +7,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -29,13 +31,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory):
-    if shutil.which("transformers") is None:
-        pytest.skip("the transformers CLI is not installed")
+    # The CLI beside this interpreter (the venv's bin/ need not be on PATH), else one on PATH.
+    cli = Path(sys.executable).with_name("transformers")
+    cli = str(cli) if cli.exists() else shutil.which("transformers")
+    if cli is None:
+        pytest.fail("the transformers CLI is not installed (the dev extra installs transformers[serving])")
     model_dir = tmp_path_factory.mktemp("model") / "tiny-llava"
     build_tiny_llava(model_dir)
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = ["transformers", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    cmd = [cli, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
