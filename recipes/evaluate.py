@@ -21,6 +21,7 @@ count. The eval dataset gets one config per benchmark (per-item predictions and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -57,7 +58,7 @@ from vital.evaluation.win_rate import (
     win_rate_prompt_sha,
     win_rate_rows,
 )
-from vital.hub import PushResult, get_hub, sha256_file
+from vital.hub import ArtifactRef, PushResult, get_hub, sha256_file
 from vital.llm import EndpointConfig, image_to_data_url
 from vital.llm.jobs import run_jobs_sharded
 from vital.runner import artifact_table, setup_logging
@@ -168,6 +169,8 @@ def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: 
     else:
         source = resolve_model(hub, args.model_name_or_path, args.model_revision)
         model_ref, label = source.lineage, args.model_label or source.base_model or Path(source.path).name
+        if isinstance(model_ref, ArtifactRef):  # the weights' commit: our own model-index updates do not count
+            model_ref = dataclasses.replace(model_ref, commit=hub.content_commit(model_ref.repo_id, model_ref.commit))
         # Keyed by the weights, not the commit: the card this stage writes back makes a new commit, not a new model.
         model_folder = Path(source.path) if Path(source.path).is_dir() else None
         model_id = (

@@ -132,6 +132,14 @@ def test_same_content_makes_no_new_commit(hub, tmp_path):
     assert len(hub.history("repo")) == 1
 
 
+def test_content_commit_skips_card_only_commits(hub, tmp_path):
+    weights = hub.upload_folder(write_folder(tmp_path / "a", {"w.bin": "1", "README.md": "v1"}), "m", "model").commit
+    hub.upload_folder(write_folder(tmp_path / "b", {"README.md": "v2 with results"}), "m", "model")
+    assert hub.content_commit("m", "main", "model") == weights
+    newer = hub.upload_folder(write_folder(tmp_path / "c", {"w.bin": "2"}), "m", "model").commit
+    assert hub.content_commit("m", "main", "model") == newer
+
+
 def test_delete_patterns(hub, tmp_path):
     hub.upload_folder(write_folder(tmp_path / "a", {"data/a.parquet": "a", "data/b.parquet": "b", "keep": "k"}), "r")
     hub.upload_folder(write_folder(tmp_path / "b", {"data/c.parquet": "c"}), "r", delete_patterns=["data/*"])

@@ -253,6 +253,11 @@ class Hub(ABC):
             folder, repo_id, repo_type, revision, commit_message=commit_message, delete_patterns=delete_patterns
         )
 
+    def content_commit(self, repo_id: str, revision: str = "main", repo_type: RepoType = "model") -> str:
+        """The commit that last changed anything but the card, on ``revision``: what a model's weights are, when
+        later commits only added results to its card. Backends that cannot tell return the revision's commit."""
+        return self.resolve(repo_id, revision, repo_type)
+
     def read_card(self, repo_id: str, revision: str = "main", repo_type: RepoType = "dataset") -> RepoCard | None:
         text = self.read_file(repo_id, CARD_FILE, revision, repo_type)
         return None if text is None else RepoCard(text)
@@ -388,6 +393,18 @@ class LocalHub(Hub):
         repo = self._existing_repo(repo_id, repo_type)
         commit = self.resolve(repo_id, revision, repo_type)
         return json.loads((repo / "commits" / f"{commit}.json").read_text())
+
+    def content_commit(self, repo_id: str, revision: str = "main", repo_type: RepoType = "model") -> str:
+        def files(info):
+            return {k: v for k, v in info["tree"].items() if k != CARD_FILE}
+
+        history = self.history(repo_id, revision, repo_type)
+        commit = history[0]
+        for parent in history[1:]:
+            if files(parent) != files(commit):
+                break
+            commit = parent
+        return commit["sha"]
 
     def history(self, repo_id: str, revision: str = "main", repo_type: RepoType = "dataset") -> list[dict[str, Any]]:
         """Commits reachable from ``revision``, newest first (first parents only)."""
