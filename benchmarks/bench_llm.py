@@ -27,6 +27,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from _results import record as record_figure  # benchmarks/ is on sys.path when run as a script
+
 from vital.llm import ChatRequest, CompletionResult, EndpointConfig, Journal, run_sync
 from vital.testing.standin import SampleResponder, StandInServer
 
@@ -88,6 +90,8 @@ def bench_throughput(count: int, latency_ms: float = 500, concurrency: int = 32)
     print(f"    {stats.succeeded} succeeded in {wall:.2f} s (first request included): {rate:.1f} req/s")
     print(f"    bound concurrency/latency = {bound:.1f} req/s -> fraction {rate / bound:.3f} (target >= 0.85)")
     print(f"    client CPU: {cpu:.2f} s, {cpu / count * 1000:.2f} ms a request")
+    record_figure("llm", f"(a) throughput, {count} requests", rate, baseline=bound, unit="req/s")
+    record_figure("llm", "(a) throughput fraction of the bound", rate / bound, target=0.85)
 
 
 def bench_rpm(rpm: float, seconds: float) -> None:
@@ -106,6 +110,8 @@ def bench_rpm(rpm: float, seconds: float) -> None:
     mean = (len(arrivals) - 1) / span * 60
     print(f"(b) requests-per-minute budget {rpm:.0f}: {len(arrivals)} requests over {span:.1f} s (server arrivals)")
     print(f"    mean rate {mean:.1f} rpm ({(mean / rpm - 1) * 100:+.2f}% of the budget)")
+    record_figure("llm", f"(b) mean rate, budget {rpm:.0f} rpm", mean, baseline=rpm, unit="rpm")
+    record_figure("llm", "(b) rpm error", (mean / rpm - 1) * 100, unit="%")
     for window in (60.0, 10.0, 5.0, 1.0):
         if window > span + 1:
             print(f"    sliding {window:>4.0f} s window: longer than the run; see the shorter windows")
@@ -178,6 +184,7 @@ def measure(function, *args) -> tuple[float, float, int]:
 def bench_resume(journal_sizes: list[int], original_sizes: list[int]) -> None:
     print("(c) resume: answer 'done?' for every item of a run whose items are all finished")
     print(f"    record size: {len(json.dumps(record('k').to_record()))} bytes a journal line")
+    journal_seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in journal_sizes:
             keys = [f"{i:064x}" for i in range(n)]
@@ -185,6 +192,7 @@ def bench_resume(journal_sizes: list[int], original_sizes: list[int]) -> None:
             write_journal(path, keys)
             seconds, peak, done = measure(journal_resume, path, keys)
             assert done == n
+            journal_seconds[n] = seconds
             print(
                 f"    journal (one O(n) load + dict lookups), n = {n:>7,}: {seconds:7.3f} s, "
                 f"peak {peak:7.1f} MiB, file {path.stat().st_size / 2**20:.1f} MiB"
@@ -214,6 +222,11 @@ def bench_resume(journal_sizes: list[int], original_sizes: list[int]) -> None:
                 f"    original (reload + scan per item), n = {n:>7,}: {estimate:9.0f} s "
                 f"(= {estimate / 3600:.1f} h)  [EXTRAPOLATED as t({largest:,}) * (n / {largest:,})^2, not run]"
             )
+            record_figure(
+                "llm", f"(c) resume n={n:,}: journal vs rescan (extrapolated)", journal_seconds[n], estimate, unit="s"
+            )
+        for n, seconds in measured.items():
+            record_figure("llm", f"(c) resume n={n:,}: rescan baseline (measured)", seconds, unit="s")
         if len(measured) >= 2:
             small, big = sorted(measured)[:2]
             exponent = math.log(measured[big] / measured[small]) / math.log(big / small)

@@ -13,6 +13,8 @@ import argparse
 import random
 import time
 
+from _results import record  # benchmarks/ is on sys.path when run as a script
+
 from vital.evaluation.vqa_metrics import score_vqa
 
 
@@ -107,6 +109,7 @@ def main() -> None:
             f"{mode:>6}: {best:6.2f} s, {args.n / best:>10,.0f} items/s  "
             f"(closed accuracy {out['closed_accuracy']:.2f}, open recall {out['open_recall']:.2f})"
         )
+        record("metrics", f"{mode} items/s ({args.n:,} items)", args.n / best, unit="items/s")
 
 
 if __name__ == "__main__":

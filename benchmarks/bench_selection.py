@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import record  # benchmarks/ is on sys.path when run as a script
 
 
 def proc_status() -> dict[str, float]:
@@ -328,6 +329,12 @@ def main(argv: list[str] | None = None) -> dict:
             line += f"{s['py_current']:>10.1f}{s['py_peak']:>10.1f}"
         print(line)
     (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    for key, label in labels.items():
+        if key != "loop" and key in results:
+            rate = results[key]["candidates"] / results[key]["seconds"]
+            record("selection", f"{label} vs per-sample loop", rate, baseline=base, unit="samples/s")
+    record("selection", f"streaming {len(candidates)} candidates", len(candidates) / seconds, unit="samples/s")
+    record("selection", "peak RSS while streaming", max([before["VmHWM"], *(s["VmHWM"] for s in samples)]), unit="MiB")
     return results
 
 

@@ -226,8 +226,13 @@ def test_evaluate_killed_then_resumed(pipeline_hub, rng):
     keys = assert_unique_keys(out / "journals")
     assert before <= set(keys)
     hub = LocalHub(work / "hub")
+    for name in ("vqa-rad", "slake", "path-vqa"):  # every item answered once (`--limit 4`)
+        items = hub.load_dataset("faults/eval", name, split="test")
+        assert_unique_ids(items)
+        assert len(items) == 4
     chat = hub.load_dataset("faults/eval", "chat", split="test")
-    assert_unique_ids(chat)
+    assert_unique_ids(chat, "question_id")
+    assert all(r["score_model"] is not None or r["judge_error"] or r["answer_error"] for r in chat)
     summary = hub.load_dataset("faults/eval", "summary", split="test")
     assert len(summary) > 0
     assert_hub_complete(work / "hub")
