@@ -8,6 +8,7 @@ import yaml
 from datasets import load_dataset
 from transformers import AutoConfig
 
+import vital.selector  # noqa: F401  (registers the selector with the Auto classes)
 from vital.hub import LocalHub
 from vital.runner import load_recipe
 
@@ -16,7 +17,7 @@ def test_quickstart_pipeline(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the configs name outputs/ paths relative to the repo
     config = yaml.safe_load(Path("recipes/quickstart/pipeline.yaml").read_text())
     # The same stages, pointed at a hub, journals and outputs in tmp (the stage YAMLs stay as they are).
-    stages = [s for s in config["stages"]]
+    stages = list(config["stages"])
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({"hub": f"local:{tmp_path}/hub", "stages": stages}))
     monkeypatch.setenv("VITAL_CACHE", str(tmp_path / "cache"))
