@@ -122,6 +122,12 @@ class EvaluateArguments:
     stand_in: bool = field(default=False, metadata={"help": "Judge with the bundled stand-in (offline)."})
     stand_in_latency_ms: float = field(default=0.0, metadata={"help": "Stand-in latency per request."})
     stand_in_faults: float = field(default=0.0, metadata={"help": "Stand-in fault rate (429/500/malformed)."})
+    expected_chat_questions: int | None = field(
+        default=None, metadata={"help": "For --dry_run: open-chat questions to judge when they cannot be counted."}
+    )
+    expected_win_rate_items: int | None = field(
+        default=None, metadata={"help": "For --dry_run: questions judged for the win rate (each asked twice)."}
+    )
 
 
 def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: EndpointConfig) -> list[PushResult]:
@@ -346,6 +352,52 @@ def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: 
     )
     print(artifact_table(results_pushed, {args.eval_repo: headline}))
     return results_pushed
+
+
+def estimate(argv: list[str] | None = None) -> list:
+    """The judges' requests, tokens and cost without sending anything (`vital pipeline --dry_run`). Answering with a
+    local model costs no API call; answering through an endpoint is counted with the chat questions."""
+    from vital.evaluation.chat_judge import build_chat_judge_messages
+    from vital.evaluation.fixtures import open_chat_records
+    from vital.evaluation.win_rate import build_win_rate_messages
+    from vital.llm.estimate import estimate_requests
+
+    args, _, endpoint = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig)).parse_args_and_config(
+        argv
+    )
+    samples = []
+    for record in open_chat_records(8):
+        mentions = [m["tokens"] if isinstance(m, dict) else m for m in record["in_text_mention"]]
+        samples.append({**record, "in_text_mention": mentions})
+    estimates = []
+    if args.chat_questions and args.chat_judge:
+        local, count, basis = Path(args.chat_questions), args.expected_chat_questions, "expected_chat_questions"
+        if local.is_file():
+            count, basis = sum(1 for line in local.open() if line.strip()), "chat file"
+        else:
+            try:  # a chat repo on the hub: count its questions file without downloading the images
+                from vital.hub import parse_repo_ref
+
+                repo_id, revision = parse_repo_ref(args.chat_questions)
+                text = get_hub(args.hub).read_file(repo_id, args.chat_questions_file, revision)
+                count, basis = sum(1 for line in (text or "").splitlines() if line.strip()) or count, "chat repo"
+            except Exception:  # unreachable or not pushed yet: the expected count
+                pass
+        if count is None:
+            raise ValueError("cannot count the chat questions offline; set expected_chat_questions for a dry run")
+        chat = [build_chat_judge_messages(r, r["gpt4_answer"]) for r in samples]
+        estimates.append(estimate_requests("evaluate", "chat judge", endpoint, chat, count, 300, basis))
+    if args.win_rate_against:
+        if args.expected_win_rate_items is None:
+            raise ValueError("set expected_win_rate_items for a dry run with win_rate_against")
+        pairwise = [
+            build_win_rate_messages(r["text"], r["gpt4_answer"], r["gpt4_answer"], r["fig_caption"]) for r in samples
+        ]
+        items = 2 * args.expected_win_rate_items  # every item is judged in both orders
+        estimates.append(
+            estimate_requests("evaluate", "win rate", endpoint, pairwise, items, 300, "expected_win_rate_items")
+        )
+    return estimates
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:

@@ -1,0 +1,30 @@
+"""`vital pipeline --dry_run`: requests, tokens and cost of every API stage, and nothing sent or written."""
+
+from vital.runner import load_recipe
+
+
+def test_paper_pipeline_dry_run_sends_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # nothing may appear here: no journals, no hub
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    config = (root / "recipes/biomed_vital/pipeline.yaml").read_text().replace("recipes/", f"{root}/recipes/")
+    (tmp_path / "pipeline.yaml").write_text(config)
+    estimates = load_recipe("pipeline").cli(
+        ["--config", "pipeline.yaml", "--dry_run", "true", "--hub", f"local:{tmp_path}/hub"]
+    )
+    by_task = {(e.stage, e.task): e for e in estimates}
+    assert set(by_task) == {
+        ("generate", "conversation"),
+        ("generate", "answer pairs"),
+        ("rate", "rubric score"),
+        ("evaluate", "chat judge"),
+    }
+    assert by_task["generate", "conversation"].requests == 60_000  # expected_pairs, since no pairs repo exists
+    assert by_task["rate", "rubric score"].requests == 300_000
+    # gpt-4o list prices: $2.50 / $10.00 per million prompt / completion tokens
+    gen = by_task["generate", "conversation"]
+    assert abs(gen.cost_usd - (gen.prompt_tokens * 2.5 + gen.completion_tokens * 10) / 1e6) < 1e-6
+    assert gen.prompt_tokens / gen.requests > 3000  # five demonstrations with images and their conversations
+    assert "Dry run: nothing was sent" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.yaml"]
