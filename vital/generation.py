@@ -378,19 +378,26 @@ def generation_record(result, job, endpoint_kind: str, prompt_hash: str, stand_i
     }
 
 
-def candidate_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, failures: list):
-    """Yield candidate rows for the jobs whose reply parses; append the others to ``failures`` with the reason."""
+def _parsed_replies(jobs, results, parse, id_of, failures: list):
+    """(job, result, row id, parsed reply) for the jobs whose reply parses; the others go to ``failures`` with the
+    stage that failed (the request, or the parsing of its reply), the reason and the raw reply."""
     for job in jobs:
-        result = results[job.key]
-        candidate_id = f"{job.record_id}-{job.sample}"
+        result, row_id = results[job.key], id_of(job)
         if not result.ok:
-            failures.append(_failure(candidate_id, job.record_id, "request", result.error, ""))
+            failures.append(_failure(row_id, job.record_id, "request", result.error, ""))
             continue
         try:
-            turns = parse_conversation(result.text)
+            parsed = parse(result.text)
         except ParseError as error:
-            failures.append(_failure(candidate_id, job.record_id, "parse", error.reason, result.text))
+            failures.append(_failure(row_id, job.record_id, "parse", error.reason, result.text))
             continue
+        yield job, result, row_id, parsed
+
+
+def candidate_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, failures: list):
+    """Yield candidate rows for the jobs whose reply parses; append the others to ``failures`` with the reason."""
+    replies = _parsed_replies(jobs, results, parse_conversation, lambda job: f"{job.record_id}-{job.sample}", failures)
+    for job, result, candidate_id, turns in replies:
         pair = pairs[job.index]
         yield {
             "id": candidate_id,
@@ -406,17 +413,10 @@ def candidate_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, f
 
 def answer_pair_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, failures: list):
     """Yield one row per question with its two answers; unusable replies go to ``failures``."""
-    for job in jobs:
-        result = results[job.key]
-        set_id = f"{job.record_id}-ap{job.sample}"
-        if not result.ok:
-            failures.append(_failure(set_id, job.record_id, "request", result.error, ""))
-            continue
-        try:
-            triples = parse_answer_pairs(result.text)
-        except ParseError as error:
-            failures.append(_failure(set_id, job.record_id, "parse", error.reason, result.text))
-            continue
+    replies = _parsed_replies(
+        jobs, results, parse_answer_pairs, lambda job: f"{job.record_id}-ap{job.sample}", failures
+    )
+    for job, result, set_id, triples in replies:
         pair = pairs[job.index]
         for i, (question, answer_a, answer_b) in enumerate(triples):
             yield {
