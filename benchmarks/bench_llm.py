@@ -27,7 +27,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from _results import record as record_figure  # benchmarks/ is on sys.path when run as a script
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported, not run as a script
+from _results import record as record_figure  # noqa: E402
 
 from vital.llm import ChatRequest, CompletionResult, EndpointConfig, Journal, run_sync
 from vital.testing.standin import SampleResponder, StandInServer

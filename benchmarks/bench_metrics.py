@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
+from pathlib import Path
 
-from _results import record  # benchmarks/ is on sys.path when run as a script
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported, not run as a script
+from _results import record  # noqa: E402
 
 from vital.evaluation.vqa_metrics import score_vqa
 

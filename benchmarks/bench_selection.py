@@ -37,7 +37,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import record  # benchmarks/ is on sys.path when run as a script
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported, not run as a script
+from _results import record  # noqa: E402
 
 
 def proc_status() -> dict[str, float]:

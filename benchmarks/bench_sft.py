@@ -38,7 +38,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _results import record  # benchmarks/ is on sys.path when run as a script
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported, not run as a script
+from _results import record  # noqa: E402
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
