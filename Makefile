@@ -26,6 +26,22 @@ quickstart: install
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
 
+# Qwen2-VL's processors need torchvision, which does not import beside torch 2.13.0+cpu: a second environment with
+# a working pair (a CUDA build, about 6 GB, that also runs on CPU) runs the tests that need it.
+.PHONY: test-torchvision
+TV_VENV ?= .venv-torchvision
+TV_STAMP := $(TV_VENV)/.installed-dev
+
+$(TV_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TV_VENV)/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(TV_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test-torchvision: $(TV_STAMP)
+	HF_HUB_OFFLINE=1 $(TV_VENV)/bin/python -m pytest tests/testing/test_tiny_qwen2_vl.py
+
 quality: install
 	$(BIN)/ruff check vital recipes tests
 	$(BIN)/ruff format --check vital recipes tests
@@ -35,4 +51,4 @@ style: install
 	$(BIN)/ruff format vital recipes tests
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-torchvision outputs .pytest_cache .ruff_cache

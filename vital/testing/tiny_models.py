@@ -524,3 +524,151 @@ TINY_VLM_BUILDERS: dict[str, Callable[..., tuple[Any, Any]]] = {
     "idefics3": build_tiny_idefics3,
 }
 """Vision-language builders by name; each is called as ``builder(save_dir=None, seed=0)``."""
+
+
+# Qwen2-VL-like ChatML template: images and videos become <|vision_start|><|image_pad|><|vision_end|> (the processor
+# expands <|image_pad|> to one token per merged patch group). Each assistant reply and its <|im_end|> lie inside
+# {% generation %}; the newline after it is outside.
+_QWEN2_VL_CHAT_TEMPLATE = (
+    "{%- macro render_content(content) -%}"
+    "{%- if content is string -%}{{ content }}"
+    "{%- else -%}{%- for part in content -%}"
+    "{%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
+    "{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'video' or 'video' in part -%}"
+    "{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{ '<|im_start|>assistant\n' }}"
+    "{%- generation -%}{{ render_content(message['content']) + '<|im_end|>' }}{%- endgeneration -%}"
+    "{{ '\n' }}"
+    "{%- elif message['role'] in ['system', 'user'] -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + render_content(message['content']) + '<|im_end|>\n' }}"
+    "{%- else -%}{{ raise_exception('Unsupported role: ' + message['role']) }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+)
+
+
+def build_tiny_qwen2_vl(save_dir: str | Path | None = None, seed: int = 0) -> tuple[Any, Any]:
+    """Build a random tiny Qwen2-VL (ViT with 2D rotary + patch merger, Qwen2 text model with M-RoPE) and its real
+    ``Qwen2VLProcessor`` (image and video processors).
+
+    Needs torchvision: Qwen2-VL's image and video processors are torchvision-backed, so the Qwen2-VL classes are
+    imported here, not at module level, and this builder is not in :data:`TINY_VLM_BUILDERS` (whose users must work
+    without torchvision).
+
+    Vision: 14x14 patches, ``temporal_patch_size`` 2, ``spatial_merge_size`` 2, embed 32, 2 layers, 4 heads; the image
+    and video processors resize every input to about 56x56 pixels (``min_pixels`` = ``max_pixels`` = 56*56; the aspect
+    ratio is roughly kept, sides rounded up to multiples of 28), so an image is a grid of 4x4 to about 4x6 patches
+    and its ``<|image_pad|>`` placeholder expands to a handful of tokens (4 for a square image; exactly
+    ``image_grid_thw.prod() // 4``). Text: hidden 64, 2 layers, 4 heads (head dim
+    16, ``mrope_section`` [2, 3, 3] summing to 8). The tokenizer carries Qwen's special tokens (``<|im_start|>``,
+    ``<|im_end|>``, ``<|vision_start|>``, ``<|vision_end|>``, ``<|image_pad|>``, ``<|video_pad|>``, ...); its eos is
+    ``<|im_end|>`` and generation also stops at ``</s>``. The ChatML-like chat template has ``{% generation %}``
+    markers, so TRL's ``assistant_only_loss=True`` works.
+
+    Args:
+        save_dir: if given, ``save_pretrained`` model and processor there (reloadable with
+            ``AutoModelForImageTextToText`` / ``AutoProcessor``).
+        seed: torch seed for the random weights; the same seed gives identical weights.
+
+    Returns:
+        ``(model, processor)``: a ``Qwen2VLForConditionalGeneration`` in eval mode and a ``Qwen2VLProcessor``.
+    """
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLTextConfig,
+        Qwen2VLVideoProcessor,
+        Qwen2VLVisionConfig,
+    )
+
+    qwen_specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|object_ref_start|>",
+        "<|object_ref_end|>",
+        "<|box_start|>",
+        "<|box_end|>",
+        "<|quad_start|>",
+        "<|quad_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|vision_pad|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
+    # Qwen tokenizers add no bos; the chat template writes every special token itself.
+    tokenizer = build_tiny_tokenizer(extra_special_tokens=qwen_specials, add_bos_token=False)
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = _QWEN2_VL_CHAT_TEMPLATE
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in qwen_specials}
+    eos_ids = [ids["<|im_end|>"], tokenizer.convert_tokens_to_ids(EOS_TOKEN)]
+
+    patch_size, merge_size, temporal_patch_size = 14, 2, 2
+    pixels = (2 * patch_size * merge_size) ** 2  # 56*56: about 4x4 patches, 4 image tokens
+    vision_config = Qwen2VLVisionConfig(
+        depth=2,
+        embed_dim=_VISION_HIDDEN,
+        hidden_size=_TEXT_HIDDEN,  # the merger projects into the text model's hidden size
+        mlp_ratio=2,
+        num_heads=4,
+        patch_size=patch_size,
+        spatial_merge_size=merge_size,
+        temporal_patch_size=temporal_patch_size,
+    )
+    head_dim = _TEXT_HIDDEN // 4
+    text_config = Qwen2VLTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=_TEXT_HIDDEN,
+        intermediate_size=2 * _TEXT_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        max_window_layers=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        bos_token_id=None,
+        eos_token_id=eos_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    assert sum(text_config.rope_parameters["mrope_section"]) == head_dim // 2
+    config = Qwen2VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    model = _seeded_init(Qwen2VLForConditionalGeneration, config, seed)
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=16
+    )
+
+    common = {
+        "min_pixels": pixels,
+        "max_pixels": pixels,
+        "patch_size": patch_size,
+        "temporal_patch_size": temporal_patch_size,
+        "merge_size": merge_size,
+    }
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**common),
+        chat_template=_QWEN2_VL_CHAT_TEMPLATE,
+    )
+    _maybe_save(model, processor, save_dir)
+    return model, processor
