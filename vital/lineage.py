@@ -83,13 +83,11 @@ def collect(hub: Hub, results: Sequence[PushResult]) -> list[Artifact]:
 
 
 def table(artifacts: Sequence[Artifact]) -> str:
-    rows = [("repo", "type", "branch", "commit", "new commits", "stage", "holds")]
-    for a in artifacts:
-        rows.append((a.repo_id, a.repo_type, a.revision, a.commit[:12], str(a.new_commits), a.stage, a.headline))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    from vital.runner import format_table
+
+    header = ("repo", "type", "branch", "commit", "new commits", "stage", "holds")
+    rows = [(a.repo_id, a.repo_type, a.revision, a.commit[:12], a.new_commits, a.stage, a.headline) for a in artifacts]
+    return format_table(header, rows)
 
 
 def mermaid(artifacts: Sequence[Artifact]) -> str:

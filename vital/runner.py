@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -56,14 +56,32 @@ def setup_logging(level: int | str = logging.INFO, main_process: bool = True) ->
     return logging.getLogger("vital")
 
 
+def format_table(header: Sequence[str], rows: Iterable[Sequence], footer: Sequence | None = None) -> str:
+    """Columns padded to their widest cell, a rule under the header (and above the footer, if any)."""
+    body = [[str(c) for c in row] for row in [header, *rows, *([footer] if footer is not None else [])]]
+    widths = [max(len(row[i]) for row in body) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in body]
+    rule = "  ".join("-" * w for w in widths)
+    lines.insert(1, rule)
+    if footer is not None:
+        lines.insert(len(lines) - 1, rule)
+    return "\n".join(lines)
+
+
 def artifact_table(results: Iterable[PushResult], headline: dict[str, str] | None = None) -> str:
     """A plain-text table of pushed artifacts: repo, type, branch, commit, where it is, and a headline figure."""
     headline = headline or {}
-    rows = [("repo", "type", "branch", "commit", "new", "headline", "location")]
-    for r in results:
-        new = "yes" if r.created else "no"
-        rows.append((r.repo_id, r.repo_type, r.revision, r.commit[:12], new, headline.get(r.repo_id, ""), r.location))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    header = ("repo", "type", "branch", "commit", "new", "headline", "location")
+    rows = [
+        (
+            r.repo_id,
+            r.repo_type,
+            r.revision,
+            r.commit[:12],
+            "yes" if r.created else "no",
+            headline.get(r.repo_id, ""),
+            r.location,
+        )
+        for r in results
+    ]
+    return format_table(header, rows)

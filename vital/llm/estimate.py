@@ -71,12 +71,9 @@ def estimate_table(estimates: Sequence[StageEstimate]) -> str:
         f"${sum(e.cost_usd for e in estimates):,.2f}",
         "",
     )
-    rows = [header, *(e.row() for e in estimates), total]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    from vital.runner import format_table
+
+    return format_table(header, [e.row() for e in estimates], footer=total)
 
 
 def count_rows(hub, repo_id: str, revision: str, config: str = "default") -> int | None:
