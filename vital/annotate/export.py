@@ -30,13 +30,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasets import Dataset, Features, Image, List, Value
+from datasets import Dataset, Features, Value
 
 from vital.annotate.agreement import AgreementReport, agreement_markdown, pairwise_agreement
 from vital.annotate.items import TaskItems, load_items
 from vital.annotate.store import Annotation, AnnotationStore, store_sha256
 from vital.cards import Lineage, dataset_card
-from vital.data.schemas import DEMO_FEATURES, PREFERENCE_FEATURES, RATING_FEATURES, SOURCE, rows_to_dataset
+from vital.data.schemas import DEMO_FEATURES, PREFERENCE_FEATURES, RATING_FEATURES, SOURCE, rows_to_dataset, undecoded
 from vital.hub import Hub, PushResult, parse_repo_ref
 from vital.rating import rating_prompt_sha
 
@@ -138,7 +138,7 @@ def build_export(
     by_commit: dict[str, TaskItems] = {}
     for commit in sorted({a.commit for a in annotations}):
         by_commit[commit] = load_items(hub, task, f"{repo_id}@{commit}", config=config, warn=False)
-    raw = {commit: _undecoded(items.dataset) for commit, items in by_commit.items()}
+    raw = {commit: undecoded(items.dataset) for commit, items in by_commit.items()}
     joined, unknown = [], 0
     for annotation in annotations:
         items = by_commit[annotation.commit]
@@ -197,16 +197,6 @@ def build_export(
         store_hash=store_hash,
         annotators=sorted(labels),
     )
-
-
-def _undecoded(dataset: Dataset) -> Dataset:
-    """``dataset`` with its images read as stored bytes (nothing decoded, nothing re-encoded on export)."""
-    features = dataset.features.copy()
-    if "image" in features:
-        features["image"] = Image(decode=False)
-    if "images" in features:
-        features["images"] = List(Image(decode=False))
-    return dataset.cast(features)
 
 
 def _preference_rows(joined, weight: float, counts: Counter) -> list[dict[str, Any]]:

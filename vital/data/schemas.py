@@ -349,7 +349,7 @@ def validate_dataset(dataset: Dataset, artifact: str, errors: ErrorMode = "raise
     _, validate = ARTIFACTS[artifact]
     quarantine = Quarantine(errors)
     # Check image bytes as stored rather than decoded PIL objects: cheaper, and corrupt bytes fail to open.
-    raw = dataset.cast(_undecoded(dataset.features))
+    raw = undecoded(dataset)
     keep = []
     for index, row in enumerate(raw):
         try:
@@ -361,6 +361,12 @@ def validate_dataset(dataset: Dataset, artifact: str, errors: ErrorMode = "raise
     if len(keep) == len(dataset):
         return dataset, quarantine
     return dataset.select(keep), quarantine
+
+
+def undecoded(dataset: Dataset) -> Dataset:
+    """``dataset`` with every image (``Image``, lists and structs of them) read as its stored bytes/path cell:
+    nothing decoded, nothing re-encoded. Rows are checked or copied as stored."""
+    return dataset.cast(_undecoded(dataset.features))
 
 
 def _undecoded(features: Features) -> Features:

@@ -46,6 +46,7 @@ from vital.data.schemas import (
     message_text,
     qa_turns,
     text_part,
+    undecoded,
     validate_messages,
     validate_preference,
     validate_rating,
@@ -271,9 +272,7 @@ def _rows(data: Any) -> Iterable[Mapping[str, Any]]:
 
 def _undecoded(candidates: Any) -> Any:
     # Only the paired candidates' images are needed: keep the cells as bytes instead of decoding every image.
-    if isinstance(candidates, Dataset) and "images" in candidates.features:
-        return candidates.cast_column("images", List(Image(decode=False)))
-    return candidates
+    return undecoded(candidates) if isinstance(candidates, Dataset) else candidates
 
 
 def _split_rank(seed: int, candidate_id: str) -> str:
