@@ -30,12 +30,11 @@ import tempfile
 from dataclasses import dataclass, field
 
 from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
 from vital.cards import Lineage, model_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, last_complete_checkpoint, setup_logging
 from vital.sft import (
     FREEZE_CHOICES,
     ThroughputCallback,
@@ -120,8 +119,8 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
 
     # 2. Resume: a killed run goes on from its last checkpoint.
     last_checkpoint = None
-    if os.path.isdir(training_args.output_dir) and training_args.resume_from_checkpoint is None:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+    if training_args.resume_from_checkpoint is None:
+        last_checkpoint = last_complete_checkpoint(training_args.output_dir)
         if last_checkpoint is not None:
             logger.info("Checkpoint detected, resuming training at %s", last_checkpoint)
     checkpoint = training_args.resume_from_checkpoint or last_checkpoint

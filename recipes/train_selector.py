@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card, model_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, last_complete_checkpoint, setup_logging
 from vital.selector import SelectorTrainingConfig, build_judge_pairs, selector_lora_config
 from vital.selector.training import (
     fit_selector,
@@ -200,8 +199,8 @@ def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) ->
 
     # 2. Resume: a killed run goes on from its last checkpoint.
     checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint is None:
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
         if checkpoint:
             logger.info("Checkpoint detected, resuming training at %s", checkpoint)
 

@@ -85,3 +85,32 @@ def artifact_table(results: Iterable[PushResult], headline: dict[str, str] | Non
         for r in results
     ]
     return format_table(header, rows)
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that was saved to the end, or None.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint without it was cut off mid-save (a killed run);
+    it is skipped with a warning and training resumes from the one before (`get_last_checkpoint` would pick it and
+    the resume would fail).
+    """
+    import json
+
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = []
+    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and suffix.isdigit():
+            steps.append((int(suffix), path))
+    for _, path in sorted(steps, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            logging.getLogger("vital").warning("skipping %s: it was not saved to the end", path)
+            continue
+        return str(path)
+    return None

@@ -416,3 +416,18 @@ def test_overhead_benchmark_runs():
     assert trl.SFTTrainer.__init__ is init  # the stopwatch is taken off again
     assert set(result["runs"]) == {"recipe", "bare", "bare again"}
     assert all(np.isfinite(v) for v in result["overhead_percent"].values())
+
+
+def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
+    from vital.runner import last_complete_checkpoint
+
+    for step, complete in ((5, True), (10, True), (15, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+        if complete:
+            (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (tmp_path / "checkpoint-20").mkdir()
+    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_st')  # torn while writing
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert last_complete_checkpoint(tmp_path / "missing") is None
