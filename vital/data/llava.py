@@ -63,7 +63,9 @@ Composition
 
 from __future__ import annotations
 
+import copy
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -118,6 +120,8 @@ LLAVA_MED_PAIR_FEATURES = Features(
         "mention_extra": List(Value("string")),  # "tokens" format: JSON of each mention object's other keys
         "absent_keys": List(Value("string")),  # optional keys the record lacked (pmid, fig_label, in_text_mention)
         "extra": Value("string"),  # JSON object of keys restored verbatim on the way back
+        "key_order": List(Value("string")),  # the record's top-level keys in file order
+        "domain_key": Value("string"),  # the top-level key of a {domain: [records]} file; null for a list
     }
 )
 """Features of the pairs made from LLaVA-Med records: the pairs contract plus what the way back needs."""
@@ -131,6 +135,9 @@ LLAVA_MESSAGE_FEATURES = Features(
         "image_file": Value("string"),  # the record's "image" key; null for a text-only record
         "domain": DOMAIN,
         "extra": Value("string"),  # JSON object of keys restored verbatim on the way back
+        "key_order": List(Value("string")),  # the record's top-level keys in file order
+        "turn_layout": List(Value("string")),  # per turn: "" for {"from", "value"}, else its keys and extra values
+        "image_placeholder": Value("string"),  # "inline" (<image> in the text), "inserted" (none: placed), null
     }
 )
 """Features of the TRL conversational rows made from LLaVA instruction records."""
@@ -161,16 +168,57 @@ def modality_from_domain(domain: Mapping[str, Any] | None) -> str:
     return "other"
 
 
+def resolve_image_path(image_dir: str | os.PathLike | None, name: str, record_id: Any, field: str = "image") -> Path:
+    """``name`` under ``image_dir`` (the working directory when None), refusing any name that leaves the folder.
+
+    An absolute path, a ``..`` component, or a name that resolves (through symlinks) outside the folder raises
+    `RecordError`: a record never makes the converter read a file the user did not hand over. Sub-paths such as
+    ``PMC123/fig1.jpg`` are fine.
+    """
+    folder = Path(image_dir) if image_dir is not None else Path(".")
+    pure = Path(name)
+    if pure.is_absolute() or name.startswith(("/", "\\")) or ".." in pure.parts or ".." in name.split("\\"):
+        raise RecordError(record_id, field, f"image path {name!r} leaves the image folder {folder}")
+    path = folder / pure
+    root = folder.resolve()
+    try:
+        path.resolve().relative_to(root)
+    except ValueError as e:
+        raise RecordError(record_id, field, f"image path {name!r} resolves outside the image folder {folder}") from e
+    return path
+
+
+def domain_key_modality(key: str | None) -> str | None:
+    """The modality a ``{domain: [records]}`` key names (``ct_scan``/``CT`` -> ``ct``, ``Chest X-ray`` ->
+    ``chest_xray``, ...), or None for a key that names none of the five domains."""
+    if not key:
+        return None
+    norm = "_".join(key.strip().lower().replace("-", " ").replace("_", " ").split())
+    norm = {"chest_x_ray": "chest_xray", "cxr": "chest_xray", "ct_scan": "ct", "histopathology": "histology"}.get(
+        norm, norm
+    )
+    return norm if norm in DOMAIN_MODALITY.values() else None
+
+
+def _in_key_order(record: dict[str, Any], order: Any) -> dict[str, Any]:
+    """``record`` with its keys in ``order`` (keys not listed follow in their current order)."""
+    if not order:
+        return record
+    out = {key: record[key] for key in order if key in record}
+    out.update((key, value) for key, value in record.items() if key not in out)
+    return out
+
+
 def load_image_file(image_dir: str | os.PathLike | None, name: str, record_id: Any, field: str = "image") -> dict:
     """Read an image file into an embeddable ``{"bytes", "path"}`` cell, after checking that it decodes in full.
 
     ``path`` is ``name`` as given (relative to ``image_dir``), never a machine-specific absolute path. The bytes are
-    the file's, so decoded pixels equal the source file's. A missing, unreadable, empty, corrupt or truncated file
-    raises `RecordError` naming ``field``.
+    the file's, so decoded pixels equal the source file's. A missing, unreadable, empty, corrupt or truncated file, or
+    a name outside ``image_dir`` (`resolve_image_path`), raises `RecordError` naming ``field``.
     """
     from PIL import Image as PILImage
 
-    path = Path(image_dir) / name if image_dir is not None else Path(name)
+    path = resolve_image_path(image_dir, name, record_id, field)
     try:
         data = path.read_bytes()
     except FileNotFoundError as e:
@@ -287,53 +335,230 @@ def _load_extra(row: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
 
-def _iter_records(records_or_path: Any) -> Iterator[tuple[int, Any, RecordError | None]]:
-    """Yield ``(index, record, error)``; ``error`` is set for a JSON-lines line that does not parse."""
+@dataclass
+class SourceRecord:
+    """One record as read from its source: position, the record (or the raw line), the read error, the group key."""
+
+    index: int
+    record: Any
+    error: RecordError | None = None
+    group: str | None = None  # the top-level key of a {domain: [records]} file
+
+
+def _first_bad_utf8(path: Path) -> tuple[int, int, bytes]:
+    """(line number, byte column, the bad bytes) of the first invalid UTF-8 sequence in ``path``."""
+    with path.open("rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return line_no, e.start + 1, line[e.start : e.end]
+    return 0, 0, b""
+
+
+def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iterator[Any]:
+    """The elements of a file holding one JSON array, parsed one at a time (memory bounded by the largest element).
+
+    Raises ValueError naming the file and the line for malformed JSON or bytes that are not UTF-8.
+    """
+    path = Path(path)
+    decoder = json.JSONDecoder()
+    with path.open(encoding="utf-8") as f:
+        buf, pos, eof, consumed_lines = "", 0, False, 1
+
+        def more() -> bool:
+            nonlocal buf, pos, eof, consumed_lines
+            if eof:
+                return False
+            try:
+                chunk = f.read(chunk_chars)
+            except UnicodeDecodeError as e:
+                line, column, bad = _first_bad_utf8(path)
+                raise ValueError(f"{path}: line {line}, byte {column}: not UTF-8 ({bad!r}): {e.reason}") from e
+            consumed_lines += buf.count("\n", 0, pos)
+            buf, pos = buf[pos:] + chunk, 0
+            eof = not chunk
+            return bool(chunk)
+
+        def skip_ws() -> str:
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(buf):
+                    return buf[pos]
+                if not more():
+                    return ""
+
+        def fail(message: str) -> ValueError:
+            return ValueError(f"{path}: line {consumed_lines + buf.count(chr(10), 0, pos)}: {message}")
+
+        if skip_ws() != "[":
+            raise fail("expected a JSON list of records")
+        pos += 1
+        first = True
+        while True:
+            char = skip_ws()
+            if char == "]":
+                pos += 1
+                if skip_ws():
+                    raise fail("extra data after the list")
+                return
+            if not first:
+                if char != ",":
+                    raise fail(f"expected ',' or ']' between records, got {char!r}")
+                pos += 1
+                skip_ws()
+            while True:
+                try:
+                    element, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as e:
+                    if more():
+                        continue
+                    raise fail(f"invalid JSON ({e.msg})") from e
+                if end >= len(buf) and not eof and more():  # a number may continue in the next chunk
+                    continue
+                break
+            pos = end
+            first = False
+            yield element
+
+
+def _iter_records(records_or_path: Any) -> Iterator[SourceRecord]:
+    """The records of a list, a ``.jsonl`` file, a ``.json`` list (streamed) or a ``.json`` ``{group: [records]}``.
+
+    A JSON-lines line that does not parse, or is not UTF-8, comes as a `SourceRecord` with ``error`` set (naming the
+    line) so that skip mode can quarantine that line alone. A ``{group: [records]}`` file is read the way LLaVA-Med
+    reads it (``itertools.zip_longest`` over the groups' lists: one record of each group in turn).
+    """
     if isinstance(records_or_path, str | os.PathLike):
         path = Path(records_or_path)
         if path.suffix == ".jsonl":
             index = 0
-            with path.open(encoding="utf-8") as f:
-                for line_no, line in enumerate(f, start=1):
+            with path.open("rb") as f:
+                for line_no, raw in enumerate(f, start=1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        bad = raw[e.start : e.end]
+                        text = raw.decode("utf-8", errors="backslashreplace")
+                        reason = f"not UTF-8 in {path}: byte {e.start + 1} ({bad!r}): {e.reason}"
+                        yield SourceRecord(index, text, RecordError(f"line {line_no}", "record", reason))
+                        index += 1
+                        continue
                     if not line.strip():
                         continue
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as e:
-                        yield index, line, RecordError(f"line {line_no}", "record", f"invalid JSON in {path}: {e}")
+                        yield SourceRecord(
+                            index, line, RecordError(f"line {line_no}", "record", f"invalid JSON in {path}: {e}")
+                        )
                     else:
-                        yield index, record, None
+                        yield SourceRecord(index, record)
                     index += 1
             return
         if path.suffix != ".json":
             raise ValueError(f"expected a .json or .jsonl file, got {path}")
-        with path.open(encoding="utf-8") as f:
-            records = json.load(f)
-        if not isinstance(records, list):
-            raise ValueError(f"{path} must hold a JSON list of records, got {type(records).__name__}")
-    elif isinstance(records_or_path, Mapping):
-        raise TypeError("expected a list of records or a path, got a single record")
-    elif isinstance(records_or_path, Iterable):
-        records = records_or_path
-    else:
+        with path.open("rb") as f:
+            head = f.read(4096).lstrip(b" \t\r\n\xef\xbb\xbf")
+        if head.startswith(b"{"):
+            yield from _iter_groups(_read_json(path), str(path))
+            return
+        for index, record in enumerate(iter_json_array(path)):
+            yield SourceRecord(index, record)
+        return
+    if isinstance(records_or_path, Mapping):
+        if records_or_path and all(isinstance(v, list) for v in records_or_path.values()):
+            yield from _iter_groups(records_or_path, "the records")
+            return
+        raise TypeError("expected a list of records, a {group: [records]} mapping or a path, got a single record")
+    if not isinstance(records_or_path, Iterable):
         raise TypeError(f"expected a list of records or a path to .json/.jsonl, got {type(records_or_path).__name__}")
-    for index, record in enumerate(records):
-        yield index, record, None
+    for index, record in enumerate(records_or_path):
+        yield SourceRecord(index, record)
 
 
-def _convert(records_or_path: Any, to_row, features: Features, errors: ErrorMode) -> ConversionResult:
+def _read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except UnicodeDecodeError as e:
+        line, column, bad = _first_bad_utf8(path)
+        raise ValueError(f"{path}: line {line}, byte {column}: not UTF-8 ({bad!r}): {e.reason}") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg})") from e
+
+
+def _iter_groups(groups: Any, where: str) -> Iterator[SourceRecord]:
+    if not isinstance(groups, Mapping):
+        raise ValueError(f"{where}: expected a JSON list of records or an object of lists, got {type(groups).__name__}")
+    for key, value in groups.items():
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: group {key!r} must hold a list of records, got {type(value).__name__}")
+    index = 0
+    keys = list(groups)
+    for cycle in itertools.zip_longest(*groups.values(), fillvalue=_MISSING):
+        for key, record in zip(keys, cycle, strict=True):
+            if record is not _MISSING:
+                yield SourceRecord(index, record, group=key)
+                index += 1
+
+
+_MISSING = object()
+
+
+def _convert(
+    records_or_path: Any,
+    to_row,
+    features: Features,
+    errors: ErrorMode,
+    id_column: str = "id",
+    id_field: str = "id",
+) -> ConversionResult:
+    """Convert records one at a time into an on-disk Arrow dataset (memory flat in the number of records).
+
+    A record whose id repeats an accepted record's id is refused (``id_field``), naming both positions.
+    """
+    import uuid
+
     quarantine = Quarantine(errors)
-    rows = []
-    for index, record, error in _iter_records(records_or_path):
-        try:
-            if error is not None:
-                raise error
-            rows.append(to_row(record, index=index))
-        except RecordError as e:
-            quarantine.add(e, record)
-    if not rows:  # from_list cannot build an empty dataset with features
-        return ConversionResult(Dataset.from_dict({name: [] for name in features}, features=features), quarantine)
-    return ConversionResult(Dataset.from_list(rows, features=features), quarantine)
+    state: dict[str, Any] = {"error": None, "rows": 0}
+    seen: dict[str, int] = {}
+
+    def generate():
+        for item in _iter_records(records_or_path):
+            try:
+                if item.error is not None:
+                    raise item.error
+                row = to_row(item.record, index=item.index, group=item.group)
+                first = seen.get(row[id_column])
+                if first is not None:
+                    raise RecordError(
+                        row[id_column], id_field, f"duplicate id: record #{item.index} repeats record #{first}"
+                    )
+                seen[row[id_column]] = item.index
+            except RecordError as e:
+                try:
+                    quarantine.add(e, item.record)
+                except RecordError as raised:
+                    state["error"] = raised
+                    return
+                continue
+            state["rows"] += 1
+            yield row
+
+    try:
+        dataset = Dataset.from_generator(generate, features=features, fingerprint=uuid.uuid4().hex)
+    except Exception:
+        if state["error"] is None and state["rows"]:
+            raise
+        dataset = None  # no rows (datasets cannot build an empty split from a generator)
+    if state["error"] is not None:
+        raise state["error"]
+    if dataset is None or not state["rows"]:
+        dataset = Dataset.from_dict({name: [] for name in features}, features=features)
+    return ConversionResult(dataset, quarantine)
 
 
 def _iter_rows(dataset_or_rows: Any, image_columns: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -348,13 +573,17 @@ def _iter_rows(dataset_or_rows: Any, image_columns: Mapping[str, Any]) -> Iterat
 # --------------------------------------------------------------------------------------------------------------------
 # A. LLaVA-Med figure-caption records <-> pairs
 # --------------------------------------------------------------------------------------------------------------------
-def llava_med_record_to_pair(record: Any, image_dir: str | os.PathLike | None, *, index: int | None = None) -> dict:
+def llava_med_record_to_pair(
+    record: Any, image_dir: str | os.PathLike | None, *, index: int | None = None, group: str | None = None
+) -> dict:
     """One LLaVA-Med figure-caption record as a `LLAVA_MED_PAIR_FEATURES` row; raises `RecordError`.
 
     Args:
         record: the record (see the module docstring).
         image_dir: the folder its image is resolved under: the record's ``image`` key, else ``f"{pair_id}.jpg"``.
         index: the record's position, used as its id (``"#<index>"``) in errors when it has no ``pair_id``.
+        group: the top-level key the record was listed under in a ``{domain: [records]}`` file; a known domain name
+            (`domain_key_modality`) sets the modality, ahead of the record's own flags.
     """
     rid = _record_id(record, "pair_id", index)
     _require_mapping(record, rid)
@@ -379,7 +608,10 @@ def llava_med_record_to_pair(record: Any, image_dir: str | os.PathLike | None, *
     elif not isinstance(fig_label, str):
         raise RecordError(rid, "fig_label", f"wrong type: expected a string, got {_describe(fig_label)}")
 
-    mentions, mention_format, mention_extra = _parse_mentions(record.get("in_text_mention", []), rid)
+    if "in_text_mention" in record:
+        mentions, mention_format, mention_extra = _parse_mentions(record["in_text_mention"], rid)
+    else:
+        mentions, mention_format, mention_extra = [], "strings", []
 
     image_file = None
     if "image" in record:
@@ -392,7 +624,7 @@ def llava_med_record_to_pair(record: Any, image_dir: str | os.PathLike | None, *
         "caption": caption,
         "fig_label": fig_label,
         "mentions": mentions,
-        "modality": modality_from_domain(domain),
+        "modality": domain_key_modality(group) or modality_from_domain(domain),
         "source": {"origin": "pmc", "pmid": pmid, "url": "", "license": "", "citation": ""},
         "image_file": image_file,
         "domain": domain,
@@ -400,23 +632,38 @@ def llava_med_record_to_pair(record: Any, image_dir: str | os.PathLike | None, *
         "mention_extra": mention_extra,
         "absent_keys": absent,
         "extra": _dump_extra(extra, rid),
+        "key_order": list(record),
+        "domain_key": group,
     }
 
 
 def _parse_mentions(mentions: Any, record_id: Any) -> tuple[list[str], str, list[str]]:
-    """``in_text_mention`` as (sentences, "strings" | "tokens", JSON of each token object's other keys)."""
+    """``in_text_mention`` as (sentences, format, per-mention layout), in every shape LLaVA-Med files use.
+
+    Formats: ``"strings"`` (a list of strings), ``"tokens"`` (a list whose items are objects with ``tokens`` -- and
+    often ``entities`` -- or strings: the layout holds each object's JSON with ``tokens`` as null, keeping its key order
+    and other keys, or ``""`` for a plain string), ``"string"`` (one string) and ``"null"``.
+    """
     field = "in_text_mention"
+    if mentions is None:
+        return [], "null", []
+    if isinstance(mentions, str):
+        return [mentions], "string", []
     if not isinstance(mentions, list):
-        raise RecordError(record_id, field, f"wrong type: expected a list, got {_describe(mentions)}")
+        raise RecordError(
+            record_id, field, f"wrong type: expected null, a string or a list, got {_describe(mentions)}"
+        )
     if all(isinstance(m, str) for m in mentions):
         return list(mentions), "strings", []
-    sentences, extras = [], []
+    sentences, layout = [], []
     for i, mention in enumerate(mentions):
+        if isinstance(mention, str):
+            sentences.append(mention)
+            layout.append("")
+            continue
         if not isinstance(mention, Mapping):
             raise RecordError(
-                record_id,
-                f"{field}[{i}]",
-                f"expected an object with 'tokens' like the other mentions, got {_describe(mention)}",
+                record_id, f"{field}[{i}]", f"expected a string or an object with 'tokens', got {_describe(mention)}"
             )
         tokens = mention.get("tokens")
         if not isinstance(tokens, str):
@@ -428,10 +675,38 @@ def _parse_mentions(mentions: Any, record_id: Any) -> tuple[list[str], str, list
             raise RecordError(record_id, f"{field}[{i}].tokens", reason)
         sentences.append(tokens)
         try:
-            extras.append(json.dumps({k: v for k, v in mention.items() if k != "tokens"}, ensure_ascii=False))
+            layout.append(json.dumps({k: (None if k == "tokens" else v) for k, v in mention.items()}, ensure_ascii=False))
         except (TypeError, ValueError) as e:
             raise RecordError(record_id, f"{field}[{i}]", f"value cannot be stored as JSON ({e})") from e
-    return sentences, "tokens", extras
+    return sentences, "tokens", layout
+
+
+def _mentions_back(row: Mapping[str, Any], rid: Any) -> Any:
+    mentions = list(row.get("mentions") or [])
+    kind = row.get("mention_format") or "strings"
+    if kind == "null":
+        return None
+    if kind == "string":
+        if len(mentions) != 1:
+            raise RecordError(rid, "mentions", f"format 'string' needs one mention, the row has {len(mentions)}")
+        return mentions[0]
+    if kind != "tokens":
+        return mentions
+    layout = row.get("mention_extra") or []
+    if len(layout) != len(mentions):
+        raise RecordError(rid, "mention_extra", f"{len(layout)} entries for {len(mentions)} mentions")
+    out: list[Any] = []
+    for text, entry in zip(mentions, layout, strict=True):
+        if entry == "":
+            out.append(text)
+            continue
+        obj = json.loads(entry)
+        if "tokens" in obj:
+            obj["tokens"] = text
+            out.append(obj)
+        else:  # rows written before the layout kept the key order: tokens first
+            out.append({"tokens": text, **obj})
+    return out
 
 
 def llava_med_records_to_pairs(
@@ -444,9 +719,10 @@ def llava_med_records_to_pairs(
     """
     return _convert(
         records_or_path,
-        lambda record, index: llava_med_record_to_pair(record, image_dir, index=index),
+        lambda record, index, group: llava_med_record_to_pair(record, image_dir, index=index, group=group),
         LLAVA_MED_PAIR_FEATURES,
         errors,
+        id_field="pair_id",
     )
 
 
@@ -464,20 +740,14 @@ def pair_to_llava_med_record(row: Mapping[str, Any], image_dir: str | os.PathLik
         record["image"] = image_file
     record["fig_label"] = row.get("fig_label") or ""
     record["fig_caption"] = row.get("caption")
-    mentions = list(row.get("mentions") or [])
-    if (row.get("mention_format") or "strings") == "tokens":
-        extras = row.get("mention_extra") or []
-        if len(extras) != len(mentions):
-            raise RecordError(rid, "mention_extra", f"{len(extras)} entries for {len(mentions)} mentions")
-        record["in_text_mention"] = [{"tokens": m, **json.loads(e)} for m, e in zip(mentions, extras)]
-    else:
-        record["in_text_mention"] = mentions
+    record["in_text_mention"] = _mentions_back(row, rid)
     domain = _domain_back(row.get("domain"))
     if domain is not None:
         record["domain"] = domain
     for key in row.get("absent_keys") or []:
         record.pop(key, None)
     record.update(_load_extra(row))
+    record = _in_key_order(record, row.get("key_order"))
     if image_dir is not None:
         if row.get("image") is None:
             raise RecordError(rid, "image", "missing image")
@@ -643,14 +913,33 @@ def messages_to_conversations(messages: Any, record_id: Any = None, *, field: st
     return conversations
 
 
-def llava_record_to_row(record: Any, image_dir: str | os.PathLike | None, *, index: int | None = None) -> dict:
+IMAGE_PLACEMENTS = ("first_turn", "require")
+"""What to do with an image record whose conversation has no ``<image>`` placeholder (BioMed-VITAL's generator writes
+such records): ``first_turn`` puts the image at the start of the first human turn -- where LLaVA's preprocessing puts
+``<image>\n`` -- and remembers that it was placed, so the record comes back without a placeholder; ``require``
+refuses the record."""
+
+
+def llava_record_to_row(
+    record: Any,
+    image_dir: str | os.PathLike | None,
+    *,
+    index: int | None = None,
+    group: str | None = None,
+    image_placement: str = "first_turn",
+) -> dict:
     """One LLaVA instruction record as a `LLAVA_MESSAGE_FEATURES` row; raises `RecordError`.
 
     Args:
         record: ``{"id", "image" (optional: text-only records have none), "conversations", "domain" (optional), ...}``.
-        image_dir: the folder the ``image`` file name is resolved under (None: the working directory).
+        image_dir: the folder the ``image`` file name is resolved under (None: the working directory); names that leave
+            it are refused (`resolve_image_path`).
         index: the record's position, used as its id (``"#<index>"``) in errors when it has no ``id``.
+        group: the key of a ``{group: [records]}`` file the record came from (a known domain name sets the modality).
+        image_placement: see `IMAGE_PLACEMENTS`.
     """
+    if image_placement not in IMAGE_PLACEMENTS:
+        raise ValueError(f"image_placement must be one of {IMAGE_PLACEMENTS}, got {image_placement!r}")
     rid = _record_id(record, "id", index)
     _require_mapping(record, rid)
     extra = {key: value for key, value in record.items() if key not in LLAVA_KEYS}
@@ -668,7 +957,23 @@ def llava_record_to_row(record: Any, image_dir: str | os.PathLike | None, *, ind
         raise RecordError(rid, "conversations", "missing field")
     image_file = _require_str(record, "image", rid) if "image" in record else None
     n_images = 0 if image_file is None else 1
-    messages = conversations_to_messages(record["conversations"], rid, n_images)
+    conversations, turn_layout = _split_turns(record["conversations"], rid)
+    placeholder = None
+    if n_images:
+        placeholder = "inline"
+        if isinstance(conversations, list) and not any(
+            isinstance(t, Mapping) and isinstance(t.get("value"), str) and IMAGE_TOKEN in t["value"]
+            for t in conversations
+        ):
+            if image_placement == "require":
+                raise RecordError(
+                    rid, "conversations", f"no {IMAGE_TOKEN} placeholder for the record's image (image_placement: require)"
+                )
+            placeholder = "inserted"
+    messages = conversations_to_messages(conversations, rid, n_images if placeholder != "inserted" else 0)
+    if placeholder == "inserted":
+        first_user = next(m for m in messages if m["role"] == "user")
+        first_user["content"].insert(0, image_part())
     domain = _parse_domain(record, rid, extra)
     images = [load_image_file(image_dir, image_file, rid, "image")] if image_file is not None else []
     validate_messages(messages, rid, "messages", n_images=len(images))  # the contract, as every stage checks it
@@ -676,15 +981,46 @@ def llava_record_to_row(record: Any, image_dir: str | os.PathLike | None, *, ind
         "id": record_id,
         "images": images,
         "messages": messages,
-        "modality": modality_from_domain(domain),
+        "modality": domain_key_modality(group) or modality_from_domain(domain),
         "image_file": image_file,
         "domain": domain,
         "extra": _dump_extra(extra, rid),
+        "key_order": list(record),
+        "turn_layout": turn_layout,
+        "image_placeholder": placeholder,
     }
 
 
+def _split_turns(conversations: Any, rid: Any) -> tuple[Any, list[str]]:
+    """The turns reduced to ``from`` / ``value`` (for the converter's checks) and each turn's layout: ``""`` for a plain
+    ``{"from", "value"}`` turn, else the turn as JSON with ``from`` / ``value`` as null (its key order and extra keys,
+    restored on the way back)."""
+    if not isinstance(conversations, list):
+        return conversations, []
+    plain, layout = [], []
+    for i, turn in enumerate(conversations):
+        if not isinstance(turn, Mapping):
+            plain.append(turn)
+            layout.append("")
+            continue
+        plain.append({k: turn[k] for k in ("from", "value") if k in turn})
+        if list(turn) == ["from", "value"]:
+            layout.append("")
+            continue
+        try:
+            layout.append(
+                json.dumps({k: (None if k in ("from", "value") else v) for k, v in turn.items()}, ensure_ascii=False)
+            )
+        except (TypeError, ValueError) as e:
+            raise RecordError(rid, f"conversations[{i}]", f"value cannot be stored as JSON ({e})") from e
+    return plain, layout
+
+
 def llava_to_messages(
-    records_or_path: Any, image_dir: str | os.PathLike | None, errors: ErrorMode = "raise"
+    records_or_path: Any,
+    image_dir: str | os.PathLike | None,
+    errors: ErrorMode = "raise",
+    image_placement: str = "first_turn",
 ) -> ConversionResult:
     """Convert LLaVA / BioMed-VITAL instruction records (a list, or a ``.json`` / ``.jsonl`` path) to TRL rows.
 
@@ -692,9 +1028,13 @@ def llava_to_messages(
     and the quarantine (``errors="skip"``); in ``raise`` mode the first bad record raises `RecordError`.
     `messages_to_llava` inverts it (see the module docstring for the placeholder-newline normalisation).
     """
+    if image_placement not in IMAGE_PLACEMENTS:
+        raise ValueError(f"image_placement must be one of {IMAGE_PLACEMENTS}, got {image_placement!r}")
     return _convert(
         records_or_path,
-        lambda record, index: llava_record_to_row(record, image_dir, index=index),
+        lambda record, index, group: llava_record_to_row(
+            record, image_dir, index=index, group=group, image_placement=image_placement
+        ),
         LLAVA_MESSAGE_FEATURES,
         errors,
     )
@@ -722,12 +1062,28 @@ def row_to_llava(row: Mapping[str, Any], image_dir: str | os.PathLike | None = N
             _write_image(images[0], Path(image_dir) / record["image"], rid, "images[0]")
     elif image_file is not None:
         raise RecordError(rid, "image_file", "set, but the row holds no image")
-    record["conversations"] = messages_to_conversations(messages, rid)
+    if row.get("image_placeholder") == "inserted":  # the source had no <image>: take back the placed image part
+        messages = copy.deepcopy(messages)
+        first_user = next(m for m in messages if m["role"] == "user")
+        if not first_user["content"] or first_user["content"][0].get("type") != "image":
+            raise RecordError(rid, "messages", "image_placeholder 'inserted' but the first user turn starts with text")
+        del first_user["content"][0]
+    conversations = messages_to_conversations(messages, rid)
+    layout = row.get("turn_layout") or []
+    if layout:
+        if len(layout) != len(conversations):
+            raise RecordError(rid, "turn_layout", f"{len(layout)} entries for {len(conversations)} turns")
+        for i, entry in enumerate(layout):
+            if entry:
+                turn = json.loads(entry)
+                turn.update((k, conversations[i][k]) for k in ("from", "value") if k in turn)
+                conversations[i] = turn
+    record["conversations"] = conversations
     domain = _domain_back(row.get("domain"))
     if domain is not None:
         record["domain"] = domain
     record.update(_load_extra(row))
-    return record
+    return _in_key_order(record, row.get("key_order"))
 
 
 def messages_to_llava(dataset_or_rows: Any, image_dir: str | os.PathLike | None = None) -> list[dict]:
