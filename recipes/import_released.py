@@ -23,6 +23,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
+from vital.data.errors import push_quarantine
 from vital.data.importer import MANIFEST, download_images, read_url_list
 from vital.data.llava import llava_to_messages
 from vital.hub import PushResult, get_hub, sha256_file
@@ -44,7 +45,18 @@ class ImportArguments:
     hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
     revision: str = field(default="main", metadata={"help": "Branch to push to."})
     private: bool = field(default=True, metadata={"help": "Create the repo private."})
-    errors: str = field(default="skip", metadata={"help": "Bad records: 'skip' (quarantine and count) or 'raise'."})
+    errors: str = field(
+        default="skip",
+        metadata={"help": "Bad records: 'skip' (pushed to the `quarantine` config with the reason) or 'raise'."},
+    )
+    image_placement: str = field(
+        default="first_turn",
+        metadata={
+            "help": "Image records whose conversation has no <image> placeholder (BioMed-VITAL's generator output): "
+            "'first_turn' puts the image before the first human turn's text, as LLaVA's training code does, and "
+            "exports them back without a placeholder; 'require' quarantines them."
+        },
+    )
     workers: int = field(default=8, metadata={"help": "Parallel downloads."})
     retries: int = field(default=4, metadata={"help": "Retries of a failing download (404/410 are final)."})
     backoff_s: float = field(default=1.0, metadata={"help": "Backoff base of download retries, in seconds."})
@@ -68,14 +80,22 @@ def main(args: ImportArguments) -> list[PushResult]:
 
     # 2. One config per file; bad records quarantined (a dead link's record names its missing image file).
     inputs, table, pushed = [], [], []
-    converted = {}
+    converted, quarantined = {}, []
     for config, path in files.items():
-        result = llava_to_messages(path, args.image_dir, errors=args.errors)
+        if config == "quarantine":
+            raise ValueError("'quarantine' is the config of the refused records: name the file's config otherwise")
+        result = llava_to_messages(path, args.image_dir, errors=args.errors, image_placement=args.image_placement)
         if len(result.quarantine):
             logger.warning(
-                "%s: %d record(s) quarantined: %s", config, len(result.quarantine), result.quarantine.counts()
+                "%s: %d record(s) quarantined, by reason: %s (rows in config 'quarantine' of %s)",
+                config,
+                len(result.quarantine),
+                result.quarantine.summary(),
+                args.repo,
             )
+        quarantined.append(result.quarantine.to_dataset(config=config))
         converted[config] = result.dataset
+        inserted = sum(p == "inserted" for p in result.dataset["image_placeholder"])
         inputs.append({"source": str(path), "sha256": sha256_file(Path(path)), "config": config})
         table.append(
             {
@@ -83,6 +103,8 @@ def main(args: ImportArguments) -> list[PushResult]:
                 "file": Path(path).name,
                 "rows": len(result.dataset),
                 "quarantined": len(result.quarantine),
+                "inserted": inserted,
+                "reasons": result.quarantine.counts_by_reason(),
             }
         )
 
@@ -94,7 +116,13 @@ def main(args: ImportArguments) -> list[PushResult]:
         configs=list(files),
         configs_table=table,
         dead=dead,
+        image_placement=args.image_placement,
+        quarantined=sum(t["quarantined"] for t in table),
     )
+    if args.errors == "skip":
+        from datasets import concatenate_datasets
+
+        push_quarantine(hub, concatenate_datasets(quarantined), args.repo, args.revision, args.private)
     for config, dataset in converted.items():
         pushed.append(hub.push_dataset(dataset, args.repo, config, "train", args.revision, card, args.private))
     if args.url_list:

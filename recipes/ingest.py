@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
+from vital.data.errors import Quarantine, push_quarantine
 from vital.data.schemas import validate_dataset
 from vital.hub import PushResult, get_hub, sha256_file
 from vital.runner import artifact_table, setup_logging
@@ -38,10 +39,16 @@ class IngestArguments:
         default="sample",
         metadata={"help": "'sample' (bundled pairs) or 'llava-med' (figure-caption records at `records`)."},
     )
-    records: str | None = field(default=None, metadata={"help": "LLaVA-Med figure-caption JSON/JSONL file."})
+    records: str | None = field(
+        default=None,
+        metadata={"help": "LLaVA-Med figure-caption file: a JSON list, JSON lines, or a JSON {domain: [records]}."},
+    )
     image_dir: str | None = field(default=None, metadata={"help": "Folder holding the records' images."})
     errors: str = field(
-        default="raise", metadata={"help": "Bad records: 'raise' stops with the record and field; 'skip' quarantines."}
+        default="raise",
+        metadata={
+            "help": "Bad records: 'raise' stops with the record and field; 'skip' pushes them to a `quarantine` config."
+        },
     )
     pairs_repo: str = field(default="quickstart/pairs", metadata={"help": "Repo id the pairs are pushed to."})
     demos_source: str | None = field(
@@ -78,22 +85,40 @@ def main(args: IngestArguments) -> list[PushResult]:
     hub = get_hub(args.hub)
     logger.info("hub: %r", hub)
 
-    # 1. Pairs: load, check the contract, push with a card.
+    # 1. Pairs: load, check the contract, push with a card; every record left out goes to the `quarantine` config.
     pairs, quarantine, inputs, sources = load_pairs(args)
     pairs, more = validate_dataset(pairs, "pairs", errors=args.errors)
-    skipped = len(more) + (len(quarantine) if quarantine is not None else 0)
+    quarantine = quarantine if quarantine is not None else Quarantine(args.errors)
+    quarantine.extend(more)
+    skipped = len(quarantine)
+    by_reason = quarantine.counts_by_reason()
     if skipped:
-        logger.warning("%d pair record(s) quarantined: %s", skipped, more.counts())
+        logger.warning(
+            "%d pair record(s) quarantined, by reason: %s (rows in config 'quarantine' of %s)",
+            skipped,
+            quarantine.summary(),
+            args.pairs_repo,
+        )
+    description = ""
+    if skipped:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in by_reason.items())
+        description = (
+            f"{skipped} record(s) were quarantined during ingest ({reasons}). Each one's id, field, reason and raw "
+            f'record are in the [`quarantine`](#quarantine) config: `load_dataset("{args.pairs_repo}", "quarantine")`.'
+        )
     card = dataset_card(
         "pairs",
         lineage=Lineage(stage="ingest", inputs=inputs, config=args, seed=args.seed),
         pretty_name="BioMed-VITAL pairs" + (" (sample)" if args.pairs_source == "sample" else ""),
-        description=f"{skipped} record(s) were quarantined during ingest." if skipped else "",
+        description=description,
         repo_id=args.pairs_repo,
         num_rows=len(pairs),
         modalities=dict(sorted(Counter(pairs["modality"]).items())),
         sources=sources,
+        quarantined=skipped,
     )
+    if args.errors == "skip":
+        push_quarantine(hub, quarantine, args.pairs_repo, args.revision, args.private)
     pushed = [hub.push_dataset(pairs, args.pairs_repo, revision=args.revision, card=card, private=args.private)]
     logger.info("pairs: %d rows -> %s", len(pairs), pushed[0].location)
 

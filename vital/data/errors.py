@@ -7,6 +7,7 @@ quarantine with the same information and counted. Nothing is dropped silently.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,7 +34,7 @@ class QuarantinedRecord:
     record_id: str
     field: str
     reason: str
-    record: str  # JSON of the offending record (images replaced by their file name or a short marker)
+    record: str  # JSON of the offending record (images replaced by a short marker), or the raw line as read
 
     def to_dict(self) -> dict[str, str]:
         return {"record_id": self.record_id, "field": self.field, "reason": self.reason, "record": self.record}
@@ -63,22 +64,48 @@ class Quarantine:
         """How many records were quarantined, by field."""
         return dict(Counter(r.field for r in self.records))
 
+    def counts_by_reason(self) -> dict[str, int]:
+        """How many records were quarantined, by kind of reason and field, e.g. ``{"image file not found (image): 3}``
+        (the kind is the reason up to its first ``:`` or ``(``; list indices in fields are dropped), most first."""
+        counts = Counter(f"{reason_kind(r.reason)} ({_INDEX.sub('[]', r.field)})" for r in self.records)
+        return dict(counts.most_common())
+
+    def summary(self) -> str:
+        """`counts_by_reason` as one line for a log: ``"image file not found (image): 3, duplicate id (id): 1"``."""
+        return ", ".join(f"{reason}: {n}" for reason, n in self.counts_by_reason().items())
+
+    def extend(self, other: Quarantine) -> None:
+        """Append ``other``'s records (e.g. a later check's) to this quarantine."""
+        self.records.extend(other.records)
+
     def to_rows(self) -> list[dict[str, str]]:
         return [r.to_dict() for r in self.records]
 
-    def to_dataset(self):
-        """The quarantine as a `datasets.Dataset` (columns record_id, field, reason, record), e.g. a `failures` split."""
-        from datasets import Dataset
+    def to_dataset(self, **columns: str):
+        """The quarantine as a `datasets.Dataset` (columns record_id, field, reason, record), e.g. a `failures` split
+        or a ``quarantine`` config. ``columns`` adds constant string columns (e.g. ``config="80k"``)."""
+        from datasets import Dataset, Features, Value
 
         from vital.data.schemas import QUARANTINE_FEATURES
 
-        rows = self.to_rows()
-        return Dataset.from_list(rows, features=QUARANTINE_FEATURES)
+        features = Features({**QUARANTINE_FEATURES, **{name: Value("string") for name in columns}})
+        rows = [{**row, **columns} for row in self.to_rows()]
+        return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a quarantine reason: its text up to the first ``:`` or ``(`` (``"image file not found"``)."""
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip() or reason
 
 
 def _to_json(record: Any) -> str:
     if record is None:
         return ""
+    if isinstance(record, str):  # a raw line that could not be read as a record: kept as it was
+        return record
 
     def default(obj):
         if hasattr(obj, "filename") and hasattr(obj, "size"):  # a PIL image
@@ -91,3 +118,18 @@ def _to_json(record: Any) -> str:
         return json.dumps(record, default=default, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
         return repr(record)
+
+
+def push_quarantine(hub: Any, quarantine: Any, repo_id: str, revision: str = "main", private: bool | None = None):
+    """Push the quarantined rows as the repo's ``quarantine`` config, or delete a stale one when there are none.
+
+    ``quarantine`` is a `Quarantine` or a `datasets.Dataset` of its rows. Returns the `PushResult` (None when nothing
+    was there to push or delete).
+    """
+    dataset = quarantine.to_dataset() if isinstance(quarantine, Quarantine) else quarantine
+    if len(dataset):
+        return hub.push_dataset(dataset, repo_id, "quarantine", "train", revision, private=private)
+    try:
+        return hub.delete_config(repo_id, "quarantine", revision)
+    except Exception:  # no repo or branch yet: nothing stale to delete
+        return None

@@ -178,13 +178,13 @@ def resolve_image_path(image_dir: str | os.PathLike | None, name: str, record_id
     folder = Path(image_dir) if image_dir is not None else Path(".")
     pure = Path(name)
     if pure.is_absolute() or name.startswith(("/", "\\")) or ".." in pure.parts or ".." in name.split("\\"):
-        raise RecordError(record_id, field, f"image path {name!r} leaves the image folder {folder}")
+        raise RecordError(record_id, field, f"outside the image folder: {name!r} leaves {folder}")
     path = folder / pure
     root = folder.resolve()
     try:
         path.resolve().relative_to(root)
     except ValueError as e:
-        raise RecordError(record_id, field, f"image path {name!r} resolves outside the image folder {folder}") from e
+        raise RecordError(record_id, field, f"outside the image folder: {name!r} resolves outside {folder}") from e
     return path
 
 
@@ -239,8 +239,9 @@ def load_image_file(image_dir: str | os.PathLike | None, name: str, record_id: A
     return {"bytes": data, "path": name}
 
 
-def _write_image(cell: Any, path: Path, record_id: Any, field: str) -> None:
-    """Write an image cell to ``path``: its own bytes when their format fits the suffix, else re-encoded by PIL."""
+def _write_image(cell: Any, path: Path, record_id: Any, field: str, keep_bytes: bool = False) -> None:
+    """Write an image cell to ``path``: its own bytes when ``keep_bytes`` (the name is the source's own) or when their
+    format fits the suffix, else re-encoded by PIL. A PNG that came in under a ``.jpg`` name goes back as that PNG."""
     from PIL import Image as PILImage
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +257,9 @@ def _write_image(cell: Any, path: Path, record_id: Any, field: str) -> None:
     target = PILImage.registered_extensions().get(path.suffix.lower())
     if data is None:
         _save_image(cell, path, target)
+        return
+    if keep_bytes:
+        path.write_bytes(data)
         return
     with PILImage.open(io.BytesIO(data)) as image:
         if target is None or image.format == target:
@@ -441,8 +445,8 @@ def _iter_records(records_or_path: Any) -> Iterator[SourceRecord]:
                         line = raw.decode("utf-8")
                     except UnicodeDecodeError as e:
                         bad = raw[e.start : e.end]
-                        text = raw.decode("utf-8", errors="backslashreplace")
-                        reason = f"not UTF-8 in {path}: byte {e.start + 1} ({bad!r}): {e.reason}"
+                        text = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+                        reason = f"not UTF-8: byte {e.start + 1} of the line ({bad!r}, {e.reason}) in {path}"
                         yield SourceRecord(index, text, RecordError(f"line {line_no}", "record", reason))
                         index += 1
                         continue
@@ -452,7 +456,9 @@ def _iter_records(records_or_path: Any) -> Iterator[SourceRecord]:
                         record = json.loads(line)
                     except json.JSONDecodeError as e:
                         yield SourceRecord(
-                            index, line, RecordError(f"line {line_no}", "record", f"invalid JSON in {path}: {e}")
+                            index,
+                            line.rstrip("\r\n"),
+                            RecordError(f"line {line_no}", "record", f"invalid JSON: {e} in {path}"),
                         )
                     else:
                         yield SourceRecord(index, record)
@@ -492,7 +498,9 @@ def _read_json(path: Path) -> Any:
 
 def _iter_groups(groups: Any, where: str) -> Iterator[SourceRecord]:
     if not isinstance(groups, Mapping):
-        raise ValueError(f"{where}: expected a JSON list of records or an object of lists, got {type(groups).__name__}")
+        raise ValueError(
+            f"{where}: expected a JSON list of records or an object of lists, got {type(groups).__name__}"
+        )
     for key, value in groups.items():
         if not isinstance(value, list):
             raise ValueError(f"{where}: group {key!r} must hold a list of records, got {type(value).__name__}")
@@ -675,7 +683,9 @@ def _parse_mentions(mentions: Any, record_id: Any) -> tuple[list[str], str, list
             raise RecordError(record_id, f"{field}[{i}].tokens", reason)
         sentences.append(tokens)
         try:
-            layout.append(json.dumps({k: (None if k == "tokens" else v) for k, v in mention.items()}, ensure_ascii=False))
+            layout.append(
+                json.dumps({k: (None if k == "tokens" else v) for k, v in mention.items()}, ensure_ascii=False)
+            )
         except (TypeError, ValueError) as e:
             raise RecordError(record_id, f"{field}[{i}]", f"value cannot be stored as JSON ({e})") from e
     return sentences, "tokens", layout
@@ -751,7 +761,8 @@ def pair_to_llava_med_record(row: Mapping[str, Any], image_dir: str | os.PathLik
     if image_dir is not None:
         if row.get("image") is None:
             raise RecordError(rid, "image", "missing image")
-        _write_image(row["image"], Path(image_dir) / (image_file or f"{rid}.jpg"), rid, "image")
+        target = resolve_image_path(image_dir, image_file or f"{rid}.jpg", rid, "image")
+        _write_image(row["image"], target, rid, "image", keep_bytes=bool(row.get("key_order")))
     return record
 
 
@@ -967,7 +978,9 @@ def llava_record_to_row(
         ):
             if image_placement == "require":
                 raise RecordError(
-                    rid, "conversations", f"no {IMAGE_TOKEN} placeholder for the record's image (image_placement: require)"
+                    rid,
+                    "conversations",
+                    f"no {IMAGE_TOKEN} placeholder for the record's image (image_placement: require)",
                 )
             placeholder = "inserted"
     messages = conversations_to_messages(conversations, rid, n_images if placeholder != "inserted" else 0)
@@ -1059,7 +1072,8 @@ def row_to_llava(row: Mapping[str, Any], image_dir: str | os.PathLike | None = N
     if images:
         record["image"] = image_file or f"{rid}.png"
         if image_dir is not None:
-            _write_image(images[0], Path(image_dir) / record["image"], rid, "images[0]")
+            target = resolve_image_path(image_dir, record["image"], rid, "images[0]")
+            _write_image(images[0], target, rid, "images[0]", keep_bytes=image_file is not None)
     elif image_file is not None:
         raise RecordError(rid, "image_file", "set, but the row holds no image")
     if row.get("image_placeholder") == "inserted":  # the source had no <image>: take back the placed image part
@@ -1097,6 +1111,56 @@ def messages_to_llava(dataset_or_rows: Any, image_dir: str | os.PathLike | None 
     return [row_to_llava(row, image_dir) for row in rows]
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Files: the way back to the source layout
+# --------------------------------------------------------------------------------------------------------------------
+def group_records(records: list[dict], groups: list[str | None]) -> list[dict] | dict[str, list[dict]]:
+    """The source layout of converted records: a list, or ``{group: [records]}`` (groups in order of first
+    appearance, each group's records in order) when every record came from a group."""
+    if not groups or any(g is None for g in groups):
+        return records
+    out: dict[str, list[dict]] = {}
+    for record, group in zip(records, groups, strict=True):
+        out.setdefault(group, []).append(record)
+    return out
+
+
+def write_records(
+    records: Any, path: str | os.PathLike, *, indent: int | None = None, ensure_ascii: bool = True
+) -> None:
+    """Write records as ``.jsonl`` (one per line) or ``.json`` (a list or a ``{group: [records]}`` object) with
+    `json.dump`'s formatting options, so a file written with the same options comes out byte for byte."""
+    path = Path(path)
+    with path.open("w", encoding="utf-8") as f:
+        if path.suffix == ".jsonl":
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=ensure_ascii) + "\n")
+        else:
+            json.dump(records, f, indent=indent, ensure_ascii=ensure_ascii)
+
+
+def export_llava_med(
+    dataset: Dataset, path: str | os.PathLike, image_dir: str | os.PathLike | None = None, **json_options: Any
+) -> Any:
+    """Write a pairs dataset made by `llava_med_records_to_pairs` back to a LLaVA-Med file (its original layout: a
+    list, or ``{domain: [records]}``) and its images to ``image_dir``; returns what was written."""
+    records = pairs_to_llava_med_records(dataset, image_dir)
+    groups = dataset["domain_key"] if "domain_key" in dataset.column_names else []
+    layout = group_records(records, groups)
+    write_records(layout, path, **json_options)
+    return layout
+
+
+def export_llava(
+    dataset: Dataset, path: str | os.PathLike, image_dir: str | os.PathLike | None = None, **json_options: Any
+) -> list[dict]:
+    """Write a dataset made by `llava_to_messages` back to a LLaVA JSON / JSON-lines file (and its images to
+    ``image_dir``); returns the records written."""
+    records = messages_to_llava(dataset, image_dir)
+    write_records(records, path, **json_options)
+    return records
+
+
 __all__ = [
     "DOMAIN",
     "DOMAIN_FLAGS",
@@ -1104,7 +1168,16 @@ __all__ = [
     "LLAVA_MED_PAIR_FEATURES",
     "LLAVA_MESSAGE_FEATURES",
     "ConversionResult",
+    "IMAGE_PLACEMENTS",
+    "SourceRecord",
     "conversations_to_messages",
+    "domain_key_modality",
+    "export_llava",
+    "export_llava_med",
+    "group_records",
+    "iter_json_array",
+    "resolve_image_path",
+    "write_records",
     "join_parts",
     "llava_med_record_to_pair",
     "llava_med_records_to_pairs",
