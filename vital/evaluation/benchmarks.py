@@ -70,6 +70,10 @@ CHAT_FEATURES = Features(
 )
 
 ANSWER_TYPES = ("open", "closed")
+ANSWER_TYPE_MAP = {"open": "open", "closed": "closed", "close": "closed"}
+"""Source ``answer_type`` values (compared lower-cased and stripped) -> ours. ``CLOSED``/``OPEN`` are SLAKE's and
+LLaVA-Med's, ``CLOSE`` is what BioMed-VITAL's evaluation scripts write. Anything else is refused, naming the item. The
+mapping a load applied (raw value -> ours, with counts) is logged and kept in the dataset's ``info.description``."""
 # LLaVA-Med's summary takes the first true domain flag in this order.
 CHAT_DOMAINS = ("chest_xray", "mri", "histology", "gross", "ct_scan")
 
@@ -157,14 +161,78 @@ def load_benchmark(
         )
     ref = hub.ref(spec.repo_id, spec.revision, "dataset")
     json_file = f"{spec.split}.json"
-    if hub.read_file(spec.repo_id, json_file, ref.commit, "dataset") is not None:
-        raw = hub.load_dataset(spec.repo_id, revision=ref.commit, split=spec.split, data_files={spec.split: json_file})
+    text = hub.read_file(spec.repo_id, json_file, ref.commit, "dataset")
+    if text is not None:
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{ref}: {json_file}: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg})") from e
+        raw = vqa_records_to_raw(records, f"{spec.name} ({json_file})")
     else:
         raw = hub.load_dataset(spec.repo_id, revision=ref.commit, split=spec.split)
     image_root = None
-    if "image" not in raw.column_names:
+    if "image" not in raw.column_names or _is_name_column(raw, "image"):
         image_root = _image_root(hub, ref, Path(cache_dir) if cache_dir else default_cache_dir())
     return normalize_vqa(raw, spec.name, spec.split, image_root=image_root, limit=limit), ref
+
+
+def _is_name_column(raw: Dataset, column: str) -> bool:
+    feature = raw.features.get(column)
+    return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+
+
+def _text(value: Any) -> str | None:
+    """A question / answer / id cell as text: integers and floats (``3``, ``2.5``) as written; None stays None."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def vqa_records_to_raw(records: Any, where: str) -> Dataset:
+    """VQA records from a JSON file as a raw dataset of text columns (``qid``, ``question``, ``answer``,
+    ``answer_type``, ``img_name``, ``q_lang``) for `normalize_vqa`. Two layouts:
+
+    * LLaVA-Med / BioMed-VITAL evaluation files: ``{"id", "image", "conversations": [{"from": "human", "value":
+      "<image>\\nQ"}, {"from": "gpt", "value": "A"}], "answer_type"}`` (BioMed-VITAL's scripts also read the misspelt
+      ``conversatons``): the question is the first human turn without ``<image>``, the answer the first gpt turn.
+    * SLAKE: ``{"qid", "img_name", "question", "answer", "answer_type", "q_lang", ...}``.
+
+    Integer ids and answers are read as text. A record that fits neither raises ValueError naming its id.
+    """
+    if not isinstance(records, list):
+        raise ValueError(f"{where}: expected a JSON list of questions, got {type(records).__name__}")
+    columns: dict[str, list[Any]] = {k: [] for k in ("qid", "question", "answer", "answer_type", "img_name", "q_lang")}
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{where}: item #{index}: expected a JSON object, got {type(record).__name__}")
+        turns = record.get("conversations", record.get("conversatons"))
+        qid = record.get("id", record.get("qid", record.get("question_id")))
+        name = f"{where}: item {qid if qid is not None else f'#{index}'}"
+        if turns is not None:
+            if not isinstance(turns, list) or not all(isinstance(t, Mapping) for t in turns):
+                raise ValueError(f"{name}: 'conversations' must be a list of turns")
+            human = next((t.get("value") for t in turns if t.get("from") == "human"), None)
+            gpt = next((t.get("value") for t in turns if t.get("from") == "gpt"), None)
+            question = None if human is None else _text(human).replace("<image>", "").strip()
+            answer, image = _text(gpt), record.get("image")
+        else:
+            question, answer = _text(record.get("question")), _text(record.get("answer"))
+            image = record.get("img_name", record.get("image_name", record.get("image")))
+        columns["qid"].append(_text(qid))
+        columns["question"].append(question)
+        columns["answer"].append(answer)
+        columns["answer_type"].append(_text(record.get("answer_type")))
+        columns["img_name"].append(_text(image))
+        columns["q_lang"].append(_text(record.get("q_lang")))
+    if all(v is None for v in columns["q_lang"]):
+        del columns["q_lang"]
+    if all(v is None for v in columns["answer_type"]):
+        del columns["answer_type"]
+    if all(v is None for v in columns["qid"]):
+        del columns["qid"]
+    return Dataset.from_dict(columns, features=Features({k: Value("string") for k in columns}))
 
 
 def normalize_vqa(
@@ -191,41 +259,63 @@ def normalize_vqa(
     if limit is not None:
         positions = positions[:limit]
     raw = raw.select(positions) if len(positions) != len(raw) else raw
-    qids = raw["qid"] if "qid" in raw.column_names else [None] * len(raw)
+    id_column = next((c for c in ("qid", "id", "question_id") if c in raw.column_names), None)
+    qids = [_text(q) for q in raw[id_column]] if id_column else [None] * len(raw)
+    # every item is named by its own id: the source's, else its position in the split as read (before filtering)
+    names = [q if q is not None else f"{positions[i]:05d}" for i, q in enumerate(qids)]
+    ids = [f"{benchmark}-{split}-{name}" for name in names]
+    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if repeated:
+        raise ValueError(f"{benchmark}: item ids are not unique: {', '.join(repeated[:10])} repeat")
     types = raw["answer_type"] if "answer_type" in raw.column_names else [None] * len(raw)
 
     name_column = next((c for c in ("img_name", "image_name") if c in raw.column_names), None)
-    if "image" in raw.column_names:
-        images = raw.cast_column("image", Image(decode=False)).select_columns(["image"])
-    elif name_column is not None:
+    if name_column is None and "image" in raw.column_names and _is_name_column(raw, "image"):
+        name_column = "image"
+    if name_column is not None:
         if image_root is None:
             raise ValueError(f"{benchmark}: images are named by {name_column!r} but no image folder was given")
         root = Path(image_root)
         cells = []
-        for index, name in enumerate(raw[name_column]):
+        for item, name in zip(ids, raw[name_column], strict=True):
             path = root / str(name)
-            if not path.is_file():
-                raise ValueError(f"{benchmark}: item {index}: image {name!r} not found under {root}")
+            if name is None or not path.is_file():
+                raise ValueError(f"{benchmark}: item {item}: image {name!r} not found under {root}")
             cells.append({"bytes": None, "path": str(path)})
         images = Dataset.from_dict({"image": cells}, features=Features({"image": Image(decode=False)}))
+    elif "image" in raw.column_names:
+        images = raw.cast_column("image", Image(decode=False)).select_columns(["image"])
     else:
         raise ValueError(f"{benchmark}: no image column ('image', 'img_name') in {raw.column_names}")
+    for item, cell in zip(ids, images["image"], strict=True):
+        _check_image(cell, f"{benchmark}: item {item}")
 
-    ids, questions, answers, answer_types = [], [], [], []
-    for index, (question, answer, qid, answer_type) in enumerate(zip(raw["question"], raw["answer"], qids, types)):
-        answer = str(answer).strip()
+    questions, answers, answer_types = [], [], []
+    mapping: dict[str, dict[str, Any]] = {}
+    for item, question, answer, answer_type in zip(ids, raw["question"], raw["answer"], types, strict=True):
+        question, answer = _text(question), _text(answer)
+        if question is None or not question.strip():
+            raise ValueError(f"{benchmark}: item {item}: empty question")
+        if answer is None or not answer.strip():
+            raise ValueError(f"{benchmark}: item {item}: empty answer")
+        answer = answer.strip()
         if answer_type is None:
             kind = "closed" if answer.lower().strip(" .") in ("yes", "no") else "open"
+            source = "(none: yes/no answer)" if kind == "closed" else "(none: other answer)"
         else:
-            kind = str(answer_type).strip().lower()
-            if kind not in ANSWER_TYPES:
-                raise ValueError(f"{benchmark}: item {index}: answer_type {answer_type!r} is not OPEN or CLOSED")
-        ids.append(f"{benchmark}-{split}-{qid if qid is not None else f'{positions[index]:05d}'}")
-        questions.append(str(question).strip())
+            source = str(answer_type)
+            kind = ANSWER_TYPE_MAP.get(source.strip().lower())
+            if kind is None:
+                raise ValueError(
+                    f"{benchmark}: item {item}: answer_type {answer_type!r} is not one of "
+                    f"{sorted(ANSWER_TYPE_MAP)} (any case)"
+                )
+        entry = mapping.setdefault(source, {"to": kind, "items": 0})
+        entry["items"] += 1
+        questions.append(question.strip())
         answers.append(answer)
         answer_types.append(kind)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{benchmark}: item ids are not unique")
+    logger.info("%s/%s: answer_type mapping %s", benchmark, split, json.dumps(mapping, ensure_ascii=False))
     columns = {
         "id": ids,
         "question": questions,
@@ -238,7 +328,35 @@ def normalize_vqa(
     from datasets import concatenate_datasets
 
     merged = concatenate_datasets([text, images.cast_column("image", Image(decode=False))], axis=1)
-    return merged.select_columns(list(VQA_FEATURES)).cast_column("image", Image())
+    out = merged.select_columns(list(VQA_FEATURES)).cast_column("image", Image())
+    out.info.description = json.dumps({"answer_type_mapping": mapping}, ensure_ascii=False)
+    return out
+
+
+def answer_type_mapping(dataset: Dataset) -> dict[str, dict[str, Any]]:
+    """The answer-type mapping `normalize_vqa` applied to ``dataset``: source value -> ``{"to", "items"}``."""
+    try:
+        return json.loads(dataset.info.description or "{}").get("answer_type_mapping", {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def _check_image(cell: Any, name: str) -> None:
+    """Decode an image cell in full (a truncated file fails here, named, not later in answering)."""
+    import io
+
+    from PIL import Image as PILImage
+
+    data, path = (cell.get("bytes"), cell.get("path")) if isinstance(cell, Mapping) else (None, None)
+    if data is None and path is None:
+        raise ValueError(f"{name}: no image")
+    try:
+        with PILImage.open(io.BytesIO(data) if data else path) as im:
+            im.load()
+    except Exception as e:  # PIL raises many types for corrupt or truncated data
+        raise ValueError(
+            f"{name}: image {path or ''} does not decode ({type(e).__name__}: {e})".replace("  ", " ")
+        ) from e
 
 
 def _image_root(hub: Hub, ref: ArtifactRef, cache_dir: Path) -> Path:
@@ -299,6 +417,7 @@ def chat_rows(records: Sequence[Mapping[str, Any]], image_dir: str | Path) -> Da
         path = image_dir / str(record.get("image"))
         if not path.is_file():
             raise ValueError(f"open chat question {qid}: image {record.get('image')!r} not found in {image_dir}")
+        _check_image({"bytes": None, "path": str(path)}, f"open chat question {qid}")
         for field in ("text", "gpt4_answer"):
             if not isinstance(record.get(field), str) or not record[field].strip():
                 raise ValueError(f"open chat question {qid}: {field!r} must be non-empty text")
@@ -315,8 +434,14 @@ def chat_rows(records: Sequence[Mapping[str, Any]], image_dir: str | Path) -> Da
                 "type": str(record.get("type") or "conversation"),
             }
         )
-    if len({row["question_id"] for row in rows}) != len(rows):
-        raise ValueError("open chat question ids are not unique")
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["question_id"]] = counts.get(row["question_id"], 0) + 1
+    repeated = [qid for qid, n in counts.items() if n > 1]
+    if repeated:
+        raise ValueError(
+            "open chat question ids are not unique: " + ", ".join(f"{q} ({counts[q]} times)" for q in repeated[:20])
+        )
     return Dataset.from_list(rows, features=CHAT_FEATURES)
 
 

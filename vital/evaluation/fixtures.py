@@ -6,6 +6,9 @@
   (``img_id``, ``img_name``, ``question``, ``answer``, ``q_lang`` en/zh, ``answer_type`` OPEN/CLOSED, ``qid``, ...)
   and ``imgs.zip`` holding ``imgs/xmlab<N>/source.jpg``.
 * `write_open_chat`: LLaVA-Med's open-chat question JSONL and an image folder.
+* `write_llava_med_vqa`: a folder with ``test.json`` in LLaVA-Med's evaluation format (``id``, ``image``,
+  ``conversations``, ``answer_type``) or BioMed-VITAL's (integer ids, ``CLOSE``, the misspelt ``conversatons``) and
+  ``images/``.
 * `push_fixtures`: all of them to a hub, returning the benchmark specs and the chat repo to evaluate on.
 
 The questions and answers are generated from the sample pairs' modality and caption; they test plumbing, not models.
@@ -184,6 +187,46 @@ def write_open_chat(folder: str | Path, n: int = 4) -> Path:
         for record in records:
             f.write(json.dumps(record) + "\n")
             (folder / "images" / record["image"]).write_bytes(pairs[record["pair_id"]]["image"]["bytes"])
+    return folder
+
+
+def llava_med_vqa_records(n: int = 6, style: str = "llava-med") -> list[dict[str, Any]]:
+    """VQA items in LLaVA-Med's evaluation format (``style="llava-med"``: string ids, ``CLOSED``/``OPEN``) or as
+    BioMed-VITAL's evaluation scripts read them (``style="biomed-vital"``: integer ids, ``CLOSE``/``open``, the
+    ``conversatons`` key, an integer answer)."""
+    pairs = _pairs()
+    records = []
+    for k in range(n):
+        pair = pairs[k % len(pairs)]
+        question, answer = _qa(pair, k)
+        closed = answer in ("yes", "no")
+        if style == "biomed-vital":
+            if k == n - 1:
+                question, answer, closed = "How many panels does the figure have?", 1, False
+            turns_key, qid, kind = "conversatons", 1000 + k, "CLOSE" if closed else "open"
+        else:
+            turns_key, qid, kind = "conversations", f"{pair['id']}-q{k}", "CLOSED" if closed else "OPEN"
+        records.append(
+            {
+                "id": qid,
+                "image": f"{pair['id']}.jpg",
+                turns_key: [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+                "answer_type": kind,
+            }
+        )
+    return records
+
+
+def write_llava_med_vqa(folder: str | Path, records: list[dict[str, Any]] | None = None, split: str = "test") -> Path:
+    """``<split>.json`` and ``images/`` (JPEGs of the sample pairs) in ``folder``: a repo in LLaVA-Med's VQA layout."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = llava_med_vqa_records() if records is None else records
+    pairs = {f"{row['id']}.jpg": row["image"] for row in _pairs()}
+    for record in records:
+        if record["image"] in pairs:
+            (folder / "images" / record["image"]).write_bytes(_jpeg(pairs[record["image"]]))
+    (folder / f"{split}.json").write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
     return folder
 
 
