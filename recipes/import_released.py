@@ -24,7 +24,14 @@ from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
 from vital.data.errors import push_quarantine
-from vital.data.importer import MANIFEST, download_images, read_url_list
+from vital.data.importer import (
+    MANIFEST,
+    download_images,
+    download_pmc_figures,
+    is_pmc_url_list,
+    read_pmc_url_list,
+    read_url_list,
+)
 from vital.data.llava import llava_to_messages
 from vital.hub import PushResult, get_hub, sha256_file
 from vital.runner import artifact_table, setup_logging
@@ -40,7 +47,13 @@ class ImportArguments:
         metadata={"help": "Released JSON/JSONL files as 'config=path' (e.g. 80k=BioMed-VITAL-80K.json)."},
     )
     image_dir: str = field(default="data/images", metadata={"help": "Folder of the images (downloads land here)."})
-    url_list: str | None = field(default=None, metadata={"help": "JSONL/CSV of `image` file names and `url`s."})
+    url_list: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSONL/CSV of `image` file names and `url`s, or LLaVA-Med's JSONL of `pair_id`, `image_file_path`, "
+            "`pmc_tar_url` (figures extracted from PMC article tarballs as <pair_id>.jpg)."
+        },
+    )
     repo: str = field(default="biomed-vital/released", metadata={"help": "Dataset repo to push to."})
     hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
     revision: str = field(default="main", metadata={"help": "Branch to push to."})
@@ -72,7 +85,17 @@ def main(args: ImportArguments) -> list[PushResult]:
 
     # 1. Images: download what is missing (resumable), keeping a manifest of what could not be had.
     dead = 0
-    if args.url_list:
+    if args.url_list and is_pmc_url_list(args.url_list):  # LLaVA-Med: figures inside PMC article tarballs
+        outcomes = download_pmc_figures(
+            read_pmc_url_list(args.url_list),
+            args.image_dir,
+            args.workers,
+            args.retries,
+            args.backoff_s,
+            args.retry_dead,
+        )
+        dead = sum(o.status != "ok" for o in outcomes.values())
+    elif args.url_list:
         outcomes = download_images(
             read_url_list(args.url_list), args.image_dir, args.workers, args.retries, args.backoff_s, args.retry_dead
         )
