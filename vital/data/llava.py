@@ -1,6 +1,8 @@
 r"""Converters between the released LLaVA-style JSON records and the project's datasets (``DESIGN.md`` §2).
 
-Two formats come in, both as a JSON list (``.json``), JSON lines (``.jsonl``) or a Python list of dicts.
+Two formats come in, both as a JSON list (``.json``, parsed one record at a time), JSON lines (``.jsonl``), a JSON
+``{group: [records]}`` object (LLaVA-Med's released figure-caption file: ``{domain: [records]}``, read as upstream reads
+it, with ``itertools.zip_longest`` over the groups; a domain key fills ``modality``) or a Python list of dicts.
 
 **A. LLaVA-Med figure-caption records** (the PMC figure-caption pairs LLaVA-Med and BioMed-VITAL start from) become
 ``pairs`` (`PAIR_FEATURES` plus the columns in `LLAVA_MED_PAIR_FEATURES` that make the way back lossless)::
@@ -30,11 +32,19 @@ parts + ``images``), the form `SFTTrainer` reads for vision data, and back::
 
 Round trips
     ``pairs_to_llava_med_records(llava_med_records_to_pairs(records, dir).dataset) == records`` and
-    ``messages_to_llava(llava_to_messages(records, dir).dataset) == records`` (dict equality, key sets included; key
-    order may differ). Images are embedded as the file's bytes (checked to decode with PIL), so a dataset is
+    ``messages_to_llava(llava_to_messages(records, dir).dataset) == records``, key order included (``key_order``;
+    each turn's extra keys and order in ``turn_layout``; each mention object's in ``mention_extra``), so
+    `export_llava` / `export_llava_med` write the source file again byte for byte given the same `json.dump` options,
+    ``{domain: [records]}`` layout included. Images are embedded as the file's bytes (checked to decode with PIL), so a dataset is
     self-contained and its decoded pixels are the source file's; writing images back writes those same bytes.
     Keys the typed columns cannot hold verbatim (unknown top-level keys, a ``pmid`` given as a number, a ``null``
     ``fig_label``, an integer ``id`` ...) are kept in the ``extra`` JSON column and restored on the way back.
+
+Records without a placeholder
+    BioMed-VITAL's generator writes image records whose conversation has no ``<image>``. By default
+    (``image_placement="first_turn"``) the image part goes first in the first human turn -- where LLaVA's
+    preprocessing puts ``"<image>\n"`` -- and ``image_placeholder="inserted"`` makes the way back leave it out again;
+    ``"require"`` refuses such records.
 
 The one normalisation: the ``<image>`` placeholder's separator
     The placeholder becomes an image part at the same position, and exactly ONE newline on each side of it that
@@ -50,15 +60,17 @@ The one normalisation: the ``<image>`` placeholder's separator
 Errors
     A bad record raises `RecordError` naming the record id (``"#<index>"`` when the record has no usable id) and the
     input field, e.g. ``record 'PMC1_F1', field 'conversations[3].from': unknown speaker 'user' ...``. With
-    ``errors="skip"`` it goes into the returned `Quarantine` instead (``quarantine.counts()`` by field,
-    ``quarantine.to_dataset()`` as a ``failures`` split); nothing is dropped silently.
+    ``errors="skip"`` it goes into the returned `Quarantine` instead (``quarantine.counts_by_reason()``,
+    ``quarantine.to_dataset()`` for a ``quarantine`` config); nothing is dropped silently. A repeated id, an image path
+    outside ``image_dir`` (absolute, ``../``) and a JSON-lines line that is not UTF-8 (named by its line number) are
+    such errors too.
 
 Composition
     The per-record functions (`llava_record_to_row`, `llava_med_record_to_pair`, `row_to_llava`,
     `pair_to_llava_med_record`) and the message-level ones (`conversations_to_messages`,
     `messages_to_conversations`) are what the dataset-level functions map; other stages can call them directly.
-    The dataset is built in memory (`Dataset.from_list`), which suits the released BioMed-VITAL files and samples of
-    the PMC pairs; convert very large inputs in shards.
+    Datasets are written to disk in batches as records are converted (`Dataset.from_generator`), so memory stays flat
+    in the number of records (``benchmarks/bench_import.py``).
 """
 
 from __future__ import annotations
