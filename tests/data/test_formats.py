@@ -305,3 +305,29 @@ def test_import_quarantines_duplicates_and_lists_them_by_file(folder):
     (row,) = snapshot_config(hub, "org/r", "quarantine", commit)
     assert (row["record_id"], row["field"], row["config"]) == ("PMC456_F3-0", "id", "dup")
     assert "duplicate id: record #3 repeats record #1" in row["reason"]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
+def test_the_streamed_json_list_parser_agrees_with_json_load_across_chunk_boundaries(tmp_path, chunk):
+    from vital.data.llava import iter_json_array
+
+    items = [{"id": 12345678, "v": 'a "q" µ\n]', "n": [1.5e3, None, True]}, 7, "s,", [], {"deep": {"x": [{}]}}, -0.25]
+    path = tmp_path / "list.json"
+    path.write_text(" \n" + json.dumps(items, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert list(iter_json_array(path, chunk_chars=chunk)) == json.loads(path.read_text(encoding="utf-8"))
+    path.write_text('[{"a": 1}, {"a": 2} {"a": 3}]', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 1: expected ',' or ']'"):
+        list(iter_json_array(path, chunk_chars=chunk))
+
+
+def test_a_json_file_with_a_bad_byte_or_a_symlink_out_of_the_folder_is_named(folder):
+    source = folder / "bad.json"
+    source.write_bytes(b'[\n{"pair_id": "A", "fig_caption": "ok"},\n{"pair_id": "B", "fig_caption": "caf\xe9"}\n]')
+    with pytest.raises(ValueError, match=r"bad.json: line 3, byte \d+: not UTF-8"):
+        llava_med_records_to_pairs(source, folder / "images")
+    outside = folder / "outside.jpg"
+    outside.write_bytes((folder / "images" / "plain.jpg").read_bytes())
+    (folder / "images" / "link.jpg").symlink_to(outside)
+    record = {"pair_id": "L", "fig_caption": "c", "image": "link.jpg"}
+    with pytest.raises(RecordError, match=r"record 'L', field 'image': outside the image folder"):
+        llava_med_records_to_pairs([record], folder / "images")

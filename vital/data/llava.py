@@ -432,7 +432,8 @@ def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iter
                     if more():
                         continue
                     raise fail(f"invalid JSON ({e.msg})") from e
-                if end >= len(buf) and not eof and more():  # a number may continue in the next chunk
+                # a number (or a literal) that ends the buffer may continue in the next chunk: look at what follows
+                if not eof and (end >= len(buf) or buf[end] not in " \t\r\n,]") and more():
                     continue
                 break
             pos = end
@@ -547,26 +548,25 @@ def _convert(
     seen: dict[str, int] = {}
 
     def generate():
-        for item in _iter_records(records_or_path):
-            try:
-                if item.error is not None:
-                    raise item.error
-                row = to_row(item.record, index=item.index, group=item.group)
-                first = seen.get(row[id_column])
-                if first is not None:
-                    raise RecordError(
-                        row[id_column], id_field, f"duplicate id: record #{item.index} repeats record #{first}"
-                    )
-                seen[row[id_column]] = item.index
-            except RecordError as e:
+        try:
+            for item in _iter_records(records_or_path):
                 try:
-                    quarantine.add(e, item.record)
-                except RecordError as raised:
-                    state["error"] = raised
-                    return
-                continue
-            state["rows"] += 1
-            yield row
+                    if item.error is not None:
+                        raise item.error
+                    row = to_row(item.record, index=item.index, group=item.group)
+                    first = seen.get(row[id_column])
+                    if first is not None:
+                        raise RecordError(
+                            row[id_column], id_field, f"duplicate id: record #{item.index} repeats record #{first}"
+                        )
+                    seen[row[id_column]] = item.index
+                except RecordError as e:
+                    quarantine.add(e, item.record)  # raises it again in raise mode
+                    continue
+                state["rows"] += 1
+                yield row
+        except Exception as e:  # kept and raised as it is below, not wrapped by `datasets`
+            state["error"] = e
 
     try:
         dataset = Dataset.from_generator(generate, features=features, fingerprint=uuid.uuid4().hex)
