@@ -51,6 +51,7 @@ class ArchiveServer:
         server = self
         bodies = {path: tar_gz(members) for path, members in MEMBERS.items()}
         bodies["/oa/c/PMC3.tar.gz"] = bodies["/oa/c/PMC3.tar.gz"][: len(bodies["/oa/c/PMC3.tar.gz"]) // 2]
+        bodies["/oa/flaky/PMC5.tar.gz"] = tar_gz({"PMC5/f.jpg": MEMBERS["/oa/a/PMC1.tar.gz"]["PMC1/fig1.jpg"]})
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -58,6 +59,8 @@ class ArchiveServer:
 
             def do_GET(self):  # noqa: N802
                 server.hits[self.path] += 1
+                if self.path == "/oa/flaky/PMC5.tar.gz" and server.hits[self.path] == 1:
+                    return self.send_error(503)
                 if self.path in slow:
                     time.sleep(30)
                 if self.path not in bodies:
@@ -82,6 +85,7 @@ def url_list(tmp_path, base):
         ("PMC2_F1", "PMC2/panel.png", "/oa/b/PMC2.tar.gz"),
         ("PMC3_F1", "PMC3/f.jpg", "/oa/c/PMC3.tar.gz"),  # truncated archive
         ("PMC4_F1", "PMC4/x.jpg", "/oa/dead.tar.gz"),  # 404
+        ("PMC5_F1", "PMC5/f.jpg", "/oa/flaky/PMC5.tar.gz"),  # 503 once, then served
     ]
     path = tmp_path / "llava_med_image_urls.jsonl"
     path.write_text(
@@ -111,7 +115,9 @@ def test_each_archive_is_fetched_once_and_every_failure_is_listed(server, tmp_pa
         "PMC2_F1.jpg": "ok",
         "PMC3_F1.jpg": "invalid",
         "PMC4_F1.jpg": "dead",
+        "PMC5_F1.jpg": "ok",
     }
+    assert outcomes["PMC5_F1.jpg"].attempts == 2
     assert "truncated or corrupt archive" in status["PMC3_F1.jpg"][1] and status["PMC4_F1.jpg"][1] == "http 404"
     assert server.hits["/oa/a/PMC1.tar.gz"] == 1  # three figures, one download
     assert (images / "PMC1_F2.jpg").read_bytes() == MEMBERS["/oa/a/PMC1.tar.gz"]["PMC1/fig2.jpg"]

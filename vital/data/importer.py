@@ -49,11 +49,22 @@ class DownloadOutcome:
 def read_url_list(path: str | Path) -> list[tuple[str, str]]:
     """(image file name, URL) pairs from a JSONL (``{"image": ..., "url": ...}``) or CSV with those columns."""
     path = Path(path)
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    else:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        else:
+            rows = []
+            with open(path, "rb") as f:
+                for line_no, raw in enumerate(f, start=1):
+                    try:
+                        line = raw.decode("utf-8")
+                        if line.strip():
+                            rows.append(json.loads(line))
+                    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                        raise ValueError(f"{path}: line {line_no}: {type(e).__name__}: {e}") from e
+    except UnicodeDecodeError as e:  # CSV
+        raise ValueError(f"{path}: not UTF-8 ({e})") from e
     out = []
     for i, row in enumerate(rows):
         image, url = row.get("image") or row.get("image_file"), row.get("url") or row.get("image_url")

@@ -447,8 +447,15 @@ def chat_rows(records: Sequence[Mapping[str, Any]], image_dir: str | Path) -> Da
 
 def read_open_chat(questions: str | Path, image_dir: str | Path, limit: int | None = None) -> Dataset:
     """Read a LLaVA-Med question JSONL and its image folder (`chat_rows`)."""
-    with open(questions, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = []
+    with open(questions, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    records.append(json.loads(line))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{questions}: line {line_no}: {type(e).__name__}: {e}") from e
     return chat_rows(records[:limit] if limit else records, image_dir)
 
 
