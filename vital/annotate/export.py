@@ -56,6 +56,7 @@ ANNOTATION_FEATURES = Features(
         "shown": Value("string"),  # JSON: which column was A / B, or which candidate was shown
         "dataset": Value("string"),
         "commit": Value("string"),
+        "guidelines": Value("string"),  # the version of the guidelines on screen (vital.annotate.guidelines)
     }
 )
 """The ``annotations`` config: every annotator's last annotation of every item, as it was recorded."""
@@ -182,6 +183,7 @@ def build_export(
             "shown": json.dumps(a.shown, sort_keys=True),
             "dataset": a.dataset,
             "commit": a.commit,
+            "guidelines": a.guidelines,
         }
         for a, _, _ in joined
     ]
@@ -268,7 +270,7 @@ def _demo_rows(joined, counts: Counter) -> list[dict[str, Any]]:
 
 def _rating_rows(joined, counts: Counter) -> list[dict[str, Any]]:
     rows = []
-    sha = rating_prompt_sha()
+    sha = rating_prompt_sha()  # what records made before the guidelines were recorded showed: the judge's rubric
     for annotation, _, _ in joined:
         rows.append(
             {
@@ -277,7 +279,7 @@ def _rating_rows(joined, counts: Counter) -> list[dict[str, Any]]:
                 "score": annotation.score,
                 "error": None,
                 "rationale": annotation.comment,
-                "judge": {"model": f"clinician:{annotation.annotator}", "prompt_sha": sha},
+                "judge": {"model": f"clinician:{annotation.annotator}", "prompt_sha": annotation.guidelines or sha},
                 "annotator": annotation.annotator,
                 "annotated_at": annotation.time,
             }
@@ -302,6 +304,8 @@ def export_card(export: Export, dataset: str, config: Any = None, pretty_name: s
         "agreement": agreement,
         "dataset": dataset,
         "store_sha256": export.store_hash,
+        "guidelines": ", ".join(f"`{v}`" for v in sorted(set(export.annotations["guidelines"])) if v)
+        or "not recorded",
     }
     if export.task == "preference":
         return dataset_card(
@@ -319,7 +323,6 @@ def export_card(export: Export, dataset: str, config: Any = None, pretty_name: s
             lineage=lineage,
             pretty_name=pretty_name or "BioMed-VITAL clinician ratings",
             tags=["clinician-annotations"],
-            rubric_sha=rating_prompt_sha(),
             **common,
         )
     lines = [
