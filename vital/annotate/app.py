@@ -343,12 +343,13 @@ class AnnotationApp:
         elif self.task.name == "rating":
             out.update({self.question: "", self.answer: "", self.score: None})
         else:
-            out.update(self._turn_values([]))
+            out.update(self._turn_values([], item=False))
         return out
 
-    def _turn_values(self, turns: list[tuple[str, str]]) -> dict:
-        """The turn boxes: the conversation's turns, then two empty ones to add a turn (up to `MAX_TURNS`)."""
-        shown = min(MAX_TURNS, len(turns) + 2) if turns else 0
+    def _turn_values(self, turns: list[tuple[str, str]], item: bool = True) -> dict:
+        """The turn boxes: the conversation's turns, then two empty ones to add a turn (up to `MAX_TURNS`); none
+        without an ``item``."""
+        shown = min(MAX_TURNS, len(turns) + 2) if item else 0
         out = {}
         for i in range(MAX_TURNS):
             question, answer = turns[i] if i < len(turns) else ("", "")
