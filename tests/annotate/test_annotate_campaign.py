@@ -64,7 +64,7 @@ def _preference_votes(task):
     return ids
 
 
-def test_progress_agreement_conflicts_and_adjudication(make_task, store):
+def test_progress_agreement_conflicts_and_adjudication(make_task, store, monkeypatch):
     task = make_task("preference")
     ids = _preference_votes(task)
     campaign = Campaign(task)
@@ -76,6 +76,12 @@ def test_progress_agreement_conflicts_and_adjudication(make_task, store):
     assert ab.n == 4 and ab.percent == 0.75
     expected = cohen_kappa_score(["answer_a", "answer_b", "answer_a", "answer_a"], ["answer_a", "answer_b"] * 2)
     assert ab.kappa == pytest.approx(expected)
+    assert math.isnan(ab.low)  # 4 shared items: no interval
+    monkeypatch.setattr("vital.annotate.campaign.MIN_ITEMS_FOR_INTERVAL", 2)
+    ab = campaign.agreement(resamples=200)[0]
+    assert (ab.low, ab.high) == bootstrap_kappa(
+        ["answer_a", "answer_b", "answer_a", "answer_a"], ["answer_a", "answer_b"] * 2, resamples=200
+    )
 
     conflicts = {c["item"]: c for c in campaign.conflicts("lead")}
     assert set(conflicts) == {ids[0], ids[3]}  # carol's tie on item 0, bob's change on item 3
@@ -127,7 +133,8 @@ def test_the_campaign_view_is_behind_its_own_role(make_task, tmp_path):
     view = app.campaign_view(_request("lead"))
     assert view[app.campaign_tab]["visible"] is True
     assert set(view[app.campaign_progress]["annotator"]) == {"alice", "bob", "carol"}
-    assert "alice / bob | 4 | 75%" in view[app.campaign_agreement] and "[" in view[app.campaign_agreement]
+    assert "alice / bob | 4 | 75%" in view[app.campaign_agreement]
+    assert "too few items for an interval" in view[app.campaign_agreement]  # 4 shared items
     assert "Campaign" in app.load(_request("lead"))[app.header]
     with pytest.raises(gr.Error, match="Not signed in"):
         app.submit(ids[0], "A", "", None, _request("lead"))

@@ -47,7 +47,7 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from vital.annotate.auth import LoginThrottle, RequestGuard, make_auth, resolve_annotator  # noqa: E402
-from vital.annotate.campaign import Campaign  # noqa: E402
+from vital.annotate.campaign import BOOTSTRAP_RESAMPLES, MIN_ITEMS_FOR_INTERVAL, Campaign  # noqa: E402
 from vital.annotate.guidelines import IMAGE_TOOLS_HELP  # noqa: E402
 from vital.annotate.store import (  # noqa: E402
     MAX_COMMENT_CHARS,
@@ -805,11 +805,12 @@ def agreement_text(pairs: list, task: str) -> str:
     lines = [f"| annotators | shared items | same answer | {kind} [95 % interval] |", "|---|---|---|---|"]
     for p in pairs:
         value = "n/a" if math.isnan(p.kappa) else f"{p.kappa:.2f}"
-        interval = "n/a" if math.isnan(p.low) else f"[{p.low:.2f}, {p.high:.2f}]"
+        interval = f"[{p.low:.2f}, {p.high:.2f}]" if not math.isnan(p.low) else "(too few items for an interval)"
         lines.append(f"| {p.annotator_a} / {p.annotator_b} | {p.n} | {p.percent:.0%} | {value} {interval} |")
     lines.append("")
     lines.append(
-        "<small>Interval: percentile bootstrap over items (1,000 resamples). With few shared items it is wide.</small>"
+        f"<small>Interval: percentile bootstrap over items ({BOOTSTRAP_RESAMPLES:,} resamples), from "
+        f"{MIN_ITEMS_FOR_INTERVAL} shared items on. With few shared items it is wide.</small>"
     )
     return "\n".join(lines)
 

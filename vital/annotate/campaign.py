@@ -3,7 +3,8 @@
 - **Progress**: items annotated by each annotator, and when they last saved.
 - **Agreement so far**: for every pair of annotators on the items both annotated, percent agreement and Cohen's kappa
   (scikit-learn's ``cohen_kappa_score``; quadratic weights for 0-10 scores) with a 95 % percentile bootstrap interval
-  over items (`BOOTSTRAP_RESAMPLES` resamples, fixed seed; resamples where kappa is undefined are left out).
+  over items (`BOOTSTRAP_RESAMPLES` resamples, fixed seed; resamples where kappa is undefined are left out; none
+  below `MIN_ITEMS_FOR_INTERVAL` shared items).
 - **Conflicts**: items whose annotators disagree (different labels; for scores, a spread over `SCORE_TOLERANCE`).
 - **Adjudication**: the campaign lead's decision on a conflict, saved like an annotation (``role = "adjudicator"``)
   in the store's ``adjudication/`` folder. The lead sees the preference answers in an order drawn for them, and each
@@ -31,6 +32,7 @@ from vital.annotate.tasks import AnnotationTask, shown_order
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 SCORE_TOLERANCE = 2  # rating: scores further apart than this are a conflict
+MIN_ITEMS_FOR_INTERVAL = 10  # below this a bootstrap interval is degenerate or meaningless: reported as n/a
 PLAIN_LABELS = {"tie": "same quality", "keep": "keep", "reject": "reject"}
 
 
@@ -154,7 +156,11 @@ class Campaign:
                 a = [labels[first][s] for s in shared]
                 b = [labels[second][s] for s in shared]
                 percent = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
-                low, high = bootstrap_kappa(a, b, weights, resamples)
+                low, high = (
+                    bootstrap_kappa(a, b, weights, resamples)
+                    if len(shared) >= MIN_ITEMS_FOR_INTERVAL
+                    else (math.nan,) * 2
+                )
                 out.append(PairKappa(first, second, len(shared), percent, kappa(a, b, weights), low, high))
         return out
 
