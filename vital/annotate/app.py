@@ -231,7 +231,11 @@ _PAGE_JS = """
     const typing = tag === 'textarea' || tag === 'select' || t.isContentEditable ||
       (tag === 'input' && !['radio', 'checkbox', 'range', 'button', 'submit'].includes(t.type));
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
-      if (keymap['Ctrl+Enter']) { e.preventDefault(); press(keymap['Ctrl+Enter'].click); }
+      if (keymap['Ctrl+Enter']) {
+        e.preventDefault();
+        if (typing) t.blur();  // the keys work again on the next item
+        press(keymap['Ctrl+Enter'].click);
+      }
       return;
     }
     if (typing) { if (e.key === 'Escape') t.blur(); return; }
@@ -620,7 +624,11 @@ class AnnotationApp:
             for i in range(MAX_TURNS):
                 with gr.Row(visible=i < 2, elem_id=f"vital-turn-{i}") as row:
                     question = gr.Textbox(
-                        label=f"Question {i + 1}", lines=2, max_length=MAX_TURN_CHARS, elem_id=f"vital-turn-q{i}"
+                        label=f"Question {i + 1}",
+                        lines=2,
+                        max_length=MAX_TURN_CHARS,
+                        placeholder="(empty: add a question here if needed)",
+                        elem_id=f"vital-turn-q{i}",
                     )
                     answer = gr.Textbox(
                         label=f"Answer {i + 1}", lines=3, max_length=MAX_TURN_CHARS, elem_id=f"vital-turn-a{i}"
@@ -674,16 +682,16 @@ class AnnotationApp:
 
             submit_inputs = [self.item_id, choice_input, self.comment]
         else:
-            n = MAX_TURNS
 
-            def on_submit(item_id, comment, *boxes, request: gr.Request, profile: gr.OAuthProfile | None = None):
-                turns = list(zip(boxes[:n], boxes[n:], strict=True))
-                return self.submit(item_id, None, comment, turns, request, profile)
+            def on_submit(data: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
+                # inputs given as a set: one dict of every turn box (a fixed signature cannot name them all)
+                turns = [(data[q], data[a]) for q, a in zip(self.turn_questions, self.turn_answers, strict=True)]
+                return self.submit(data[self.item_id], None, data[self.comment], turns, request, profile)
 
             def on_reject(item_id, comment, request: gr.Request, profile: gr.OAuthProfile | None = None):
                 return self.submit(item_id, None, comment, None, request, profile, reject=True)
 
-            submit_inputs = [self.item_id, self.comment, *self.turn_questions, *self.turn_answers]
+            submit_inputs = {self.item_id, self.comment, *self.turn_questions, *self.turn_answers}
             self.reject.click(on_reject, [self.item_id, self.comment], **common)
 
         self._on_load = (on_load, common)
