@@ -140,13 +140,13 @@ def image_tools_html() -> str:
         '<button type="button" data-vital-view="zoom-in" title="Zoom in (+)">Zoom +</button>'
         '<button type="button" data-vital-view="zoom-out" title="Zoom out (-)">Zoom −</button>'
         '<button type="button" data-vital-view="reset" title="Reset the view (o)">Reset view</button>'
+        '<span id="vital-zoom-level">100 %</span>'
         '<label>Brightness/contrast <select id="vital-wl-preset" title="Next preset (w)">'
         f"{options}</select></label>"
         '<label>Contrast (window) <input type="range" id="vital-wl-window" min="8" max="255" step="1" value="255">'
         "</label>"
         '<label>Brightness (level) <input type="range" id="vital-wl-level" min="0" max="255" step="0.5" '
         'value="127.5"></label>'
-        '<span id="vital-zoom-level">100 %</span>'
         '<svg width="0" height="0" style="position:absolute" aria-hidden="true">'
         f'<filter id="vital-wl" color-interpolation-filters="sRGB"><feComponentTransfer>{funcs}'
         "</feComponentTransfer></filter></svg></div>"
