@@ -144,3 +144,26 @@ def test_the_campaign_view_is_behind_its_own_role(make_task, tmp_path):
     out = app.campaign_export(_request("lead"))
     lines = [json.loads(x) for x in Path(out[app.campaign_file]).read_text().splitlines()]
     assert len(lines) == 3 and "1 adjudicated" in out[app.campaign_status]
+
+
+def test_the_export_carries_the_adjudicated_set(make_task, hub, store):
+    from vital.annotate.export import build_export, push_export
+
+    task = make_task("preference")
+    ids = _preference_votes(task)
+    export = build_export(hub, "preference", "test/answer-pairs", store)
+    assert export.adjudicated is None  # nothing adjudicated: no such config
+    before = export.store_hash
+    lead_a, _ = shown_order("lead", ids[3])
+    Campaign(task).adjudicate("lead", ids[3], "A" if lead_a == "answer_b" else "B")
+    export = build_export(hub, "preference", "test/answer-pairs", store)
+    assert export.store_hash != before  # the decisions are part of what the export read
+    pushed = push_export(hub, export, "test/adjudicated-preferences", "test/answer-pairs")
+    rows = hub.load_dataset("test/adjudicated-preferences", "adjudicated", revision=pushed[-1].commit, split="train")
+    assert {r["item_id"]: (r["label"], r["decided_by"]) for r in rows} == {
+        ids[1]: ("answer_b", "consensus"),
+        ids[2]: ("answer_a", "consensus"),
+        ids[3]: ("answer_b", "adjudication"),
+    }
+    card = hub.read_card("test/adjudicated-preferences", pushed[-1].commit).text
+    assert "2 by consensus of the annotators, 1 decided by a campaign lead; 1 conflict(s) still open" in card

@@ -303,8 +303,11 @@ class AnnotationStore:
         folder = self.root / task / _slug(dataset)
         return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
 
-    def files(self, task: str, dataset: str) -> list[Path]:
+    def files(self, task: str, dataset: str, adjudication: bool = False) -> list[Path]:
+        """The annotators' files (or, with ``adjudication``, the campaign leads' decision files)."""
         folder = self.root / task / _slug(dataset)
+        if adjudication:
+            folder = folder / "adjudication"
         return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
 
     def all_latest(self, task: str, dataset: str) -> dict[str, dict[str, Annotation]]:
