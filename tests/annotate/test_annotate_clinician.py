@@ -85,6 +85,20 @@ def test_the_preference_task_shows_caption_and_mentions(hub, store):
     assert [ref.repo_id for ref in items.inputs] == ["test/answer-pairs", "test/pairs"]
 
 
+def test_the_preference_task_finds_the_pairs_in_the_lineage(hub, store, tmp_path):
+    import yaml
+    from huggingface_hub import DatasetCard
+
+    commit = hub.resolve("test/pairs", "main")
+    lineage = {"stage": "generate", "inputs": [{"repo_id": "test/pairs", "repo_type": "dataset", "commit": commit}]}
+    card = DatasetCard("---\n" + yaml.safe_dump({"lineage": lineage}) + "---\n# Answer pairs\n")
+    data = hub.load_dataset("test/answer-pairs", split="train")
+    hub.push_dataset(data, "test/answer-pairs-with-lineage", card=card)
+    items = load_items(hub, "preference", "test/answer-pairs-with-lineage@main")
+    assert items.inputs[-1].repo_id == "test/pairs" and items.inputs[-1].commit == commit
+    assert "Mentions in the article" in AnnotationTask(items, store).view("alice", 0).context
+
+
 def test_turn_by_turn_edits():
     turns = structured_turns([("Where?", "Left lobe."), ("", ""), ("  Size? ", " 2 cm ")])
     assert [(t.question, t.answer) for t in turns] == [("Where?", "Left lobe."), ("Size?", "2 cm")]

@@ -120,7 +120,8 @@ def load_items(
         limit: show only the first ``limit`` items.
         warn: log a warning for demos items without a conversation to show.
         pairs: ``repo_id@revision`` of the figure-caption pairs: the caption and in-text mentions shown with items
-            whose rows do not carry them (the preference task's answer pairs).
+            whose rows do not carry them (the preference task's answer pairs). Preference default: the pairs the
+            answer pairs were generated from, at the commit their card's lineage names.
     """
     if task not in REQUIRED_COLUMNS:
         raise ValueError(f"unknown task {task!r} (expected one of {tuple(REQUIRED_COLUMNS)})")
@@ -175,6 +176,12 @@ def load_items(
             logger.warning("%d of %d pairs have no conversation to show: annotators may write one", missing, len(ids))
 
     figures: dict[str, dict[str, Any]] = {}
+    if pairs is None and task == "preference" and "caption" not in data.column_names:
+        pairs = _pairs_from_lineage(hub, repo_id, commit)
+        if pairs is None and warn:
+            logger.warning(
+                "%s: no --pairs and no pairs in its card's lineage: figures are shown without captions", ref
+            )
     if pairs:
         pairs_repo, pairs_revision = parse_repo_ref(pairs)
         pairs_ref = ArtifactRef(pairs_repo, "dataset", pairs_revision, hub.resolve(pairs_repo, pairs_revision))
@@ -193,6 +200,20 @@ def load_items(
     items = TaskItems(task, ref, data, ids, rows, turns, pair_ids, conversations, inputs, figures)
     logger.info("%s task: %d items from %s", task, len(items), ref)
     return items
+
+
+def _pairs_from_lineage(hub: Hub, repo_id: str, commit: str) -> str | None:
+    """``repo@commit`` of the first dataset input in the card's lineage (the generation stage lists the figure-caption
+    pairs first), or None."""
+    from vital.cards import lineage_of
+
+    card = hub.read_card(repo_id, commit)
+    lineage = lineage_of(card) if card is not None else None
+    for source in (lineage or {}).get("inputs") or []:
+        if source.get("repo_type", "dataset") == "dataset" and source.get("repo_id") and source.get("commit"):
+            logger.info("captions from %s@%s (the lineage of %s)", source["repo_id"], source["commit"][:12], repo_id)
+            return f"{source['repo_id']}@{source['commit']}"
+    return None
 
 
 def first_image(row: Mapping[str, Any]):
