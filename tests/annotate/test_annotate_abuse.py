@@ -40,8 +40,15 @@ def serve(task, throttle=None):
         app.blocks.close()
 
 
-def login(client, user, password=None):
-    return client.post("/login", data={"username": user, "password": password or PASSWORDS[user]})
+def login(client, user, password=None, multipart=False):
+    fields = {"username": user, "password": password or PASSWORDS[user]}
+    if not multipart:
+        return client.post("/login", data=fields)
+    # as Gradio's login page sends it (FormData): multipart/form-data
+    boundary = "----vitalboundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    return client.post("/login", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
 
 
 def test_oversize_requests_are_refused_and_nothing_is_stored(make_task, store):
@@ -59,14 +66,16 @@ def test_oversize_requests_are_refused_and_nothing_is_stored(make_task, store):
     assert not store.root.exists() or not any(store.root.rglob("*.jsonl"))
 
 
-def test_sign_in_is_throttled_per_user(make_task):
+@pytest.mark.parametrize("multipart", [False, True], ids=["urlencoded", "multipart"])
+def test_sign_in_is_throttled_per_user(make_task, multipart):
     with serve(make_task("preference")) as (_, client):
+        assert login(client, "alice", multipart=multipart).status_code == 200  # the form is read either way
         for _ in range(5):
-            assert login(client, "alice", "wrong").status_code == 400
-        locked = login(client, "alice")  # the right password, while locked
+            assert login(client, "alice", "wrong", multipart=multipart).status_code == 400
+        locked = login(client, "alice", multipart=multipart)  # the right password, while locked
         assert locked.status_code == 429 and "Too many failed sign-ins" in locked.text
         assert "access-token" not in locked.headers.get("set-cookie", "")
-        assert login(client, "bob").status_code == 200  # another user from the same address is not locked
+        assert login(client, "bob", multipart=multipart).status_code == 200  # another user is not locked
 
 
 def test_sign_in_is_throttled_per_address(make_task):

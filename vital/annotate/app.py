@@ -46,7 +46,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # clinical deploymen
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from vital.annotate.auth import LoginThrottle, RequestGuard, make_auth, resolve_annotator  # noqa: E402
+from vital.annotate.auth import (  # noqa: E402
+    LOCKOUT_S,
+    MAX_FAILURES_PER_USER,
+    LoginThrottle,
+    RequestGuard,
+    make_auth,
+    resolve_annotator,
+)
 from vital.annotate.campaign import BOOTSTRAP_RESAMPLES, MIN_ITEMS_FOR_INTERVAL, Campaign  # noqa: E402
 from vital.annotate.guidelines import IMAGE_TOOLS_HELP  # noqa: E402
 from vital.annotate.store import (  # noqa: E402
@@ -79,6 +86,10 @@ CSS = """
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif")
 MONO_FONTS = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace")
 
+AUTH_MESSAGE = (
+    "BioMed-VITAL annotation: sign in with the account you were given. After "
+    f"{MAX_FAILURES_PER_USER} wrong passwords, sign-in is locked for {LOCKOUT_S // 60} minutes."
+)
 TASK_TITLES = {
     "preference": "Which answer is better?",
     "rating": "How good is this answer?",
@@ -781,7 +792,7 @@ class AnnotationApp:
             server_name=host,
             server_port=port,
             auth=auth,
-            auth_message="BioMed-VITAL annotation: sign in with the account you were given." if auth else None,
+            auth_message=AUTH_MESSAGE if auth else None,
             prevent_thread_lock=prevent_thread_lock,
             show_error=True,
             js=keyboard_js(self.task.name),

@@ -38,7 +38,6 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from vital.annotate.store import ANNOTATOR_RE
 
@@ -288,7 +287,7 @@ class RequestGuard:
         if not (scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/login")):
             return await self.app(scope, replay, send)
         address = f"address:{(scope.get('client') or ('unknown',))[0]}"
-        username = (parse_qs(body.decode("utf-8", "replace")).get("username") or [""])[0].strip()
+        username = await _form_username(scope, body)
         user = f"user:{username}"
         wait = max(self.throttle.locked_for(address), self.throttle.locked_for(user) if username else 0.0)
         if wait > 0:
@@ -308,6 +307,22 @@ class RequestGuard:
                 self.throttle.failure(user)
         elif status.get("code") == 200 and username:
             self.throttle.success(user)
+
+
+async def _form_username(scope, body: bytes) -> str:
+    """The ``username`` field of a sign-in form, urlencoded or multipart (Gradio's login page sends multipart)."""
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(scope, receive).form()
+        value = form.get("username")
+        await form.close()
+    except Exception:  # a malformed form: the login route refuses it anyway
+        return ""
+    return value.strip() if isinstance(value, str) else ""
 
 
 async def _reply(send, status: int, detail: str) -> None:
