@@ -159,7 +159,10 @@ def main(args: AnnotateArguments) -> list[PushResult] | None:
 
     # 2. Serve: items pinned to the commit the revision points at now; the login form in front.
     space = on_space()
-    users, roles = ({}, {}) if space else serving_users(args)
+    if not space and args.users and not Path(args.users).is_file():  # before the slow part: one line
+        raise SystemExit(
+            f"--users {args.users}: no such file. Create it with: vital annotate --add_user NAME --users {args.users}"
+        )
     guidelines = load_guidelines(args.task, args.guidelines)
     guidelines.save(store.root)
     items = load_items(
@@ -173,6 +176,7 @@ def main(args: AnnotateArguments) -> list[PushResult] | None:
     )
     from vital.annotate.app import AnnotationApp
 
+    users, roles = ({}, {}) if space else serving_users(args)  # the first run's password is printed last, to be seen
     leads = {n.strip() for n in os.environ.get(CAMPAIGN_LEADS_ENV, "").split(",") if n.strip()}
     task = AnnotationTask(items, store, args.side_salt, guidelines=guidelines)
     app = AnnotationApp(task, space=space, allowed=allowed_annotators(), roles=roles, campaign_leads=leads)

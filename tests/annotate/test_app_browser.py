@@ -110,14 +110,21 @@ def serve(task):
         app.blocks.close()
 
 
-def login(page, url, user):
-    """Sign in with the keyboard: type the name, Tab, the password, Enter."""
-    page.goto(url)
+def type_login(page, user, password):
+    """Type a name and a password into the login form and press Enter; the server's answer to the form."""
     page.get_by_label("username").click()
     page.keyboard.type(user)
     page.keyboard.press("Tab")
-    page.keyboard.type(PASSWORDS[user])
-    page.keyboard.press("Enter")
+    page.keyboard.type(password)
+    with page.expect_response(lambda r: r.url.endswith("/login") and r.request.method == "POST") as answer:
+        page.keyboard.press("Enter")
+    return answer.value.status
+
+
+def login(page, url, user):
+    """Sign in with the keyboard: type the name, Tab, the password, Enter."""
+    page.goto(url)
+    assert type_login(page, user, PASSWORDS[user]) == 200
     page.wait_for_selector("#vital-header")
     if user != "lead":
         wait_header(page, " done")
@@ -321,6 +328,12 @@ def test_rating_task_end_to_end(page, make_task, hub, store, screenshots):
     task = make_task("rating")
     ids, n = task.items.ids, len(task.items)
     with serve(task) as url:
+        # the login page locks bob out after five wrong passwords: the right one is refused too
+        page.goto(url)
+        for _ in range(5):
+            assert type_login(page, "bob", "wrong") == 400
+        assert type_login(page, "bob", PASSWORDS["bob"]) == 429
+        assert page.locator("#vital-header").count() == 0
         login(page, url, "alice")
         wait_header(page, "0 of 8", "item 1 of 8")
         assert "Score the answer from" in page.inner_text("#vital-instructions")
