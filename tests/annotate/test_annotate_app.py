@@ -139,3 +139,16 @@ def test_the_recipe_adds_users_and_serves(hub, store, tmp_path, monkeypatch):
     assert app.task.items.ref.config == "review" and set(served["users"]) == {"alice"} and served["port"] == 7999
     with pytest.raises(SystemExit, match="--task"):
         recipe.cli(["--dataset", "test/clusters", *common])
+
+
+def test_a_conversation_longer_than_the_boxes_is_kept_whole_or_cut_in_the_open(make_task, monkeypatch):
+    import vital.annotate.app as app_module
+
+    monkeypatch.setattr(app_module, "MAX_TURNS", 1)  # the fixture's conversations have two turns
+    demos = AnnotationApp(make_task("demos"))
+    ids = demos.task.items.ids
+    shown = _values(demos, demos.load(_request("alice")))
+    assert len(shown["turns"]) == 1 and "has 2 turns; the first 1 are shown" in shown["status"]
+    demos.submit(ids[0], None, "", shown["turns"], _request("alice"))  # unchanged: the whole conversation is kept
+    kept = demos.task.done("alice")[ids[0]]
+    assert kept.label == "accept" and kept.messages == demos.task.items.conversations[ids[0]][1]

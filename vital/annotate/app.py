@@ -413,6 +413,12 @@ class AnnotationApp:
             )
         else:
             out.update(self._turn_values(view.turns))
+            if len(view.turns) > MAX_TURNS:
+                note = (
+                    f"This conversation has {len(view.turns)} turns; the first {MAX_TURNS} are shown. Saving it "
+                    f"unchanged keeps all {len(view.turns)}; saving a correction keeps the turns shown."
+                )
+                out[self.status] = f"{status} {note}".strip()
         return out
 
     # -- handlers (the annotator is resolved on every call) ------------------------------------------------------------
@@ -486,7 +492,8 @@ class AnnotationApp:
         try:
             if isinstance(edit, str):
                 return [(t.question, t.answer) for t in parse_conversation(edit)] == qa_turns(original)
-            return [(t.question, t.answer) for t in structured_turns(edit)] == qa_turns(original)
+            # a conversation longer than the boxes is unchanged when the turns shown are (the rest was not shown)
+            return [(t.question, t.answer) for t in structured_turns(edit)] == qa_turns(original)[:MAX_TURNS]
         except (ParseError, ValueError):
             return False
 
