@@ -81,10 +81,12 @@ def candidate_rows(pairs):
 
 
 def build_hub(root) -> LocalHub:
-    """answer pairs (8 questions), candidates (4, two turns each), clusters (default + review of 4 pairs)."""
+    """pairs (4 figures with captions), answer pairs (8 questions), candidates (4, two turns each), clusters (default +
+    review of 4 pairs)."""
     hub = LocalHub(root)
     pairs = load_sample_pairs().select(range(N_PAIRS)).cast_column("image", Image(decode=False))
     rows = list(pairs)
+    hub.push_dataset(pairs.cast_column("image", Image()), "test/pairs")
     hub.push_dataset(Dataset.from_list(answer_pair_rows(rows), features=answer_pair_features()), "test/answer-pairs")
     hub.push_dataset(Dataset.from_list(candidate_rows(rows), features=CANDIDATE_FEATURES), "test/candidates")
     clusters = [i % 2 for i in range(N_PAIRS)]

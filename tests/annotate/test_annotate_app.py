@@ -9,6 +9,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from vital.annotate.app import AnnotationApp, describe, keyboard_js  # noqa: E402
+from vital.data.schemas import qa_turns  # noqa: E402
 
 
 def _request(username):
@@ -18,10 +19,15 @@ def _request(username):
 def _values(app, out):
     """The handler's output by component name."""
     names = {app.header: "header", app.item_id: "item_id", app.status: "status", app.comment: "comment"}
-    for name in ("choice", "score", "conversation", "answer_a", "answer_b"):
+    for name in ("choice", "score", "answer_a", "answer_b"):
         if hasattr(app, name):
             names[getattr(app, name)] = name
-    return {names[c]: v for c, v in out.items() if c in names}
+    values = {names[c]: v for c, v in out.items() if c in names}
+    if hasattr(app, "turn_questions"):
+        questions = [out[c] for c in app.turn_questions]
+        answers = [out[c] for c in app.turn_answers]
+        values["turns"] = [(q, a) for q, a in zip(questions, answers, strict=True) if q or a]
+    return values
 
 
 def test_anonymous_writes_are_refused(make_task, store):
@@ -44,18 +50,18 @@ def test_a_click_saves_and_moves_on(make_task, store):
     assert after["item_id"] == ids[1] and "1 of 8" in after["header"] and after["status"].startswith("Saved")
     saved = store.latest("preference", "test/answer-pairs", "alice")[ids[0]]
     assert (saved.choice, saved.comment, saved.session) == ("B", "hmm", "test-session")
-    with pytest.raises(gr.Error, match="Choose A, B or tie"):
+    with pytest.raises(gr.Error, match="Choose answer A, answer B or same quality"):
         app.submit(ids[1], None, "", None, _request("alice"))
     # back to the first item: the saved choice and comment are shown
     back = _values(app, app.move(ids[1], -1, _request("alice")))
     assert back["item_id"] == ids[0] and back["choice"] == "B" and back["comment"] == "hmm"
-    assert "already annotated" in back["header"]
+    assert "already saved: answer B preferred" in back["header"]
     # a reload resumes at the first open item
     assert _values(app, app.load(_request("alice")))["item_id"] == ids[1]
     # once everything is done: the all-done page, and the arrows still reach the items
     for item_id in ids:
         done = _values(app, app.submit(item_id, "tie", "", None, _request("alice")))
-    assert done["item_id"] == "" and "All 8 items are annotated" in done["header"]
+    assert done["item_id"] == "" and "All 8 items are done" in done["header"]
     assert _values(app, app.move("", -1, _request("alice")))["item_id"] == ids[-1]
     assert _values(app, app.move("", +1, _request("alice")))["item_id"] == ids[0]
 
@@ -70,15 +76,22 @@ def test_rating_and_demos_handlers(make_task):
 
     demos = AnnotationApp(make_task("demos"))
     ids = demos.task.items.ids
-    shown = _values(demos, demos.load(_request("alice")))["conversation"]
-    demos.submit(ids[0], None, "", shown, _request("alice"))  # kept as shown
-    demos.submit(ids[1], None, "", "User: Which side?\nAssistant: The left.", _request("alice"))
+    shown = _values(demos, demos.load(_request("alice")))["turns"]
+    assert shown[0] == (f"What does the figure of {ids[0]} show?", f"It shows the findings of {ids[0]}.")
+    demos.submit(ids[0], None, "", [*shown, ("", "")], _request("alice"))  # kept as shown (empty turn slots)
+    demos.submit(ids[1], None, "", [("Which side?", "The left."), ("", "")], _request("alice"))
     demos.submit(ids[2], None, "too blurry", None, _request("alice"), reject=True)
     latest = demos.task.done("alice")
     assert [latest[i].label for i in ids[:3]] == ["accept", "edit", "reject"]
-    with pytest.raises(gr.Error, match="does not parse"):
-        demos.submit(ids[3], None, "", "no turns here", _request("alice"))
+    assert qa_turns(latest[ids[1]].messages) == [("Which side?", "The left.")]
+    with pytest.raises(gr.Error, match="turn 2 has no answer"):
+        demos.submit(ids[3], None, "", [("Q?", "A."), ("Another?", "")], _request("alice"))
+    with pytest.raises(gr.Error, match="conversation is empty"):
+        demos.submit(ids[3], None, "", [("", ""), ("", "")], _request("alice"))
     assert describe(latest[ids[2]]) == "rejected"
+    # going back shows the corrected turns, not the original ones
+    back = _values(demos, demos.move(ids[2], -1, _request("alice")))
+    assert back["turns"] == [("Which side?", "The left.")]
 
 
 def test_space_mode_takes_the_hugging_face_user(make_task, store, monkeypatch):
@@ -126,3 +139,16 @@ def test_the_recipe_adds_users_and_serves(hub, store, tmp_path, monkeypatch):
     assert app.task.items.ref.config == "review" and set(served["users"]) == {"alice"} and served["port"] == 7999
     with pytest.raises(SystemExit, match="--task"):
         recipe.cli(["--dataset", "test/clusters", *common])
+
+
+def test_a_conversation_longer_than_the_boxes_is_kept_whole_or_cut_in_the_open(make_task, monkeypatch):
+    import vital.annotate.app as app_module
+
+    monkeypatch.setattr(app_module, "MAX_TURNS", 1)  # the fixture's conversations have two turns
+    demos = AnnotationApp(make_task("demos"))
+    ids = demos.task.items.ids
+    shown = _values(demos, demos.load(_request("alice")))
+    assert len(shown["turns"]) == 1 and "has 2 turns; the first 1 are shown" in shown["status"]
+    demos.submit(ids[0], None, "", shown["turns"], _request("alice"))  # unchanged: the whole conversation is kept
+    kept = demos.task.done("alice")[ids[0]]
+    assert kept.label == "accept" and kept.messages == demos.task.items.conversations[ids[0]][1]

@@ -97,7 +97,8 @@ def test_concurrent_annotators_lose_nothing(store):
 def _append_from_process(root, worker, count):
     store = AnnotationStore(root)
     for i in range(count):
-        store.append(_annotation("alice", f"p{worker}-q{i}", comment="y" * 3000))
+        long = [{"role": "assistant", "content": [{"type": "text", "text": "y" * 3000}]}] * 2  # lines over PIPE_BUF
+        store.append(_annotation("alice", f"p{worker}-q{i}", comment="y" * 1000, messages=long))
 
 
 def test_processes_appending_to_one_file_interleave_whole_lines(store):

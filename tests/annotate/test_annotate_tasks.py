@@ -67,7 +67,11 @@ def test_demos_accept_edit_reject(make_task):
     first, second, third = task.items.ids[:3]
     view = task.view("alice", 0)
     assert view.conversation.startswith("User: What does the figure of")
-    assert "cluster" in view.context and view.shown == {"conversation_from": f"{first}-0"}
+    assert (
+        "**Image type:** chest X-ray" in view.context
+        and "cluster" not in view.context
+        and view.shown == {"conversation_from": f"{first}-0"}
+    )
 
     accepted = task.annotate("alice", first, "accept")
     assert accepted.label == "accept" and accepted.messages == task.items.conversations[first][1]

@@ -1,12 +1,15 @@
-"""End to end in headless Chromium: log in, annotate with the mouse and the keyboard shortcuts, reload the page and
-restart the server, check that every annotator resumes at the right item with their progress, export, and check that
-the exported datasets hold exactly the clicks made.
+"""End to end in headless Chromium, as a clinician would: log in, annotate every task with the keyboard, reload the
+page and restart the server, check that every annotator resumes at the right item with their progress, export, and
+check that the exported datasets hold exactly the keys pressed. After every action the whole DOM (and the page's
+Gradio state) is searched for anything naming the source of an answer. Zoom and brightness/contrast are checked on the
+rendered pixels. A campaign lead sees progress and agreement, adjudicates a conflict and downloads the adjudicated set.
 
 Needs the ``playwright`` package and a Chromium binary (``apt-get install chromium``); never ``playwright install``.
 Screenshots of each task go to the test's temporary folder, and to ``outputs/screenshots/`` (or the folder named) when
 ``VITAL_SCREENSHOTS`` is set.
 """
 
+import io
 import json
 import os
 import shutil
@@ -23,11 +26,14 @@ CHROMIUM = os.environ.get("VITAL_CHROMIUM") or shutil.which("chromium") or "/usr
 if not Path(CHROMIUM).is_file():
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
+from PIL import Image, ImageChops, ImageStat  # noqa: E402
+
 from vital.annotate.app import AnnotationApp  # noqa: E402
 from vital.annotate.auth import hash_password  # noqa: E402
 from vital.annotate.export import build_export, push_export  # noqa: E402
+from vital.annotate.items import load_items  # noqa: E402
 from vital.annotate.store import AnnotationStore  # noqa: E402
-from vital.annotate.tasks import shown_order  # noqa: E402
+from vital.annotate.tasks import AnnotationTask, shown_order  # noqa: E402
 from vital.data.schemas import message_text, qa_turns, validate_dataset  # noqa: E402
 
 
@@ -43,7 +49,10 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2"}
+PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "lead": "lead-pw-3"}
+ROLES = {"lead": {"campaign"}}
+# What would unblind an annotator: the dataset's column names, and the old "B (= answer_a)" status.
+LEAKS = ("answer_a", "answer_b", "(= ")
 USERS = {name: hash_password(pw) for name, pw in PASSWORDS.items()}
 TIMEOUT = 20_000
 
@@ -92,7 +101,7 @@ def _free_port() -> int:
 @contextmanager
 def serve(task):
     """The app on 127.0.0.1 at a random port, in this process's background threads."""
-    app = AnnotationApp(task)
+    app = AnnotationApp(task, roles=ROLES)
     port = _free_port()
     app.launch(USERS, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -101,37 +110,101 @@ def serve(task):
         app.blocks.close()
 
 
+def type_login(page, user, password):
+    """Type a name and a password into the login form and press Enter; the server's answer to the form."""
+    page.get_by_label("username").click()
+    page.keyboard.type(user)
+    page.keyboard.press("Tab")
+    page.keyboard.type(password)
+    with page.expect_response(lambda r: r.url.endswith("/login") and r.request.method == "POST") as answer:
+        page.keyboard.press("Enter")
+    return answer.value.status
+
+
 def login(page, url, user):
+    """Sign in with the keyboard: type the name, Tab, the password, Enter."""
     page.goto(url)
-    page.get_by_label("username").fill(user)
-    page.get_by_label("password").fill(PASSWORDS[user])
-    page.get_by_role("button", name="Login").click()
-    wait_header(page, " annotated")
+    assert type_login(page, user, PASSWORDS[user]) == 200
+    page.wait_for_selector("#vital-header")
+    if user != "lead":
+        wait_header(page, " done")
 
 
 def wait_header(page, *parts):
     page.wait_for_function(
-        "parts => { const h = document.getElementById('vital-header'); return h && parts.every(p => h.innerText.includes(p)); }",
+        "parts => { const h = document.getElementById('vital-header'); "
+        "return h && parts.every(p => h.innerText.includes(p)); }",
         arg=list(parts),
     )
     return page.inner_text("#vital-header")
 
 
-def wait_saved(page, item_id, position_after, total):
+def wait_saved(page, position, position_after, total):
     page.wait_for_function(
-        "id => (document.getElementById('vital-status') || {}).innerText?.includes('Saved ' + id)", arg=item_id
+        "p => (document.getElementById('vital-status') || {}).innerText?.includes('Saved item ' + p + ':')",
+        arg=position + 1,
     )
     if position_after is not None:
         wait_header(page, f"item {position_after + 1} of {total}")
 
 
-def radio(page, elem_id, index):
-    page.locator(f"#{elem_id} label").nth(index).click()
+def assert_blind(page):
+    """Nothing in the DOM, nor in the page's Gradio state, names the column an answer came from."""
+    dom = page.content()
+    state = page.evaluate("() => JSON.stringify(window.gradio_config || {})")
+    for leak in LEAKS:
+        assert leak not in dom, f"{leak!r} is in the DOM"
+        assert leak not in state, f"{leak!r} is in the page's state"
+
+
+def press(page, *keys):
+    for key in keys:
+        page.keyboard.press(key)
+    assert_blind(page)
+
+
+def figure_pixels(page) -> Image.Image:
+    """The figure as rendered (its frame: zoom enlarges the picture inside it)."""
+    page.wait_for_timeout(150)
+    return Image.open(
+        io.BytesIO(
+            page.locator("#vital-image img").first.evaluate_handle("e => e.parentElement").as_element().screenshot()
+        )
+    ).convert("L")
+
+
+def difference(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute grey-level difference (0-255) of two renderings of the same frame."""
+    assert a.size == b.size
+    return ImageStat.Stat(ImageChops.difference(a, b)).mean[0]
+
+
+def check_image_tools(page, screenshots, name):
+    """Zoom in and a brightness/contrast preset each change the rendered pixels; reset restores them."""
+    page.locator("#vital-image img").first.wait_for()
+    original = figure_pixels(page)
+    press(page, "+", "+")
+    zoomed = figure_pixels(page)
+    assert page.inner_text("#vital-zoom-level") == "156 %"
+    assert difference(original, zoomed) > 3, "zooming did not change the rendered image"
+    press(page, "Shift+ArrowLeft")
+    assert difference(zoomed, figure_pixels(page)) > 1, "moving the zoomed image did not change it"
+    zoomed.save(screenshots / f"{name}-zoomed.png")
+    press(page, "o")
+    assert difference(original, figure_pixels(page)) < 0.5
+    press(page, "w")  # the next preset: narrower window, more contrast
+    windowed = figure_pixels(page)
+    windowed.save(screenshots / f"{name}-window-level.png")
+    assert difference(original, windowed) > 3, "the brightness/contrast preset did not change the rendered image"
+    assert ImageStat.Stat(windowed).stddev[0] > ImageStat.Stat(original).stddev[0]  # more contrast
+    press(page, "o")
+    assert difference(original, figure_pixels(page)) < 0.5
 
 
 # ---- preference -------------------------------------------------------------------------------------------------------
 def test_preference_task_end_to_end(page, make_task, hub, store, screenshots):
-    task = make_task("preference")
+    items = load_items(hub, "preference", "test/answer-pairs@main", pairs="test/pairs@main")
+    task = AnnotationTask(items, store)
     ids, n = task.items.ids, len(task.items)
     with serve(task) as url:
         page.goto(url)
@@ -139,43 +212,79 @@ def test_preference_task_end_to_end(page, make_task, hub, store, screenshots):
         page.screenshot(path=str(screenshots / "annotate-login.png"))
         login(page, url, "alice")
         assert "0 of 8" in wait_header(page, "item 1 of 8")
-        page.keyboard.press("1")  # A, by keyboard
-        page.keyboard.press("Enter")
-        wait_saved(page, ids[0], 1, n)
-        radio(page, "vital-choice", 1)  # B, with the mouse, and a comment
-        page.locator("#vital-comment textarea, #vital-comment input").first.fill("B is more careful")
-        page.click("#vital-submit")
-        wait_saved(page, ids[1], 2, n)
-        page.keyboard.press("3")  # tie
-        page.keyboard.press("Enter")
-        wait_saved(page, ids[2], 3, n)
-        page.keyboard.press("ArrowRight")  # skip item 4 for now
+        assert_blind(page)
+        context = page.inner_text("#vital-context")
+        assert "Mentions in the article" in context and len(context) > 100  # caption and mentions
+        assert page.locator("#vital-campaign-progress").count() == 0  # no campaign view for an annotator
+        check_image_tools(page, screenshots, "preference")
+        press(page, "1", "Enter")  # answer A
+        wait_saved(page, 0, 1, n)
+        assert_blind(page)
+        press(page, "c")  # comment, then back to the keys with Esc
+        page.keyboard.type("B is more careful")
+        press(page, "Escape", "2", "Enter")
+        wait_saved(page, 1, 2, n)
+        assert_blind(page)
+        press(page, "3", "Enter")  # same quality
+        wait_saved(page, 2, 3, n)
+        press(page, "ArrowRight")  # skip item 4 for now
         wait_header(page, "item 5 of 8")
-        page.keyboard.press("2")
-        page.keyboard.press("Enter")
-        wait_saved(page, ids[4], 5, n)
+        press(page, "2", "Enter")
+        wait_saved(page, 4, 5, n)
+        assert "answer B preferred" in page.inner_text("#vital-status")
+        assert_blind(page)
 
         page.reload()  # the browser is closed and opened again: resume at the first open item
         header = wait_header(page, "4 of 8", "item 4 of 8")
         assert ids[3] in header
+        assert_blind(page)
         page.screenshot(path=str(screenshots / "annotate-preference.png"), full_page=True)
-        page.keyboard.press("ArrowLeft")  # back to a saved item: its answer is shown
-        wait_header(page, "item 3 of 8", "already annotated: tie")
+        press(page, "ArrowLeft")  # back to a saved item: its answer is shown
+        wait_header(page, "item 3 of 8", "already saved: same quality")
+        assert_blind(page)
+        page.get_by_role("tab", name="Guidelines").click()
+        assert "Medical accuracy" in page.inner_text("#vital-guidelines")
+        assert task.guidelines.version in page.content()
+        page.screenshot(path=str(screenshots / "annotate-guidelines.png"), full_page=True)
 
     # A restarted server (a new process would read the same files) resumes alice where she was.
-    restarted = make_task("preference", store=AnnotationStore(store.root))
+    restarted = AnnotationTask(items, AnnotationStore(store.root))
     with serve(restarted) as url:
         login(page, url, "alice")
         assert "4 of 8" in wait_header(page, "item 4 of 8")
-        page.context.clear_cookies()
+        page.click("#vital-logout")  # log out: back to the login form, the session is gone
+        page.get_by_role("button", name="Login").wait_for()
         login(page, url, "bob")
         wait_header(page, "0 of 8", "item 1 of 8")
-        page.keyboard.press("2")
-        page.keyboard.press("Enter")
-        wait_saved(page, ids[0], 1, n)
-        page.keyboard.press("1")
-        page.keyboard.press("Enter")
-        wait_saved(page, ids[1], 2, n)
+        press(page, "2", "Enter")
+        wait_saved(page, 0, 1, n)
+        press(page, "1", "Enter")
+        wait_saved(page, 1, 2, n)
+
+        # The campaign lead: progress, agreement, a conflict adjudicated blind, the adjudicated set downloaded.
+        page.click("#vital-logout")
+        page.get_by_role("button", name="Login").wait_for()
+        login(page, url, "lead")
+        page.get_by_role("tab", name="Campaign").click()
+        page.wait_for_function("() => document.getElementById('vital-campaign-progress')?.innerText.includes('bob')")
+        assert "kappa" in page.inner_text("#vital-campaign-agreement")
+        assert "alice / bob" in page.inner_text("#vital-campaign-agreement")
+        assert_blind(page)
+        page.wait_for_function("() => document.getElementById('vital-campaign-detail')?.innerText.includes('Votes')")
+        assert_blind(page)
+        page.locator("#vital-campaign-decision label").first.click()
+        page.click("#vital-campaign-decide")
+        page.wait_for_function(
+            "() => document.getElementById('vital-campaign-status')?.innerText.includes('Decision saved')"
+        )
+        assert_blind(page)
+        page.screenshot(path=str(screenshots / "annotate-campaign.png"), full_page=True)
+        page.click("#vital-campaign-export")
+        page.wait_for_function(
+            "() => document.getElementById('vital-campaign-status')?.innerText.includes('exported')"
+        )
+        assert "1 adjudicated" in page.inner_text("#vital-campaign-status")
+        assert_blind(page)
 
     clicks = {
         ("alice", ids[0]): "A",
@@ -209,7 +318,9 @@ def test_preference_task_end_to_end(page, make_task, hub, store, screenshots):
     assert {r["item_id"]: r["comment"] for r in exported if r["annotator"] == "alice"}[ids[1]] == "B is more careful"
     shown = hub.load_dataset("test/browser-preferences", "annotations", revision=pushed[-1].commit, split="train")
     assert {(r["annotator"], r["item_id"]): r["choice"] for r in shown} == clicks
+    assert set(shown["guidelines"]) == {task.guidelines.version}
     assert "| alice / bob | 2 |" in hub.read_card("test/browser-preferences", pushed[-1].commit).text
+    assert len(AnnotationStore(store.root).adjudications("preference", "test/answer-pairs")) == 1
 
 
 # ---- rating -----------------------------------------------------------------------------------------------------------
@@ -217,21 +328,26 @@ def test_rating_task_end_to_end(page, make_task, hub, store, screenshots):
     task = make_task("rating")
     ids, n = task.items.ids, len(task.items)
     with serve(task) as url:
+        # the login page locks bob out after five wrong passwords: the right one is refused too
+        page.goto(url)
+        for _ in range(5):
+            assert type_login(page, "bob", "wrong") == 400
+        assert type_login(page, "bob", PASSWORDS["bob"]) == 429
+        assert page.locator("#vital-header").count() == 0
         login(page, url, "alice")
         wait_header(page, "0 of 8", "item 1 of 8")
-        assert "Scope and relevance" in page.inner_text("#vital-rubric")
-        page.keyboard.press("7")
-        page.keyboard.press("Enter")
-        wait_saved(page, ids[0], 1, n)
-        page.keyboard.press("t")  # ten
-        page.keyboard.press("Enter")
-        wait_saved(page, ids[1], 2, n)
-        radio(page, "vital-score", 0)
-        page.click("#vital-submit")
-        wait_saved(page, ids[2], 3, n)
+        assert "Score the answer from" in page.inner_text("#vital-instructions")
+        assert "Mentions in the article" in page.inner_text("#vital-context")
+        check_image_tools(page, screenshots, "rating")
+        press(page, "7", "Enter")
+        wait_saved(page, 0, 1, n)
+        press(page, "t", "Enter")  # ten
+        wait_saved(page, 1, 2, n)
+        press(page, "0", "Enter")
+        wait_saved(page, 2, 3, n)
         page.reload()
         assert ids[3] in wait_header(page, "3 of 8", "item 4 of 8")
-        radio(page, "vital-score", 6)  # a selection, for the screenshot
+        press(page, "6")  # a selection, for the screenshot
         page.screenshot(path=str(screenshots / "annotate-rating.png"), full_page=True)
 
     export = build_export(hub, "rating", "test/candidates", AnnotationStore(store.root))
@@ -248,32 +364,41 @@ def test_rating_task_end_to_end(page, make_task, hub, store, screenshots):
 def test_demos_task_end_to_end(page, make_task, hub, store, screenshots):
     task = make_task("demos")
     ids, n = task.items.ids, len(task.items)
-    edited = (
-        "User: Is this image normal?\nAssistant: No: there is a focal abnormality.\nUser: Where?\nAssistant: Left."
-    )
     with serve(task) as url:
         login(page, url, "alice")
         wait_header(page, "0 of 4", "item 1 of 4")
-        box = page.locator("#vital-conversation textarea")
-        assert box.input_value().startswith(f"User: What does the figure of {ids[0]} show?")
-        page.keyboard.press("Enter")  # keep as shown
-        wait_saved(page, ids[0], 1, n)
-        page.keyboard.press("e")  # into the text box, rewrite, Ctrl+Enter
-        box.fill(edited)
-        box.press("Control+Enter")
-        wait_saved(page, ids[1], 2, n)
-        page.locator("#vital-comment textarea, #vital-comment input").first.fill("image too small")
-        page.locator("#vital-comment textarea, #vital-comment input").first.press("Escape")
-        page.keyboard.press("r")  # reject
-        wait_saved(page, ids[2], 3, n)
+        first_question = page.locator("#vital-turn-q0 textarea")
+        assert first_question.input_value() == f"What does the figure of {ids[0]} show?"
+        assert page.locator("#vital-turn-a1 textarea").input_value() == "It is chest_xray."
+        assert "cluster" not in page.inner_text("body") and "distance" not in page.inner_text("body")
+        check_image_tools(page, screenshots, "demos")
+        press(page, "Enter")  # keep as shown
+        wait_saved(page, 0, 1, n)
+        press(page, "e")  # into the first question: rewrite turn 1, drop turn 2, add a turn, Ctrl+Enter
+        page.keyboard.press("Control+a")
+        page.keyboard.type("Is this image normal?")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Control+a")
+        page.keyboard.type("No: there is a focal abnormality.")
+        for box in ("#vital-turn-q1 textarea", "#vital-turn-a1 textarea"):
+            page.locator(box).fill("")
+        page.locator("#vital-turn-q2 textarea").fill("Where?")
+        page.locator("#vital-turn-a2 textarea").fill("Left.")
+        page.locator("#vital-turn-a2 textarea").press("Control+Enter")
+        wait_saved(page, 1, 2, n)
+        press(page, "c")
+        page.keyboard.type("image too small")
+        press(page, "Escape", "r")  # reject
+        wait_saved(page, 2, 3, n)
         page.reload()
         assert ids[3] in wait_header(page, "3 of 4", "item 4 of 4")
         page.screenshot(path=str(screenshots / "annotate-demos.png"), full_page=True)
-        page.keyboard.press("ArrowLeft")
-        wait_header(page, "item 3 of 4", "already annotated: rejected")
-        page.keyboard.press("ArrowLeft")
-        wait_header(page, "item 2 of 4", "already annotated: edited")
-        assert box.input_value() == edited.replace("\n", "\n\n")
+        press(page, "ArrowLeft")
+        wait_header(page, "item 3 of 4", "already saved: rejected")
+        press(page, "ArrowLeft")
+        wait_header(page, "item 2 of 4", "already saved: corrected")
+        assert first_question.input_value() == "Is this image normal?"
+        assert page.locator("#vital-turn-q1 textarea").input_value() == "Where?"
 
     export = build_export(hub, "demos", "test/clusters", AnnotationStore(store.root))
     validate_dataset(export.rows, "demos")

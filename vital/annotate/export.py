@@ -14,8 +14,10 @@ task                     exported ``default`` config
                          comment as ``rationale``.
 ======================== ================================================================================================
 
-Only each annotator's last annotation of an item counts (earlier clicks on it were changes of mind). Every repo also
-gets an ``annotations`` config: one row per annotator and item with what was shown where, the choice, the label, the
+Only each annotator's last annotation of an item counts (earlier clicks on it were changes of mind). When a campaign
+lead adjudicated conflicts (`vital.annotate.campaign`), the repo also gets an ``adjudicated`` config: one row per
+annotated item, the consensus label or the lead's decision (unresolved conflicts left out, counted on the card).
+Every repo also gets an ``annotations`` config: one row per annotator and item with what was shown where, the choice, the label, the
 comment and the time, ties and rejections included. Annotations are joined to the dataset *at the commit they were
 made on* (recorded in each annotation), so a later commit of the dataset can never pair a choice with answers the
 clinician did not see. The card's lineage lists those commits and the hash of the store files read
@@ -30,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasets import Dataset, Features, Value
+from datasets import Dataset, Features, List, Value
 
 from vital.annotate.agreement import AgreementReport, agreement_markdown, pairwise_agreement
 from vital.annotate.items import TaskItems, load_items
@@ -56,6 +58,7 @@ ANNOTATION_FEATURES = Features(
         "shown": Value("string"),  # JSON: which column was A / B, or which candidate was shown
         "dataset": Value("string"),
         "commit": Value("string"),
+        "guidelines": Value("string"),  # the version of the guidelines on screen (vital.annotate.guidelines)
     }
 )
 """The ``annotations`` config: every annotator's last annotation of every item, as it was recorded."""
@@ -81,6 +84,19 @@ DEMO_EXPORT_FEATURES = Features(
         "annotated_at": Value("string"),
     }
 )
+ADJUDICATED_FEATURES = Features(
+    {
+        "item_id": Value("string"),
+        "dataset": Value("string"),
+        "annotators": List(Value("string")),
+        "votes": Value("string"),  # JSON {annotator: label}
+        "label": Value("string"),  # answer_a / answer_b / tie, keep / reject, or the score
+        "score": Value("float32"),
+        "decided_by": Value("string"),  # consensus | adjudication
+        "adjudicator": Value("string"),
+        "messages": Value("string"),  # demos: JSON of the conversation kept
+    }
+)
 RATING_EXPORT_FEATURES = Features({**RATING_FEATURES, "annotator": Value("string"), "annotated_at": Value("string")})
 DEFAULT_OUTPUT = {"preference": "preferences", "demos": "demos", "rating": "clinician-ratings"}
 EMPTY_SOURCE = dict.fromkeys(SOURCE, "")
@@ -98,6 +114,7 @@ class Export:
     inputs: list[Any] = field(default_factory=list)  # ArtifactRefs of the commits joined, and the store hash
     store_hash: str = ""
     annotators: list[str] = field(default_factory=list)
+    adjudicated: Dataset | None = None  # the adjudicated config, when a campaign lead decided any conflict
 
 
 def final_annotations(store: AnnotationStore, task: str, dataset: str) -> list[Annotation]:
@@ -182,9 +199,20 @@ def build_export(
             "shown": json.dumps(a.shown, sort_keys=True),
             "dataset": a.dataset,
             "commit": a.commit,
+            "guidelines": a.guidelines,
         }
         for a, _, _ in joined
     ]
+    adjudicated = None
+    if store.files(task, repo_id, adjudication=True):
+        from vital.annotate.campaign import Campaign
+        from vital.annotate.tasks import AnnotationTask
+
+        newest = by_commit[max(annotations, key=lambda a: a.time).commit]
+        adjudicated_rows, adjudication_counts = Campaign(AnnotationTask(newest, store)).adjudicated_set()
+        adjudicated = rows_to_dataset(adjudicated_rows, ADJUDICATED_FEATURES)
+        counts.update({f"adjudicated_set_{k}": v for k, v in adjudication_counts.items()})
+        store_hash = store_sha256(files + store.files(task, repo_id, adjudication=True), store.root)
     inputs = [items.ref for items in by_commit.values()]
     inputs.append({"source": f"annotation store ({task}/{repo_id})", "sha256": store_hash})
     return Export(
@@ -196,6 +224,7 @@ def build_export(
         inputs=inputs,
         store_hash=store_hash,
         annotators=sorted(labels),
+        adjudicated=adjudicated,
     )
 
 
@@ -268,7 +297,7 @@ def _demo_rows(joined, counts: Counter) -> list[dict[str, Any]]:
 
 def _rating_rows(joined, counts: Counter) -> list[dict[str, Any]]:
     rows = []
-    sha = rating_prompt_sha()
+    sha = rating_prompt_sha()  # what records made before the guidelines were recorded showed: the judge's rubric
     for annotation, _, _ in joined:
         rows.append(
             {
@@ -277,7 +306,7 @@ def _rating_rows(joined, counts: Counter) -> list[dict[str, Any]]:
                 "score": annotation.score,
                 "error": None,
                 "rationale": annotation.comment,
-                "judge": {"model": f"clinician:{annotation.annotator}", "prompt_sha": sha},
+                "judge": {"model": f"clinician:{annotation.annotator}", "prompt_sha": annotation.guidelines or sha},
                 "annotator": annotation.annotator,
                 "annotated_at": annotation.time,
             }
@@ -302,6 +331,9 @@ def export_card(export: Export, dataset: str, config: Any = None, pretty_name: s
         "agreement": agreement,
         "dataset": dataset,
         "store_sha256": export.store_hash,
+        "adjudicated": _adjudicated_line(counts),
+        "guidelines": ", ".join(f"`{v}`" for v in sorted(set(export.annotations["guidelines"])) if v)
+        or "not recorded",
     }
     if export.task == "preference":
         return dataset_card(
@@ -319,7 +351,6 @@ def export_card(export: Export, dataset: str, config: Any = None, pretty_name: s
             lineage=lineage,
             pretty_name=pretty_name or "BioMed-VITAL clinician ratings",
             tags=["clinician-annotations"],
-            rubric_sha=rating_prompt_sha(),
             **common,
         )
     lines = [
@@ -330,6 +361,8 @@ def export_card(export: Export, dataset: str, config: Any = None, pretty_name: s
         "### Inter-annotator agreement",
         "",
         agreement,
+        "",
+        _adjudicated_line(counts),
     ]
     return dataset_card(
         "demos",
@@ -340,6 +373,17 @@ def export_card(export: Export, dataset: str, config: Any = None, pretty_name: s
         num_rows=len(export.rows),
         modalities=dict(sorted(Counter(export.rows["modality"]).items())),
         curators=sorted(set(export.rows["curated_by"])),
+    )
+
+
+def _adjudicated_line(counts: dict[str, int]) -> str:
+    """The card's sentence on the adjudicated config ("" when no conflict was adjudicated)."""
+    if "adjudicated_set_items" not in counts:
+        return ""
+    return (
+        f"The `adjudicated` config holds one decision per item: {counts['adjudicated_set_consensus']} by consensus of "
+        f"the annotators, {counts['adjudicated_set_adjudicated']} decided by a campaign lead; "
+        f"{counts['adjudicated_set_unresolved']} conflict(s) still open are left out."
     )
 
 
@@ -360,7 +404,8 @@ def push_export(
     private: bool = True,
     config: Any = None,
 ) -> list[PushResult]:
-    """Push the export's ``default`` and ``annotations`` configs with one card."""
+    """Push the export's ``default`` and ``annotations`` configs (and ``adjudicated``, when any conflict was
+    adjudicated) with one card."""
     if len(export.rows) == 0:
         raise ValueError(
             f"nothing to export as {export.task}: {export.counts} (a dataset config cannot be empty on the hub)"
@@ -368,10 +413,17 @@ def push_export(
     card = export_card(export, dataset, config)
     push = {"revision": revision, "card": card, "private": private}
     message = f"Export {export.task} annotations ({len(export.rows)} rows, store {export.store_hash[:12]})"
-    return [
+    pushed = [
         hub.push_dataset(export.rows, output_repo, config_name="default", commit_message=message, **push),
         hub.push_dataset(export.annotations, output_repo, config_name="annotations", commit_message=message, **push),
     ]
+    if export.adjudicated is not None and len(export.adjudicated):
+        pushed.append(
+            hub.push_dataset(
+                export.adjudicated, output_repo, config_name="adjudicated", commit_message=message, **push
+            )
+        )
+    return pushed
 
 
 def default_output_repo(dataset: str, task: str) -> str:

@@ -6,8 +6,8 @@ task           dataset (``--dataset repo@rev``)                        one item
 ``demos``      the clusters repo's ``review`` config (pair columns +   a pair with a candidate conversation: the
                ``cluster``, ``distance``, ``rank_in_cluster``), joined first (by id) of ``--candidates`` for that
                with ``--candidates``; or a ``demos`` dataset           pair, or the demo's own ``messages``
-``preference`` ``answer_pairs`` (``id``, ``images``, ``prompt``,       one question with its two answers
-               ``answer_a``, ``answer_b``, ``question``, ...)
+``preference`` ``answer_pairs`` (``id``, ``images``, ``prompt``,       one question with its two answers; the
+               ``answer_a``, ``answer_b``, ``question``, ...)          caption and mentions from ``--pairs``
 ``rating``     ``candidates`` (``id``, ``images``, ``messages``,       one question-answer turn,
                ``caption``, ``mentions``, ...)                         id ``<candidate id>#t<turn>``
 ============== ======================================================= =============================================
@@ -49,6 +49,8 @@ class TaskItems:
         pair_ids: the pair (figure) each item is about.
         conversations: demos only, ``{pair id: (candidate id, messages)}`` from the candidates (or the demos' own).
         inputs: every artifact read (the dataset and, for demos, the candidates), for the export's lineage.
+        figures: ``{pair id: {"caption", "fig_label", "mentions"}}`` from the pairs (``--pairs``), for items whose
+            rows lack the figure's text (answer pairs).
     """
 
     task: str
@@ -60,6 +62,11 @@ class TaskItems:
     pair_ids: list[str] = field(default_factory=list)
     conversations: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
     inputs: list[ArtifactRef] = field(default_factory=list)
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def figure_text(self, position: int) -> dict[str, Any]:
+        """The caption, label and mentions of the item's figure from the pairs ({} when not given)."""
+        return self.figures.get(self.pair_ids[position], {}) if self.pair_ids else {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,6 +106,7 @@ def load_items(
     candidates: str | None = None,
     limit: int | None = None,
     warn: bool = True,
+    pairs: str | None = None,
 ) -> TaskItems:
     """Read the items of ``task`` from ``dataset`` (``repo@revision``), pinned to the commit it resolves to now.
 
@@ -111,6 +119,9 @@ def load_items(
         candidates: demos only: ``repo_id@revision`` of the candidates whose conversations are shown with the pairs.
         limit: show only the first ``limit`` items.
         warn: log a warning for demos items without a conversation to show.
+        pairs: ``repo_id@revision`` of the figure-caption pairs: the caption and in-text mentions shown with items
+            whose rows do not carry them (the preference task's answer pairs). Preference default: the pairs the
+            answer pairs were generated from, at the commit their card's lineage names.
     """
     if task not in REQUIRED_COLUMNS:
         raise ValueError(f"unknown task {task!r} (expected one of {tuple(REQUIRED_COLUMNS)})")
@@ -164,9 +175,45 @@ def load_items(
         if missing and warn:
             logger.warning("%d of %d pairs have no conversation to show: annotators may write one", missing, len(ids))
 
-    items = TaskItems(task, ref, data, ids, rows, turns, pair_ids, conversations, inputs)
+    figures: dict[str, dict[str, Any]] = {}
+    if pairs is None and task == "preference" and "caption" not in data.column_names:
+        pairs = _pairs_from_lineage(hub, repo_id, commit)
+        if pairs is None and warn:
+            logger.warning(
+                "%s: no --pairs and no pairs in its card's lineage: figures are shown without captions", ref
+            )
+    if pairs:
+        pairs_repo, pairs_revision = parse_repo_ref(pairs)
+        pairs_ref = ArtifactRef(pairs_repo, "dataset", pairs_revision, hub.resolve(pairs_repo, pairs_revision))
+        inputs.append(pairs_ref)
+        text = hub.load_dataset(pairs_repo, revision=pairs_ref.commit, split="train")
+        columns = [c for c in ("caption", "fig_label", "mentions") if c in text.column_names]
+        wanted = set(pair_ids)
+        for row in text.select_columns(["id", *columns]):
+            if str(row["id"]) in wanted:
+                figures[str(row["id"])] = {c: row[c] for c in columns}
+        if warn and len(figures) < len(wanted):
+            logger.warning(
+                "%d of %d figures have no caption in %s", len(wanted) - len(figures), len(wanted), pairs_ref
+            )
+
+    items = TaskItems(task, ref, data, ids, rows, turns, pair_ids, conversations, inputs, figures)
     logger.info("%s task: %d items from %s", task, len(items), ref)
     return items
+
+
+def _pairs_from_lineage(hub: Hub, repo_id: str, commit: str) -> str | None:
+    """``repo@commit`` of the first dataset input in the card's lineage (the generation stage lists the figure-caption
+    pairs first), or None."""
+    from vital.cards import lineage_of
+
+    card = hub.read_card(repo_id, commit)
+    lineage = lineage_of(card) if card is not None else None
+    for source in (lineage or {}).get("inputs") or []:
+        if source.get("repo_type", "dataset") == "dataset" and source.get("repo_id") and source.get("commit"):
+            logger.info("captions from %s@%s (the lineage of %s)", source["repo_id"], source["commit"][:12], repo_id)
+            return f"{source['repo_id']}@{source['commit']}"
+    return None
 
 
 def first_image(row: Mapping[str, Any]):

@@ -42,11 +42,31 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("demos", "preference", "rating")
 ANNOTATOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: ``guidelines`` (the version on screen) and ``role`` (annotator or adjudicator)
+ROLES = ("annotator", "adjudicator")
+
+# Size limits of every field a browser can fill (characters). The app also refuses request bodies over
+# `vital.annotate.auth.MAX_REQUEST_BYTES` before they reach a handler; these limits hold for any other caller too.
+MAX_COMMENT_CHARS = 2_000
+MAX_TURN_CHARS = 4_000  # one question or one answer of an edited conversation
+MAX_TURNS = 8
+MAX_ITEM_ID_CHARS = 256
 
 
 class AnonymousWriteError(PermissionError):
     """An annotation without a logged-in annotator: refused, never written."""
+
+
+class FieldTooLongError(ValueError):
+    """A field over its size limit: refused, never written."""
+
+
+def check_length(name: str, value: str | None, limit: int) -> str:
+    """``value`` (None as ""), or `FieldTooLongError` naming the field when it is over ``limit`` characters."""
+    value = value or ""
+    if len(value) > limit:
+        raise FieldTooLongError(f"the {name} is {len(value):,} characters long; the limit is {limit:,}")
+    return value
 
 
 def utc_now() -> str:
@@ -82,6 +102,9 @@ class Annotation:
         messages: the conversation accepted or edited (demos), else None.
         comment: the annotator's optional comment.
         time: UTC time of the click; ``id`` a unique id of the record; ``session`` the browser session.
+        guidelines: the version of the guidelines on screen (`vital.annotate.guidelines.Guidelines.version`).
+        role: ``annotator``, or ``adjudicator`` for a campaign lead's decision on an item annotators disagreed on
+            (kept in the ``adjudication/`` folder next to the annotators' files).
     """
 
     task: str
@@ -98,7 +121,26 @@ class Annotation:
     time: str = field(default_factory=utc_now)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     session: str = ""
+    guidelines: str = ""
+    role: str = "annotator"
     v: int = RECORD_VERSION
+
+    def check(self) -> None:
+        """Refuse a record whose fields are over their size limits (`FieldTooLongError`) or whose role is unknown."""
+        check_length("comment", self.comment, MAX_COMMENT_CHARS)
+        check_length("item id", self.item_id, MAX_ITEM_ID_CHARS)
+        for name in ("choice", "label", "guidelines", "session", "commit", "dataset"):
+            check_length(name, getattr(self, name), MAX_ITEM_ID_CHARS)
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r} (expected one of {ROLES})")
+        if self.messages:
+            if len(self.messages) > 2 * MAX_TURNS + 1:
+                raise FieldTooLongError(
+                    f"the conversation has {len(self.messages) // 2} turns; the limit is {MAX_TURNS}"
+                )
+            for message in self.messages:
+                for part in message.get("content") or []:
+                    check_length("conversation text", part.get("text"), MAX_TURN_CHARS)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
@@ -205,13 +247,16 @@ class AnnotationStore:
     def __repr__(self) -> str:
         return f"AnnotationStore({str(self.root)!r})"
 
-    def path(self, task: str, dataset: str, annotator: str) -> Path:
+    def path(self, task: str, dataset: str, annotator: str, role: str = "annotator") -> Path:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r} (expected one of {TASKS})")
-        return self.root / task / _slug(dataset) / f"{check_annotator(annotator)}.jsonl"
+        folder = self.root / task / _slug(dataset)
+        if role == "adjudicator":
+            folder = folder / "adjudication"
+        return folder / f"{check_annotator(annotator)}.jsonl"
 
-    def _log(self, task: str, dataset: str, annotator: str) -> _Log:
-        path = self.path(task, dataset, annotator)
+    def _log(self, task: str, dataset: str, annotator: str, role: str = "annotator") -> _Log:
+        path = self.path(task, dataset, annotator, role)
         with self._guard:
             if path not in self._logs:
                 self._logs[path] = _Log(path)
@@ -222,8 +267,22 @@ class AnnotationStore:
         annotation.annotator = check_annotator(annotation.annotator)
         if not annotation.item_id:
             raise ValueError("an annotation needs an item id")
-        self._log(annotation.task, annotation.dataset, annotation.annotator).append(annotation)
+        annotation.check()
+        self._log(annotation.task, annotation.dataset, annotation.annotator, annotation.role).append(annotation)
         return annotation
+
+    def adjudications(self, task: str, dataset: str) -> dict[str, Annotation]:
+        """The latest adjudication of each item (whichever campaign lead decided last)."""
+        folder = self.root / task / _slug(dataset) / "adjudication"
+        out: dict[str, Annotation] = {}
+        for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+            log = self._log(task, dataset, path.stem, "adjudicator")
+            with log.lock:
+                log.refresh()
+                for item_id, record in log.latest.items():
+                    if item_id not in out or record.time > out[item_id].time:
+                        out[item_id] = record
+        return out
 
     def latest(self, task: str, dataset: str, annotator: str) -> dict[str, Annotation]:
         """The last annotation of each item by ``annotator`` (a copy)."""
@@ -244,8 +303,11 @@ class AnnotationStore:
         folder = self.root / task / _slug(dataset)
         return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
 
-    def files(self, task: str, dataset: str) -> list[Path]:
+    def files(self, task: str, dataset: str, adjudication: bool = False) -> list[Path]:
+        """The annotators' files (or, with ``adjudication``, the campaign leads' decision files)."""
         folder = self.root / task / _slug(dataset)
+        if adjudication:
+            folder = folder / "adjudication"
         return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
 
     def all_latest(self, task: str, dataset: str) -> dict[str, dict[str, Annotation]]:

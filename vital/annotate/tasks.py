@@ -7,22 +7,37 @@ saves it durably, refusing it when there is no logged-in annotator. Progress and
 Sides in the preference task are randomised per annotator and item, deterministically: ``sha256(salt, annotator,
 item id)`` decides whether ``answer_a`` or ``answer_b`` is shown as A (left). The same annotator sees the same order
 after a reload or a restart, different annotators see independent orders, and every annotation records the order
-(``shown = {"A": "answer_b", "B": "answer_a"}``).
+(``shown = {"A": "answer_b", "B": "answer_a"}``). The order is recorded, never shown: nothing on screen names the
+column (or the model) an answer came from.
+
+Every annotation records the version of the guidelines on screen (`vital.annotate.guidelines`), and every field is
+checked against its size limit (`vital.annotate.store`) before anything is written.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
 
+from vital.annotate.guidelines import Guidelines, load_guidelines
 from vital.annotate.items import TaskItems, first_image
-from vital.annotate.store import Annotation, AnnotationStore, check_annotator
+from vital.annotate.store import (
+    MAX_COMMENT_CHARS,
+    MAX_TURN_CHARS,
+    MAX_TURNS,
+    Annotation,
+    AnnotationStore,
+    FieldTooLongError,
+    check_annotator,
+    check_length,
+)
 from vital.data.schemas import message_text, qa_turns
-from vital.generation import ParseError, conversation_to_text, parse_conversation, turns_to_messages
+from vital.generation import ParseError, QATurn, conversation_to_text, parse_conversation, turns_to_messages
 
 
 SIDE_SALT = "vital-annotate-sides-v1"
@@ -30,6 +45,13 @@ PREFERENCE_CHOICES = ("A", "B", "tie")
 DEMO_CHOICES = ("accept", "reject", "edit")
 SCORES = tuple(range(11))
 DISPLAY_MIN_SIDE = 512
+MODALITY_WORDS = {
+    "chest_xray": "chest X-ray",
+    "mri": "MRI",
+    "ct": "CT",
+    "histology": "histology (microscopy)",
+    "gross": "gross pathology (photograph)",
+}
 
 
 def shown_order(annotator: str, item_id: str, salt: str = SIDE_SALT) -> tuple[str, str]:
@@ -68,8 +90,13 @@ class ItemView:
     answers: dict[str, str] = field(default_factory=dict)  # preference: {"A": text, "B": text}
     shown: dict[str, Any] = field(default_factory=dict)
     answer: str = ""  # rating: the answer being scored
-    conversation: str = ""  # demos: "User: ... / Assistant: ..." text
+    turns: list[tuple[str, str]] = field(default_factory=list)  # demos: (question, answer) per turn
     previous: Annotation | None = None
+
+    @property
+    def conversation(self) -> str:
+        """Demos: the turns as "User: ... / Assistant: ..." text."""
+        return conversation_to_text(turns_to_messages([QATurn(q, a) for q, a in self.turns])) if self.turns else ""
 
 
 class AnnotationTask:
@@ -79,12 +106,19 @@ class AnnotationTask:
         items: the task's items (`vital.annotate.items.load_items`).
         store: where annotations are saved.
         salt: mixed into the preference side randomisation; change it to draw new orders.
+        guidelines: what the annotators read (default: the task's own, `vital.annotate.guidelines`); its version is
+            recorded with every annotation.
     """
 
-    def __init__(self, items: TaskItems, store: AnnotationStore, salt: str = SIDE_SALT):
+    def __init__(
+        self, items: TaskItems, store: AnnotationStore, salt: str = SIDE_SALT, guidelines: Guidelines | None = None
+    ):
         self.items = items
         self.store = store
         self.salt = salt
+        self.guidelines = guidelines or load_guidelines(items.task)
+        if self.guidelines.task != items.task:
+            raise ValueError(f"guidelines for {self.guidelines.task!r} given to the {items.task!r} task")
 
     @property
     def name(self) -> str:
@@ -130,7 +164,7 @@ class AnnotationTask:
             view.shown = {"A": order[0], "B": order[1]}
             view.question = row.get("question") or _last_user_text(row["prompt"])
             view.answers = {side: _assistant_text(row[column]) for side, column in view.shown.items()}
-            view.context = _context(row)
+            view.context = _context({**self.items.figure_text(position), **row})
         elif self.name == "rating":
             turn = self.items.turns[position]
             view.question, view.answer = qa_turns(row["messages"])[turn]
@@ -139,9 +173,9 @@ class AnnotationTask:
         else:
             candidate_id, messages = self.items.conversations.get(item_id, (None, None))
             view.shown = {"conversation_from": candidate_id}
-            view.conversation = conversation_to_text(messages) if messages else ""
+            view.turns = qa_turns(messages) if messages else []
             if view.previous is not None and view.previous.messages:
-                view.conversation = conversation_to_text(view.previous.messages)
+                view.turns = qa_turns(view.previous.messages)
             view.context = _context(row)
         return view
 
@@ -154,6 +188,7 @@ class AnnotationTask:
         *,
         score: float | None = None,
         text: str | None = None,
+        turns: Sequence[tuple[str, str]] | None = None,
         comment: str = "",
         session: str = "",
     ) -> Annotation:
@@ -161,10 +196,15 @@ class AnnotationTask:
 
         Raises:
             AnonymousWriteError: no annotator (not logged in); nothing is written.
-            ValueError: an unknown item, a choice the task does not know, a score outside 0-10, or an edited
-                conversation that does not parse (the reason says why); nothing is written.
+            ValueError: an unknown item, a choice the task does not know, a score outside 0-10, an edited
+                conversation that does not parse or has a question without an answer, or a field over its size
+                limit (`FieldTooLongError`; the reason says which); nothing is written.
+
+        An edited conversation comes as ``turns`` (``(question, answer)`` pairs; a pair left empty is dropped) or as
+        ``text`` ("User: ... / Assistant: ...").
         """
         annotator = check_annotator(annotator)
+        check_length("comment", comment, MAX_COMMENT_CHARS)
         if item_id not in self.items.index:
             raise ValueError(f"item {item_id!r} is not among the {len(self.items)} items of {self.items.ref}")
         position = self.items.index[item_id]
@@ -178,6 +218,7 @@ class AnnotationTask:
             label="",
             comment=(comment or "").strip(),
             session=session or "",
+            guidelines=self.guidelines.version,
         )
         if self.name == "preference":
             choice = {"a": "A", "b": "B", "tie": "tie"}.get(str(choice or "").strip().lower())
@@ -205,14 +246,39 @@ class AnnotationTask:
                     raise ValueError("there is no conversation to accept: write one and save it as an edit")
                 record.messages = original
             elif choice == "edit":
-                try:
-                    turns = parse_conversation(text)
-                except ParseError as error:
-                    raise ValueError(f"the edited conversation does not parse: {error.reason}") from error
-                record.messages = turns_to_messages(turns, n_images=1)
+                if turns is not None:
+                    parsed = structured_turns(turns)
+                else:
+                    check_length("edited conversation", text, 2 * MAX_TURNS * MAX_TURN_CHARS)
+                    try:
+                        parsed = parse_conversation(text)
+                    except ParseError as error:
+                        raise ValueError(f"the edited conversation does not parse: {error.reason}") from error
+                record.messages = turns_to_messages(parsed, n_images=1)
                 if original and qa_turns(record.messages) == qa_turns(original):
                     record.label = "accept"  # saved unchanged
         return self.store.append(record)
+
+
+def structured_turns(turns: Sequence[tuple[str | None, str | None]]) -> list[QATurn]:
+    """The turns of a turn-by-turn edit: empty turns dropped; a question without an answer (or the reverse), more
+    than `MAX_TURNS` turns, a text over `MAX_TURN_CHARS` or no turn at all refused with the turn's number."""
+    out = []
+    for number, (question, answer) in enumerate(turns, start=1):
+        question, answer = (question or "").strip(), (answer or "").strip()
+        check_length(f"question of turn {number}", question, MAX_TURN_CHARS)
+        check_length(f"answer of turn {number}", answer, MAX_TURN_CHARS)
+        if not question and not answer:
+            continue
+        if not question or not answer:
+            missing = "question" if not question else "answer"
+            raise ValueError(f"turn {number} has no {missing}: fill it in, or empty both boxes to drop the turn")
+        out.append(QATurn(question, answer))
+    if not out:
+        raise ValueError("the conversation is empty: write at least one question and its answer, or reject it")
+    if len(out) > MAX_TURNS:
+        raise FieldTooLongError(f"the conversation has {len(out)} turns; the limit is {MAX_TURNS}")
+    return out
 
 
 def _assistant_text(messages: list[dict[str, Any]]) -> str:
@@ -225,7 +291,7 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 
 
 def _context(row: dict[str, Any]) -> str:
-    """The figure's text as markdown: label and caption, in-text mentions, modality and cluster."""
+    """The figure's text as markdown, worded for clinicians: label and caption, in-text mentions, image type."""
     lines = []
     caption = (row.get("caption") or "").strip()
     if caption:
@@ -234,13 +300,8 @@ def _context(row: dict[str, Any]) -> str:
     mentions = [m.strip() for m in row.get("mentions") or [] if m and m.strip()]
     if mentions:
         lines.append("**Mentions in the article**\n\n" + "\n".join(f"- {m}" for m in mentions))
-    facts = []
-    if row.get("modality"):
-        facts.append(f"modality `{row['modality']}`")
-    if row.get("cluster") is not None:
-        facts.append(f"cluster {row['cluster']}")
-    if row.get("rank_in_cluster") is not None:
-        facts.append(f"rank {row['rank_in_cluster']} in its cluster (distance {row.get('distance', 0):.3f})")
-    if facts:
-        lines.append(" · ".join(facts))
+    if not caption and not mentions:
+        lines.append("*No caption or article text is available for this figure.*")
+    if row.get("modality") and row["modality"] != "other":
+        lines.append(f"**Image type:** {MODALITY_WORDS.get(row['modality'], row['modality'])}")
     return "\n\n".join(lines)

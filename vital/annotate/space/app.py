@@ -8,7 +8,11 @@ Deploy: create a Gradio Space (private, or in your organisation), copy this fold
 ``VITAL_DATASET``  ``repo@revision`` of the items on the Hub (answer pairs, candidates, or the clusters repo)
 ``VITAL_CANDIDATES`` demos: ``repo@revision`` of the candidates whose conversations are shown
 ``VITAL_DATASET_CONFIG`` the dataset config, if not the default (``review`` is picked for demos when present)
+``VITAL_PAIRS``     preference: ``repo@revision`` of the figure-caption pairs (caption and mentions shown with questions)
+``VITAL_GUIDELINES`` path of the campaign's own guidelines (Markdown) in the Space; default: the task's built-in ones
 ``VITAL_ANNOTATORS`` comma-separated Hugging Face usernames allowed to annotate (recommended; default: anyone signed in)
+``VITAL_CAMPAIGN_LEADS`` comma-separated Hugging Face usernames who see the Campaign tab (progress, agreement,
+                   adjudication); list them in ``VITAL_ANNOTATORS`` too
 ``VITAL_STORE``    folder of the annotation files; default ``/data/annotations`` with the Space's persistent storage
 ``VITAL_STORE_REPO`` optional private dataset repo the store is copied to every 5 minutes and restored from on a fresh
                    start (``huggingface_hub.CommitScheduler``): annotations survive a Space without persistent storage
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from vital.annotate.app import AnnotationApp
 from vital.annotate.auth import allowed_annotators
+from vital.annotate.guidelines import load_guidelines
 from vital.annotate.items import load_items
 from vital.annotate.store import AnnotationStore
 from vital.annotate.tasks import AnnotationTask
@@ -68,6 +73,11 @@ items = load_items(
     os.environ["VITAL_DATASET"],
     config=os.environ.get("VITAL_DATASET_CONFIG") or None,
     candidates=os.environ.get("VITAL_CANDIDATES") or None,
+    pairs=os.environ.get("VITAL_PAIRS") or None,
 )
-app = AnnotationApp(AnnotationTask(items, AnnotationStore(store_dir)), space=True, allowed=allowed)
+guidelines = load_guidelines(task_name, os.environ.get("VITAL_GUIDELINES") or None)
+guidelines.save(store_dir)
+leads = {n.strip() for n in os.environ.get("VITAL_CAMPAIGN_LEADS", "").split(",") if n.strip()}
+task = AnnotationTask(items, AnnotationStore(store_dir), guidelines=guidelines)
+app = AnnotationApp(task, space=True, allowed=allowed, campaign_leads=leads)
 app.launch(host="0.0.0.0", port=int(os.environ.get("PORT", 7860)))
