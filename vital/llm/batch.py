@@ -429,7 +429,7 @@ class BatchRunner:
                     results[key] = self._result(key, entry, elapsed)
         missing = f"batch {batch.status}: no result"
         if batch.status == "failed" and batch.errors and batch.errors.data:
-            missing += f": {'; '.join(str(e.message) for e in batch.errors.data)[:300]}"
+            missing = f"batch failed: {'; '.join(str(e.message) for e in batch.errors.data)[:300]}"
         elif unreadable:
             missing += f" ({unreadable} unreadable output line(s))"
         for key in state.keys:

@@ -61,6 +61,8 @@ class BatchStats:
         submitted: how many times each ``custom_id`` was submitted in a created batch.
         retrievals: batch retrievals (polls), including those answered with a 500.
         lists: batch and file listings (what a resumed run does to find its batches).
+        models, urls: the ``model`` and ``url`` of every request line submitted (Azure: the deployment and
+            ``/chat/completions``); ``api_versions``: the ``api-version`` query of every files and batches call.
     """
 
     files: int = 0
@@ -68,6 +70,9 @@ class BatchStats:
     submitted: Counter = field(default_factory=Counter)
     retrievals: int = 0
     lists: int = 0
+    models: Counter = field(default_factory=Counter)
+    urls: Counter = field(default_factory=Counter)
+    api_versions: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -165,6 +170,8 @@ class BatchStandInServer(StandInServer):
     # -- routing ---------------------------------------------------------------------------------------------------
     def _handle(self, handler: _Handler, method: str, route: list[str], query: dict, body: bytes) -> None:
         resource, rest = route[0], route[1:]
+        with self.lock:
+            self.batch_stats.api_versions[(query.get("api-version") or [None])[0]] += 1
         try:
             if resource == "files":
                 if method == "POST" and not rest:
@@ -263,6 +270,8 @@ class BatchStandInServer(StandInServer):
             )
             self.batch_stats.batches += 1
             self.batch_stats.submitted.update(ids)
+            self.batch_stats.models.update(line["body"].get("model") for line in lines)
+            self.batch_stats.urls.update(line["url"] for line in lines)
             now = int(time.time())
             batch = {
                 "id": f"batch_{uuid.uuid4().hex[:24]}",
