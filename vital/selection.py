@@ -1,9 +1,9 @@
 """Selection (``DESIGN.md`` §2, ``selected``): score every candidate with the selector and keep the top ratios.
 
 - :func:`score_candidates` streams the candidates from disk in batches (``Dataset.iter``: only one batch of rows and
-  images is in memory at a time), scores every question–answer turn with
-  :func:`vital.selector.score_texts_images` and aggregates a candidate's turn scores into one (``mean`` by default,
-  or ``min`` / ``max``). Under ``accelerate launch`` each process scores a contiguous slice of the rows and the
+  images is in memory at a time), scores every question–answer turn with :func:`score_image_turns` (each image
+  preprocessed and encoded once per candidate, not once per turn; texts encoded in batches of even size) and
+  aggregates a candidate's turn scores into one (``mean`` by default, or ``min`` / ``max``). Under ``accelerate launch`` each process scores a contiguous slice of the rows and the
   results are gathered on every process, in row order. A candidate whose image is missing or does not decode, or
   whose conversation is malformed, is **quarantined** with the reason: never scored, never dropped silently.
 - :func:`rank_candidates` orders the scored candidates: score descending (as stored, float32), then candidate id
@@ -37,7 +37,7 @@ from datasets import Dataset, Features, List, Value
 from vital.data.errors import Quarantine, RecordError
 from vital.data.schemas import SELECTED_FEATURES, validate_messages
 from vital.selector.data import candidate_turn_text
-from vital.selector.modeling import score_texts_images
+from vital.selector.modeling import _pooled
 
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ __all__ = [
     "rank_candidates",
     "ratio_config_name",
     "score_candidates",
+    "score_image_turns",
     "select_top_ratios",
 ]
 
@@ -162,6 +163,94 @@ def _slice(n: int, batch_size: int, num_processes: int, process_index: int) -> t
     return min(first * batch_size, n), min(last * batch_size, n)
 
 
+def _even_chunks(n: int, most: int) -> list[tuple[int, int]]:
+    """``[start, end)`` runs covering ``range(n)``: as few as runs of at most ``most`` allow, sizes differing by <= 1."""
+    if n == 0:
+        return []
+    count = -(-n // most)
+    size, extra = divmod(n, count)
+    bounds, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def score_image_turns(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    turns: Sequence[Sequence[str]],
+    batch_size: int = 32,
+    max_length: int | None = None,
+) -> list[list[float]]:
+    """Score every text of ``turns[i]`` with ``images[i]``: each image is preprocessed and encoded once, however many
+    texts it has; texts are tokenised and encoded in runs of even size (at most ``batch_size``).
+
+    The scores are the selector's (:meth:`vital.selector.SelectorModel.forward`: image features ‖ text features ->
+    head) for the pairs ``(images[i], turns[i][t])``, equal to :func:`vital.selector.score_texts_images` on those
+    pairs up to float32 rounding (texts are padded with different neighbours).
+
+    Args:
+        model: a :class:`vital.selector.SelectorModel` (or a ``PeftModel`` around one).
+        processor: its processor (``tokenizer`` and ``image_processor``).
+        images: decoded RGB images, one per candidate.
+        turns: the texts to score with each image.
+        batch_size: images, and at most texts, per forward pass.
+        max_length: token limit per text (default the tokenizer's ``model_max_length``).
+
+    Returns:
+        One list of scores per image, in the order of its texts.
+    """
+    import torch
+
+    if len(images) != len(turns):
+        raise ValueError(f"{len(images)} images for {len(turns)} lists of texts")
+    texts = [text for group in turns for text in group]
+    if not texts:
+        return [[] for _ in turns]
+    owners = torch.tensor([i for i, group in enumerate(turns) for _ in group])
+    tokenizer, image_processor = processor.tokenizer, processor.image_processor
+    limit = tokenizer.model_max_length if max_length is None else min(max_length, tokenizer.model_max_length)
+    padding = getattr(model.config, "text_padding", True)
+    backbone, device, dtype = model.backbone, model.device, model.dtype
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            image_features = []
+            for start, end in _even_chunks(len(images), batch_size):
+                pixels = image_processor(list(images[start:end]), return_tensors="pt")["pixel_values"]
+                image_features.append(_pooled(backbone.get_image_features(pixel_values=pixels.to(device, dtype))))
+            text_features = []
+            for start, end in _even_chunks(len(texts), batch_size):
+                encoded = tokenizer(texts[start:end], padding=padding, truncation=True, max_length=limit,
+                                    return_tensors="pt", return_attention_mask=True)  # fmt: skip
+                text_features.append(
+                    _pooled(
+                        backbone.get_text_features(
+                            input_ids=encoded["input_ids"].to(device),
+                            attention_mask=encoded["attention_mask"].to(device),
+                        )
+                    )
+                )
+            image = torch.cat(image_features)[owners.to(device)]
+            text = torch.cat(text_features)
+            # As SelectorModel.features and forward combine them.
+            if model.config.normalize_features:
+                image = torch.nn.functional.normalize(image, dim=-1)
+                text = torch.nn.functional.normalize(text, dim=-1)
+            scores = model.head(torch.cat([image, text], dim=-1).to(dtype)).squeeze(-1).float().cpu().tolist()
+    finally:
+        model.train(was_training)
+    out, position = [], 0
+    for group in turns:
+        out.append(scores[position : position + len(group)])
+        position += len(group)
+    return out
+
+
 def score_candidates(
     model: Any,
     processor: Any,
@@ -214,7 +303,7 @@ def score_candidates(
     index, next_log = start, start + (log_every or 0)
     for batch in part.with_format("arrow").iter(batch_size=batch_size):
         rows = batch.to_pylist()
-        images, texts, owners = [], [], []
+        images, texts, owners = [], [], []  # one image and one list of turn texts per candidate
         for row in rows:
             rid = str(row.get("id"))
             try:
@@ -226,15 +315,13 @@ def score_candidates(
             except RecordError as error:
                 quarantine.add(error, _summary(row))
             else:
-                owners.append((index, rid, len(turns)))
-                images += [opened[0]] * len(turns)
-                texts += turns
+                owners.append((index, rid))
+                images.append(opened[0])
+                texts.append(turns)
             index += 1
-        scores = score_texts_images(model, processor, images, texts, batch_size=batch_size, max_length=max_length)
-        position = 0
-        for row_index, rid, n in owners:
-            turn_scores = [_float32(s) for s in scores[position : position + n]]
-            position += n
+        scores = score_image_turns(model, processor, images, texts, batch_size=batch_size, max_length=max_length)
+        for (row_index, rid), candidate_scores in zip(owners, scores, strict=True):
+            turn_scores = [_float32(s) for s in candidate_scores]
             if any(math.isnan(s) for s in turn_scores):
                 raise ValueError(f"the selector scored candidate {rid!r} NaN: check the model")
             results.append((row_index, rid, aggregate_turn_scores(turn_scores, aggregate), turn_scores))
