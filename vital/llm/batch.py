@@ -541,7 +541,9 @@ def run_batch_jobs(
     """Run ``jobs`` (and their follow-ups, round after round) through the Batch API into the journal at
     ``journal_path``; returns (jobs already done, jobs in all rounds) as the online runner does."""
     done = dict(done or {})
-    with Journal.open(journal_path) as journal:
+    # A batch's results are synced once, after its last append and before it is logged as merged: a kill before that
+    # leaves the batch unmerged, and the rerun downloads and merges it again (skipping what is already journaled).
+    with Journal.open(journal_path, fsync_every=1 << 30) as journal:
         runner = BatchRunner(endpoint, config, journal, done=done)
         try:
             round_, resumed, total = list(jobs), 0, 0
