@@ -154,9 +154,9 @@ def test_process_slices_are_whole_batches_that_add_up_to_the_whole(selector, mon
 def patched_scores(monkeypatch, by_id: dict[str, list[float]]):
     """Replace the model: each turn scores what ``by_id`` says for its candidate (the text names the candidate)."""
 
-    def fake(model, processor, images, turns, batch_size=32, max_length=None):
+    def fake(model, prepared):
         out = []
-        for texts in turns:
+        for texts in prepared.turns:
             out.append([])
             for text in texts:
                 cid = text.split(" about ")[1].split("?")[0]
@@ -164,7 +164,7 @@ def patched_scores(monkeypatch, by_id: dict[str, list[float]]):
                 out[-1].append(by_id[cid][turn])
         return out
 
-    monkeypatch.setattr(selection, "score_image_turns", fake)
+    monkeypatch.setattr(selection, "score_prepared", fake)
 
 
 def test_ratios_and_tie_breaking_are_exact(monkeypatch, selector):
