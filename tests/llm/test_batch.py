@@ -87,7 +87,7 @@ def test_a_request_bigger_than_a_file_names_its_record(tmp_path):
 
 @pytest.mark.parametrize(
     ("fault", "resent"),
-    [("failed", 3), ("expired", 2), ("malformed", 1), ("request_error", 1)],  # of the first batch's 3 requests
+    [("failed", 3), ("expired", 2), ("cancelled", 2), ("malformed", 1), ("request_error", 1)],  # of the first 3
 )
 def test_batch_faults_are_journaled_and_sent_again(tmp_path, fault, resent):
     with BatchStandInServer(responder(), batch_delay_s=0.02, batch_script=[fault], poll_500=2) as server:
@@ -100,7 +100,8 @@ def test_batch_faults_are_journaled_and_sent_again(tmp_path, fault, resent):
     lines = journal_lines(tmp_path)
     failures = [line for line in lines if line["error"]]
     assert len(failures) == resent and all(results[f["key"]].attempts == 2 for f in failures)
-    expected = {"failed": "batch failed", "expired": "batch expired", "malformed": "batch completed"}
+    expected = {"failed": "batch failed", "expired": "batch expired", "cancelled": "batch cancelled"}
+    expected["malformed"] = "batch completed"
     assert {f["error"].split(":")[0] for f in failures} == {expected.get(fault, "http 500")}
     assert Counter(line["key"] for line in lines if not line["error"]) == Counter(job.key for job in JOBS)
     assert server.batch_stats.retrievals >= 2 + 4  # two polls answered 500, then every batch polled

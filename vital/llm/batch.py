@@ -272,6 +272,7 @@ class BatchRunner:
         folder = state_dir or journal.path.parent / "batches" / journal.path.stem
         self.state = BatchState(folder)
         self.done = dict(done or {})
+        self._own_sdk = sdk is None
         self.sdk = sdk or build_sdk(endpoint)
         self.azure = endpoint.provider == "azure"
         self.url = "/chat/completions" if self.azure else "/v1/chat/completions"
@@ -282,6 +283,8 @@ class BatchRunner:
     def close(self) -> None:
         """Close the intent log (the SDK client too, when this runner built it)."""
         self.state.close()
+        if self._own_sdk:
+            self.sdk.close()
 
     # -- what to send ----------------------------------------------------------------------------------------------
     def _ok(self, key: str) -> bool:

@@ -14,6 +14,7 @@ responder, as the chat stand-in would answer it. Faults are scripted per batch, 
 
 - ``failed``: the batch fails as a whole (no output file);
 - ``expired``: the batch expires with the first ``partial_fraction`` of its lines answered;
+- ``cancelled``: the batch ends cancelled (as if someone cancelled it), its first ``partial_fraction`` answered;
 - ``malformed``: the first ``malformed_lines`` output lines are not JSON (their requests have no readable result);
 - ``request_error``: the first line is answered in the error file with a 500 instead of the output file.
 
@@ -48,7 +49,7 @@ from vital.testing.standin import SampleResponder, StandInServer, _Handler, _HTT
 
 logger = logging.getLogger(__name__)
 
-BATCH_FAULTS = ("ok", "failed", "expired", "malformed", "request_error")
+BATCH_FAULTS = ("ok", "failed", "expired", "cancelled", "malformed", "request_error")
 _TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
@@ -307,7 +308,12 @@ class BatchStandInServer(StandInServer):
             batch = self._batches[batch_id]
             if batch.record["status"] not in _TERMINAL:
                 if time.monotonic() >= batch.ready_at:
-                    self._finish(batch, {"failed": "failed", "expired": "expired"}.get(batch.fault, "completed"))
+                    self._finish(
+                        batch,
+                        {"failed": "failed", "expired": "expired", "cancelled": "cancelled"}.get(
+                            batch.fault, "completed"
+                        ),
+                    )
                 else:
                     batch.record["status"] = "in_progress"
                     batch.record["in_progress_at"] = batch.record["in_progress_at"] or int(time.time())
