@@ -11,8 +11,12 @@ CLIP with an MLP head (`vital.testing.tiny_models`), saved and reloaded as `vita
 Throughput, in candidates/s and turns/s over the same first `--throughput-n` candidates:
 
 * **loop**: one forward pass per turn (`score_texts_images` with a batch of one), on the first `--loop-n`;
-* **batched**: `vital.selection.score_candidates` (streamed batches of `--batch-size`), one process, 1 torch thread,
-  then 2 threads;
+* **per-turn path**: the previous scoring path, in the same run: streamed batches, but every turn's image
+  preprocessed and encoded again (`score_texts_images` over one (image, text) input per turn);
+* **batched**: `vital.selection.score_candidates` (streamed batches of `--batch-size`; each image preprocessed and
+  encoded once per candidate, texts in even batches), one process, 1 torch thread, then 2 threads;
+* **pure forward**: the model alone over the same inputs, preprocessed beforehand (image and text encoders, head):
+  the bound the whole path is measured against;
 * **2 processes**: the same function under `accelerate launch --config_file accelerate_configs/cpu.yaml` (two gloo
   processes, 1 thread each, each scoring its slice, gathered on the main process). The time is the scoring itself,
   between two barriers, after both processes loaded the model; process start-up is reported apart.
@@ -173,6 +177,60 @@ def per_sample_loop(model, processor, candidates) -> tuple[float, int]:
     return time.perf_counter() - start, turns
 
 
+def per_turn_path(model, processor, candidates, batch_size: int) -> tuple[float, int]:
+    """Seconds and turns of the previous path: every turn's image preprocessed and encoded again."""
+    from vital.data.schemas import qa_turns
+    from vital.selection import _open_images
+    from vital.selector import candidate_turn_text, score_texts_images
+
+    fields = model.config.text_fields
+    turns = 0
+    start = time.perf_counter()
+    for rows in candidates.with_format("arrow").iter(batch_size=batch_size):
+        images, texts = [], []
+        for row in rows.to_pylist():
+            n = len(qa_turns(row["messages"]))
+            images += _open_images(row, row["id"])[:1] * n
+            texts += [candidate_turn_text(row, t, fields) for t in range(n)]
+        score_texts_images(model, processor, images, texts, batch_size=batch_size)
+        turns += len(texts)
+    return time.perf_counter() - start, turns
+
+
+def pure_forward(model, processor, candidates, batch_size: int) -> tuple[float, int]:
+    """Seconds of the model alone (image encoder once per candidate, text encoder per turn, head) over the same
+    batches as `score_candidates`, with every input decoded, preprocessed and tokenised beforehand."""
+    import torch
+
+    from vital.data.schemas import qa_turns
+    from vital.selection import _even_chunks, _open_images
+    from vital.selector import candidate_turn_text
+    from vital.selector.modeling import _pooled
+
+    fields = model.config.text_fields
+    tokenizer = processor.tokenizer
+    prepared = []
+    for rows in candidates.with_format("arrow").iter(batch_size=batch_size):
+        rows = rows.to_pylist()
+        pixels = processor.image_processor([_open_images(r, r["id"])[0] for r in rows], return_tensors="pt")
+        texts = [candidate_turn_text(r, t, fields) for r in rows for t in range(len(qa_turns(r["messages"])))]
+        owners = torch.tensor([i for i, r in enumerate(rows) for _ in range(len(qa_turns(r["messages"])))])
+        chunks = [tokenizer(texts[a:b], padding=True, truncation=True, return_tensors="pt")
+                  for a, b in _even_chunks(len(texts), batch_size)]  # fmt: skip
+        prepared.append((pixels["pixel_values"], chunks, owners))
+    turns = sum(len(owners) for _, _, owners in prepared)
+    backbone = model.backbone
+    start = time.perf_counter()
+    with torch.no_grad():
+        for pixels, chunks, owners in prepared:
+            image = _pooled(backbone.get_image_features(pixel_values=pixels))[owners]
+            text = torch.cat([_pooled(backbone.get_text_features(**chunk)) for chunk in chunks])
+            if model.config.normalize_features:
+                image, text = torch.nn.functional.normalize(image, dim=-1), torch.nn.functional.normalize(text, dim=-1)
+            model.head(torch.cat([image, text], dim=-1))
+    return time.perf_counter() - start, turns
+
+
 def batched(model, processor, candidates, batch_size: int, state=None):
     from vital.selection import score_candidates
 
@@ -294,11 +352,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     seconds, turns = per_sample_loop(model, processor, subset.select(range(min(args.loop_n, len(subset)))))
     results["loop"] = {"candidates": min(args.loop_n, len(subset)), "turns": turns, "seconds": seconds}
+    seconds, turns = per_turn_path(model, processor, subset, args.batch_size)
+    results["per_turn"] = {"candidates": len(subset), "turns": turns, "seconds": seconds}
+    seconds, turns = pure_forward(model, processor, subset, args.batch_size)
+    results["pure_forward"] = {"candidates": len(subset), "turns": turns, "seconds": seconds}
     for threads in (1, 2):
         torch.set_num_threads(threads)
         seconds, scored = batched(model, processor, subset, args.batch_size)
         turns = sum(len(t) for t in scored.turn_scores)
         results[f"batched_{threads}t"] = {"candidates": len(scored), "turns": turns, "seconds": seconds}
+        torch.set_num_threads(1)
     if not args.skip_processes:
         results["two_processes"] = two_processes(args)
     print(f"\nThroughput ({len(subset)} candidates, batch {args.batch_size}; loop on {results['loop']['candidates']})")
@@ -306,8 +369,10 @@ def main(argv: list[str] | None = None) -> dict:
     base = results["loop"]["candidates"] / results["loop"]["seconds"]
     labels = {
         "loop": "per-sample loop, 1 thread",
+        "per_turn": "per-turn path (before)",
         "batched_1t": "batched, 1 thread",
         "batched_2t": "batched, 2 threads",
+        "pure_forward": "pure forward, 1 thread",
     }
     labels["two_processes"] = "batched, 2 processes x 1"
     for key, label in labels.items():
@@ -317,6 +382,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{label:<26}{rate:>14.1f}{r['turns'] / r['seconds']:>10.1f}{rate / base:>9.1f}x")
     if "two_processes" in results:
         print(f"(two processes: {results['two_processes']['wall_with_startup']:.1f} s wall including start-up)")
+    rate = {key: results[key]["candidates"] / results[key]["seconds"] for key in ("per_turn", "batched_1t")}
+    pure = results["pure_forward"]["candidates"] / results["pure_forward"]["seconds"]
+    print(
+        f"batched vs per-turn path: {rate['batched_1t'] / rate['per_turn']:.2f}x candidates/s; "
+        f"pure forward vs batched: {pure / rate['batched_1t']:.2f}x (the path's overhead over the model alone)"
+    )
 
     # 2. Memory while streaming every candidate from disk.
     torch.set_num_threads(1)
@@ -332,8 +403,17 @@ def main(argv: list[str] | None = None) -> dict:
             line += f"{s['py_current']:>10.1f}{s['py_peak']:>10.1f}"
         print(line)
     (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    record(
+        "selection",
+        "batched vs per-turn path",
+        rate["batched_1t"],
+        rate["per_turn"],
+        2 * rate["per_turn"],
+        "samples/s",
+    )
+    record("selection", "batched vs pure forward", rate["batched_1t"], baseline=pure, unit="samples/s")
     for key, label in labels.items():
-        if key != "loop" and key in results:
+        if key not in ("loop", "per_turn", "pure_forward") and key in results:
             rate = results[key]["candidates"] / results[key]["seconds"]
             record("selection", f"{label} vs per-sample loop", rate, baseline=base, unit="samples/s")
     record("selection", f"streaming {len(candidates)} candidates", len(candidates) / seconds, unit="samples/s")

@@ -9,7 +9,8 @@ Usage:
 Each benchmark is a script in `benchmarks/` run as its own process (from the repository root, with this Python):
 `bench_llm` (generation throughput against its concurrency/latency bound, the requests-per-minute budget, journal
 resume against a rescan per item), `bench_selection` (selector scoring, batched against a per-sample loop),
-`bench_sft` (the SFT recipe's overhead over a bare trainer) and `bench_metrics` (VQA metric speed per mode). A script's
+`bench_sft` (the SFT recipe's overhead over a bare trainer), `bench_metrics` (VQA metric speed per mode) and
+`bench_batch` (client CPU per 1k requests, online vs batch mode). A script's
 whole stdout goes to `<output_dir>/<name>.txt`; the figures it records (`benchmarks/_results.py`) make up
 `<output_dir>/results.md`, which is printed at the end. A benchmark that fails is in the table with its exit code.
 """
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "sft": ("benchmarks/bench_sft.py", ["--steps", "10", "--repeats", "2", "--rows", "16"], []),
     "metrics": ("benchmarks/bench_metrics.py", ["--n", "20000"], []),
+    "batch": ("benchmarks/bench_batch.py", ["--requests", "1000"], []),
 }
 
 

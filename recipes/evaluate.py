@@ -60,6 +60,7 @@ from vital.evaluation.win_rate import (
 )
 from vital.hub import ArtifactRef, PushResult, get_hub, sha256_file
 from vital.llm import EndpointConfig, image_to_data_url
+from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
 from vital.runner import artifact_table, setup_logging
 from vital.sft import resolve_model
@@ -130,7 +131,12 @@ class EvaluateArguments:
     )
 
 
-def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: EndpointConfig) -> list[PushResult]:
+def main(
+    args: EvaluateArguments,
+    generation: ans.GenerationSettings,
+    endpoint: EndpointConfig,
+    batch: BatchConfig | None = None,
+) -> list[PushResult]:
     import torch
     from accelerate import PartialState
 
@@ -226,13 +232,17 @@ def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: 
         images |= {f"chat/{i['question_id']}": i["image"] for i in chat_items}
         win_items = win_rate_items(ours, theirs, images, other_label, args.win_rate_answer_types)
     server, configured = None, endpoint  # the lineage records the judge as configured, not the stand-in's port
+    batch = batch or BatchConfig()
     if args.stand_in and (win_items or (chat_items and args.chat_judge)):
         from vital.testing.eval_replies import EvalStandInResponder
         from vital.testing.sample_replies import start_stand_in
+        from vital.testing.standin_batch import start_batch_stand_in
 
-        server, endpoint = start_stand_in(
-            endpoint, EvalStandInResponder(), args.stand_in_latency_ms, args.stand_in_faults
-        )
+        stand_in_args = (endpoint, EvalStandInResponder(), args.stand_in_latency_ms, args.stand_in_faults)
+        if batch.mode == "batch":
+            server, endpoint = start_batch_stand_in(*stand_in_args, batch_delay_s=batch.stand_in_batch_delay_s)
+        else:
+            server, endpoint = start_stand_in(*stand_in_args)
     judge = endpoint.model
     chat_jobs = (
         plan_chat_judge_jobs(chat_items, chat_predictions, judge, args.judge_with_image) if args.chat_judge else []
@@ -259,7 +269,9 @@ def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: 
     results = {}
     try:
         if chat_jobs or win_jobs:
-            results = run_jobs_sharded(chat_jobs + win_jobs, endpoint, build, out / "journals", args.shard, followup)
+            results = run_jobs_sharded(
+                chat_jobs + win_jobs, endpoint, build, out / "journals", args.shard, followup, batch=batch
+            )
     finally:
         if server is not None:
             server.stop()
@@ -302,7 +314,7 @@ def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: 
     inputs = [model_ref, *(ref for _, ref in sets.values()), *(r for r in (chat_ref, other_ref) if r), *compare_refs]
     card = dataset_card(
         "eval",
-        lineage=Lineage(stage="evaluate", inputs=inputs, config=[args, generation, configured]),
+        lineage=Lineage(stage="evaluate", inputs=inputs, config=[args, generation, configured, batch]),
         pretty_name=f"Evaluation of {label}" + (" (stand-in judge)" if args.stand_in else ""),
         task_categories=["visual-question-answering"],
         model_label=label,
@@ -317,6 +329,7 @@ def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: 
         chat_prompt_sha=chat_judge_prompt_sha(),
         win_prompt_sha=win_rate_prompt_sha(),
         judge_cost_usd=sum(r.cost_usd for r in results.values()),
+        judge_mode=batch.mode,
         answer_cost_usd=sum(a.cost_usd for a in answers.values()),
         judge_with_image=args.judge_with_image,
         generation=generation.to_dict(),
@@ -362,9 +375,8 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.evaluation.win_rate import build_win_rate_messages
     from vital.llm.estimate import estimate_requests
 
-    args, _, endpoint = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig)).parse_args_and_config(
-        argv
-    )
+    parser = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig, BatchConfig))
+    args, _, endpoint, _ = parser.parse_args_and_config(argv)
     samples = []
     for record in open_chat_records(8):
         mentions = [m["tokens"] if isinstance(m, dict) else m for m in record["in_text_mention"]]
@@ -401,9 +413,9 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    parser = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig))
-    args, generation, endpoint = parser.parse_args_and_config(argv)
-    return main(args, generation, endpoint)
+    parser = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig, BatchConfig))
+    args, generation, endpoint, batch = parser.parse_args_and_config(argv)
+    return main(args, generation, endpoint, batch)
 
 
 if __name__ == "__main__":

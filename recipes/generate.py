@@ -8,6 +8,7 @@ Usage:
     python recipes/generate.py --config recipes/biomed_vital/generate.yaml      # GPT-4V class model (OPENAI_API_KEY)
     accelerate launch --num_processes 4 recipes/generate.py --config ...       # 4 shards, merged by process 0
     python recipes/generate.py --config ... --shard 2/8                         # one shard on one machine
+    python recipes/generate.py --config ... --mode batch                        # the Batch API: half price, <= 24 h
 
 Every finished request is journaled under a stable key (pair image, demos, prompt, model, parameters), so a killed
 run resumes where it stopped. With `--shard i/n` a process only fills its journal; a run without `--shard` over the
@@ -40,6 +41,7 @@ from vital.generation import (
 )
 from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, image_to_data_url
+from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
 from vital.runner import artifact_table, setup_logging
 
@@ -92,7 +94,7 @@ def push_with_failures(hub, rows, failures: list[dict], repo_id: str, card, push
     raise ValueError(f"nothing to push to {repo_id}: no rows and no failures")
 
 
-def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
+def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig | None = None) -> list[PushResult]:
     from accelerate import PartialState
 
     setup_logging(main_process=PartialState().is_main_process)
@@ -108,13 +110,17 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
     sampler = DemoSampler(demos, seed=args.data_seed, per_modality=args.demos_per_modality)
     server, configured = None, endpoint  # the lineage records the endpoint as configured, not the stand-in's port
+    batch = batch or BatchConfig()
     if args.stand_in:
         from vital.testing.sample_replies import SampleDataResponder, start_stand_in
+        from vital.testing.standin_batch import start_batch_stand_in
 
         responder = SampleDataResponder(pairs)
-        server, endpoint = start_stand_in(
-            endpoint, responder, args.stand_in_latency_ms, args.stand_in_faults, args.data_seed
-        )
+        stand_in_args = (endpoint, responder, args.stand_in_latency_ms, args.stand_in_faults, args.data_seed)
+        if batch.mode == "batch":
+            server, endpoint = start_batch_stand_in(*stand_in_args, batch_delay_s=batch.stand_in_batch_delay_s)
+        else:
+            server, endpoint = start_stand_in(*stand_in_args)
 
     # 2. Plan keyed jobs: one conversation per pair and sample, two-answer questions for a seeded sample of pairs.
     raw = pairs.cast_column("image", Image(decode=False))
@@ -132,7 +138,7 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
 
     # 3. Send what no journal holds yet (this process's shard), then merge every journal on the main process.
     try:
-        done = run_jobs_sharded(jobs + pair_jobs, endpoint, build, args.journal_dir, args.shard)
+        done = run_jobs_sharded(jobs + pair_jobs, endpoint, build, args.journal_dir, args.shard, batch=batch)
     finally:
         if server is not None:
             server.stop()
@@ -149,7 +155,9 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     candidates = rows_to_dataset(
         list(candidate_rows(pairs, jobs, done, kind, sha, args.stand_in, failures)), CANDIDATE_FEATURES
     )
-    lineage = Lineage(stage="generate", inputs=[pairs_ref, demos_ref], config=[args, configured], seed=args.data_seed)
+    lineage = Lineage(
+        stage="generate", inputs=[pairs_ref, demos_ref], config=[args, configured, batch], seed=args.data_seed
+    )
     results = [done[job.key] for job in jobs]
     card = dataset_card(
         "candidates",
@@ -159,6 +167,7 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
         stand_in=args.stand_in,
         model=results[0].model if results and results[0].model else endpoint.model,
         endpoint=kind,
+        mode=batch.mode,
         prompt_sha=sha,
         demos_per_modality=args.demos_per_modality,
         seed=args.data_seed,
@@ -205,7 +214,7 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.data.sample import load_sample_demos, load_sample_pairs
     from vital.llm.estimate import count_rows, estimate_requests
 
-    args, endpoint = TrlParser((GenerateArguments, EndpointConfig)).parse_args_and_config(argv)
+    args, endpoint, _ = TrlParser((GenerateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
     pairs = count_rows(get_hub(args.hub), args.pairs_repo, args.pairs_revision)
     basis = f"{args.pairs_repo} card"
     if pairs is None:
@@ -232,8 +241,8 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    args, endpoint = TrlParser((GenerateArguments, EndpointConfig)).parse_args_and_config(argv)
-    return main(args, endpoint)
+    args, endpoint, batch = TrlParser((GenerateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
+    return main(args, endpoint, batch)
 
 
 if __name__ == "__main__":

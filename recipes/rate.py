@@ -25,6 +25,7 @@ from vital.cards import Lineage, dataset_card
 from vital.data.schemas import RATING_FEATURES, rows_to_dataset
 from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, image_to_data_url
+from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
 from vital.rating import build_rating_messages, plan_rating_jobs, rating_prompt_sha, rating_rows, retry_job
 from vital.runner import artifact_table, setup_logging
@@ -57,7 +58,7 @@ class RateArguments:
     )
 
 
-def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
+def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | None = None) -> list[PushResult]:
     from accelerate import PartialState
 
     setup_logging(main_process=PartialState().is_main_process)
@@ -70,12 +71,16 @@ def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
         candidates = candidates.select(range(min(args.limit, len(candidates))))
     jobs = plan_rating_jobs(candidates.cast_column("images", [Image(decode=False)]), endpoint.model)
     server, configured = None, endpoint
+    batch = batch or BatchConfig()
     if args.stand_in:
         from vital.testing.sample_replies import SampleDataResponder, start_stand_in
+        from vital.testing.standin_batch import start_batch_stand_in
 
-        server, endpoint = start_stand_in(
-            endpoint, SampleDataResponder(), args.stand_in_latency_ms, args.stand_in_faults
-        )
+        stand_in_args = (endpoint, SampleDataResponder(), args.stand_in_latency_ms, args.stand_in_faults)
+        if batch.mode == "batch":
+            server, endpoint = start_batch_stand_in(*stand_in_args, batch_delay_s=batch.stand_in_batch_delay_s)
+        else:
+            server, endpoint = start_stand_in(*stand_in_args)
 
     def build(job):
         return build_rating_messages(candidates[job.index], job.sample, image_to_data_url, retry=job.task != "rating")
@@ -83,7 +88,13 @@ def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     # 2. Ask the judge (this process's shard; unparseable replies are asked again), merge the journals.
     try:
         results = run_jobs_sharded(
-            jobs, endpoint, build, args.journal_dir, args.shard, lambda job, r: retry_job(job, r, args.judge_retries)
+            jobs,
+            endpoint,
+            build,
+            args.journal_dir,
+            args.shard,
+            lambda job, r: retry_job(job, r, args.judge_retries),
+            batch=batch,
         )
     finally:
         if server is not None:
@@ -97,7 +108,7 @@ def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     errors = Counter(e.split(":", 1)[0] for e in ratings["error"] if e)
     card = dataset_card(
         "ratings",
-        lineage=Lineage(stage="rate", inputs=[candidates_ref], config=[args, configured]),
+        lineage=Lineage(stage="rate", inputs=[candidates_ref], config=[args, configured, batch]),
         pretty_name="BioMed-VITAL judge ratings" + (" (stand-in)" if args.stand_in else ""),
         repo_id=args.ratings_repo,
         stand_in=args.stand_in,
@@ -111,6 +122,7 @@ def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
         histogram=dict(sorted(Counter(int(s) for s in scores).items())),
         mean=sum(scores) / len(scores) if scores else float("nan"),
         cost_usd=sum(r.cost_usd for r in results.values()),
+        mode=batch.mode,
     )
     pushed = [
         hub.push_dataset(
@@ -128,7 +140,7 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.data.schemas import qa_turns
     from vital.llm.estimate import count_rows, estimate_requests
 
-    args, endpoint = TrlParser((RateArguments, EndpointConfig)).parse_args_and_config(argv)
+    args, endpoint, _ = TrlParser((RateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
     turns, basis = args.expected_turns, "expected_turns"
     if count_rows(get_hub(args.hub), args.candidates_repo, args.candidates_revision) is not None:
         hub = get_hub(args.hub)
@@ -145,8 +157,8 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    args, endpoint = TrlParser((RateArguments, EndpointConfig)).parse_args_and_config(argv)
-    return main(args, endpoint)
+    args, endpoint, batch = TrlParser((RateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
+    return main(args, endpoint, batch)
 
 
 if __name__ == "__main__":

@@ -154,15 +154,17 @@ def test_process_slices_are_whole_batches_that_add_up_to_the_whole(selector, mon
 def patched_scores(monkeypatch, by_id: dict[str, list[float]]):
     """Replace the model: each turn scores what ``by_id`` says for its candidate (the text names the candidate)."""
 
-    def fake(model, processor, images, texts, batch_size=32, max_length=None):
+    def fake(model, prepared):
         out = []
-        for text in texts:
-            cid = text.split(" about ")[1].split("?")[0]
-            turn = int(text.split(" ")[1])
-            out.append(by_id[cid][turn])
+        for texts in prepared.turns:
+            out.append([])
+            for text in texts:
+                cid = text.split(" about ")[1].split("?")[0]
+                turn = int(text.split(" ")[1])
+                out[-1].append(by_id[cid][turn])
         return out
 
-    monkeypatch.setattr(selection, "score_texts_images", fake)
+    monkeypatch.setattr(selection, "score_prepared", fake)
 
 
 def test_ratios_and_tie_breaking_are_exact(monkeypatch, selector):

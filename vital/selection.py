@@ -1,9 +1,9 @@
 """Selection (``DESIGN.md`` §2, ``selected``): score every candidate with the selector and keep the top ratios.
 
 - :func:`score_candidates` streams the candidates from disk in batches (``Dataset.iter``: only one batch of rows and
-  images is in memory at a time), scores every question–answer turn with
-  :func:`vital.selector.score_texts_images` and aggregates a candidate's turn scores into one (``mean`` by default,
-  or ``min`` / ``max``). Under ``accelerate launch`` each process scores a contiguous slice of the rows and the
+  images is in memory at a time), scores every question–answer turn with :func:`score_image_turns` (each image
+  preprocessed and encoded once per candidate, not once per turn; texts encoded in batches of even size) and
+  aggregates a candidate's turn scores into one (``mean`` by default, or ``min`` / ``max``). Under ``accelerate launch`` each process scores a contiguous slice of the rows and the
   results are gathered on every process, in row order. A candidate whose image is missing or does not decode, or
   whose conversation is malformed, is **quarantined** with the reason: never scored, never dropped silently.
 - :func:`rank_candidates` orders the scored candidates: score descending (as stored, float32), then candidate id
@@ -27,6 +27,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from datasets import Dataset, Features, List, Value
 from vital.data.errors import Quarantine, RecordError
 from vital.data.schemas import SELECTED_FEATURES, validate_messages
 from vital.selector.data import candidate_turn_text
-from vital.selector.modeling import score_texts_images
+from vital.selector.modeling import _pooled
 
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,11 @@ __all__ = [
     "plot_score_histogram",
     "rank_candidates",
     "ratio_config_name",
+    "PreparedTurns",
+    "prepare_image_turns",
     "score_candidates",
+    "score_image_turns",
+    "score_prepared",
     "select_top_ratios",
 ]
 
@@ -162,6 +167,140 @@ def _slice(n: int, batch_size: int, num_processes: int, process_index: int) -> t
     return min(first * batch_size, n), min(last * batch_size, n)
 
 
+def _even_chunks(n: int, most: int) -> list[tuple[int, int]]:
+    """``[start, end)`` runs covering ``range(n)``: as few as runs of at most ``most`` allow, sizes differing by <= 1."""
+    if n == 0:
+        return []
+    count = -(-n // most)
+    size, extra = divmod(n, count)
+    bounds, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+@dataclass
+class PreparedTurns:
+    """Model inputs of some candidates, ready for the forward pass (see :func:`prepare_image_turns`).
+
+    ``pixels``: image batches (one image per candidate); ``encodings``: tokenised text batches, texts sorted by length;
+    ``order[i]``: the input position of the i-th sorted text; ``owners[j]``: the candidate of input text ``j``.
+    """
+
+    turns: list[list[str]]
+    pixels: list[Any] = field(default_factory=list)
+    encodings: list[Any] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)
+    owners: Any = None
+
+
+def prepare_image_turns(
+    processor: Any,
+    images: Sequence[Any],
+    turns: Sequence[Sequence[str]],
+    batch_size: int = 32,
+    max_length: int | None = None,
+    padding: bool | str = True,
+) -> PreparedTurns:
+    """Preprocess each image once and tokenise every text (no model involved, so it can run ahead in a thread).
+
+    Images go in batches of even size (at most ``batch_size``), texts too, sorted by length so that texts of similar
+    length share a batch. ``images`` are decoded RGB images, one per candidate; ``turns[i]`` the texts of image ``i``.
+    """
+    import torch
+
+    if len(images) != len(turns):
+        raise ValueError(f"{len(images)} images for {len(turns)} lists of texts")
+    prepared = PreparedTurns([list(group) for group in turns])
+    texts = [text for group in turns for text in group]
+    if not texts:
+        return prepared
+    tokenizer, image_processor = processor.tokenizer, processor.image_processor
+    limit = tokenizer.model_max_length if max_length is None else min(max_length, tokenizer.model_max_length)
+    for start, end in _even_chunks(len(images), batch_size):
+        # The images are RGB already (_decode converts them): the processor's own conversion is skipped.
+        batch = image_processor(list(images[start:end]), return_tensors="pt", do_convert_rgb=False)
+        prepared.pixels.append(batch["pixel_values"])
+    prepared.order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start, end in _even_chunks(len(texts), batch_size):
+        chunk = [texts[i] for i in prepared.order[start:end]]
+        prepared.encodings.append(
+            tokenizer(chunk, padding=padding, truncation=True, max_length=limit, return_tensors="pt")
+        )
+    prepared.owners = torch.tensor([i for i, group in enumerate(turns) for _ in group])
+    return prepared
+
+
+def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
+    """The selector's scores of prepared inputs: each image encoded once, each text once, the head on every pair.
+
+    The same computation as :meth:`vital.selector.SelectorModel.forward` (image features ‖ text features -> head),
+    so the scores equal :func:`vital.selector.score_texts_images` on the pairs up to float32 rounding.
+    """
+    import torch
+
+    if prepared.owners is None:
+        return [[] for _ in prepared.turns]
+    backbone, device, dtype = model.backbone, model.device, model.dtype
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            image = torch.cat(
+                [_pooled(backbone.get_image_features(pixel_values=px.to(device, dtype))) for px in prepared.pixels]
+            )
+            sorted_text = torch.cat(
+                [
+                    _pooled(
+                        backbone.get_text_features(
+                            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
+                        )
+                    )
+                    for enc in prepared.encodings
+                ]
+            )
+            text = torch.empty_like(sorted_text)
+            text[torch.tensor(prepared.order, device=device)] = sorted_text
+            image = image[prepared.owners.to(device)]
+            # As SelectorModel.features and forward combine them.
+            if model.config.normalize_features:
+                image = torch.nn.functional.normalize(image, dim=-1)
+                text = torch.nn.functional.normalize(text, dim=-1)
+            scores = model.head(torch.cat([image, text], dim=-1).to(dtype)).squeeze(-1).float().cpu().tolist()
+    finally:
+        model.train(was_training)
+    out, position = [], 0
+    for group in prepared.turns:
+        out.append(scores[position : position + len(group)])
+        position += len(group)
+    return out
+
+
+def score_image_turns(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    turns: Sequence[Sequence[str]],
+    batch_size: int = 32,
+    max_length: int | None = None,
+) -> list[list[float]]:
+    """Score every text of ``turns[i]`` with ``images[i]``: each image preprocessed and encoded once, however many
+    texts it has (:func:`prepare_image_turns`, then :func:`score_prepared`). One list of scores per image.
+
+    Args:
+        model: a :class:`vital.selector.SelectorModel` (or a ``PeftModel`` around one).
+        processor: its processor (``tokenizer`` and ``image_processor``).
+        images: decoded RGB images, one per candidate.
+        turns: the texts to score with each image.
+        batch_size: at most this many images, or texts, per forward pass.
+        max_length: token limit per text (default the tokenizer's ``model_max_length``).
+    """
+    padding = getattr(model.config, "text_padding", True)
+    return score_prepared(model, prepare_image_turns(processor, images, turns, batch_size, max_length, padding))
+
+
 def score_candidates(
     model: Any,
     processor: Any,
@@ -211,11 +350,12 @@ def score_candidates(
 
     results: list[tuple[int, str, float, list[float]]] = []
     quarantine = Quarantine("skip")
-    index, next_log = start, start + (log_every or 0)
-    for batch in part.with_format("arrow").iter(batch_size=batch_size):
-        rows = batch.to_pylist()
-        images, texts, owners = [], [], []
-        for row in rows:
+    padding = getattr(model.config, "text_padding", True)
+
+    def prepare(batch: Any, first: int) -> tuple[list[tuple[int, str]], list[tuple[RecordError, dict]], PreparedTurns]:
+        """Read, check, decode and preprocess one batch of rows (in a thread, while the model scores the last one)."""
+        images, texts, owners, rejected = [], [], [], []  # one image and one list of turn texts per candidate
+        for offset, row in enumerate(batch.to_pylist()):
             rid = str(row.get("id"))
             try:
                 opened = _open_images(row, rid)
@@ -224,23 +364,39 @@ def score_candidates(
                 if not turns:
                     raise RecordError(rid, "messages", "no question-answer turn to score")
             except RecordError as error:
-                quarantine.add(error, _summary(row))
+                rejected.append((error, _summary(row)))
             else:
-                owners.append((index, rid, len(turns)))
-                images += [opened[0]] * len(turns)
-                texts += turns
-            index += 1
-        scores = score_texts_images(model, processor, images, texts, batch_size=batch_size, max_length=max_length)
-        position = 0
-        for row_index, rid, n in owners:
-            turn_scores = [_float32(s) for s in scores[position : position + n]]
-            position += n
+                owners.append((first + offset, rid))
+                images.append(opened[0])
+                texts.append(turns)
+        return owners, rejected, prepare_image_turns(processor, images, texts, batch_size, max_length, padding)
+
+    def consume(owners, rejected, prepared) -> None:
+        for error, summary in rejected:
+            quarantine.add(error, summary)
+        scores = score_prepared(model, prepared)
+        for (row_index, rid), candidate_scores in zip(owners, scores, strict=True):
+            turn_scores = [_float32(s) for s in candidate_scores]
             if any(math.isnan(s) for s in turn_scores):
                 raise ValueError(f"the selector scored candidate {rid!r} NaN: check the model")
             results.append((row_index, rid, aggregate_turn_scores(turn_scores, aggregate), turn_scores))
-        if log_every and index >= next_log:
-            logger.info("scored %d / %d candidates (this process)", index - start, end - start)
-            next_log += log_every
+
+    # One batch is prepared ahead, in a thread, while the model scores the current one (image decoding and
+    # preprocessing and tokenisation mostly release the GIL, as the forward pass does).
+    index, next_log = start, start + (log_every or 0)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vital-select-prepare") as pool:
+        ahead = None
+        for batch in part.with_format("arrow").iter(batch_size=batch_size):
+            following = pool.submit(prepare, batch, index)
+            index += batch.num_rows
+            if ahead is not None:
+                consume(*ahead.result())
+            ahead = following
+            if log_every and index - batch.num_rows >= next_log:
+                logger.info("scored %d / %d candidates (this process)", index - batch.num_rows - start, end - start)
+                next_log += log_every
+        if ahead is not None:
+            consume(*ahead.result())
 
     quarantined = quarantine.records
     if num_processes > 1:

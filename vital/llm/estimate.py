@@ -1,5 +1,6 @@
 """What an API stage will cost before it runs: requests, tokens and dollars, from representative requests built
-offline and the endpoint's price table (``vital pipeline --dry_run``). Nothing is sent anywhere."""
+offline and the endpoint's price table (``vital pipeline --dry_run``). Nothing is sent anywhere. Every stage is priced
+both online and through the Batch API (``--mode batch``), side by side."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class StageEstimate:
     completion_tokens: int
     cost_usd: float
     basis: str  # where the request count came from
+    batch_cost_usd: float = 0.0  # the same requests through the Batch API (--mode batch)
 
     def row(self) -> tuple[str, ...]:
         return (
@@ -32,6 +34,7 @@ class StageEstimate:
             f"{self.prompt_tokens:,}",
             f"{self.completion_tokens:,}",
             f"${self.cost_usd:,.2f}",
+            f"${self.batch_cost_usd:,.2f}",
             self.basis,
         )
 
@@ -53,14 +56,17 @@ def estimate_requests(
     mean_prompt = sum(estimate_prompt_tokens(m) for m in samples) / max(1, len(samples))
     completion = min(completion_tokens_each, endpoint.max_tokens or completion_tokens_each)
     prompt_total, completion_total = round(mean_prompt * requests), completion * requests
-    cost = cost_usd(
-        prompt_total, completion_total, model=endpoint.model, prices=endpoint.price_table, provider=endpoint.provider
+    price = {"model": endpoint.model, "prices": endpoint.price_table, "provider": endpoint.provider}
+    cost = cost_usd(prompt_total, completion_total, **price)
+    batch_cost = cost_usd(prompt_total, completion_total, **price, batch=True)
+    return StageEstimate(
+        stage, task, endpoint.model, requests, prompt_total, completion_total, cost, basis, batch_cost
     )
-    return StageEstimate(stage, task, endpoint.model, requests, prompt_total, completion_total, cost, basis)
 
 
 def estimate_table(estimates: Sequence[StageEstimate]) -> str:
-    header = ("stage", "task", "model", "requests", "prompt tokens", "completion tokens", "cost", "basis")
+    header = ("stage", "task", "model", "requests", "prompt tokens", "completion tokens", "online cost", "batch cost",
+              "basis")  # fmt: skip
     total = (
         "total",
         "",
@@ -69,6 +75,7 @@ def estimate_table(estimates: Sequence[StageEstimate]) -> str:
         f"{sum(e.prompt_tokens for e in estimates):,}",
         f"{sum(e.completion_tokens for e in estimates):,}",
         f"${sum(e.cost_usd for e in estimates):,.2f}",
+        f"${sum(e.batch_cost_usd for e in estimates):,.2f}",
         "",
     )
     from vital.runner import format_table

@@ -97,6 +97,7 @@ def run_jobs_sharded(
     journal_dir: str | Path,
     shard: str | None = None,
     followup: Callable[[Job, CompletionResult], Job | None] | None = None,
+    batch: Any = None,
 ) -> dict[str, CompletionResult] | None:
     """Run this process's share of ``jobs`` and, on the process that should push, return every job's result.
 
@@ -108,6 +109,9 @@ def run_jobs_sharded(
     output), else this process's rank among the `accelerate launch` processes. Each process appends to its own
     journal in ``journal_dir``; the main process waits for the others, merges every journal and checks that no job
     is missing (a shard not run yet is an error, not a silently smaller dataset).
+
+    ``batch`` (a `vital.llm.batch.BatchConfig` with ``mode="batch"``) sends this process's share through the
+    provider's Batch API instead, into the same journal under the same keys.
     """
     from accelerate import PartialState
 
@@ -128,7 +132,13 @@ def run_jobs_sharded(
                     round_ = _followups(round_, results, followup)
                 return resumed, total
 
-    resumed, total = asyncio.run(send())
+    if batch is not None and batch.mode == "batch":
+        from vital.llm.batch import run_batch_jobs
+
+        journal_path = shard_path(journal_dir / "journal.jsonl", index, count)
+        resumed, total = run_batch_jobs(mine, endpoint, build_messages, journal_path, batch, done, followup)
+    else:
+        resumed, total = asyncio.run(send())
     logger.info("%d request(s) sent, %d answered from the journals (this process)", total - resumed, resumed)
     if shard:
         logger.info("shard %s done; run without --shard over the collected journals to merge and push", shard)

@@ -5,8 +5,10 @@ have their own names), by exact name and then by the longest table entry that pr
 priced as ``gpt-4o``, ``gpt-4o-mini-2024-07-18`` as ``gpt-4o-mini``). A model with no price costs 0: silently on an
 ``openai-compatible`` endpoint (a local vLLM or ``transformers serve``), with a one-time warning on OpenAI and Azure.
 
-The defaults are OpenAI's list prices for standard (non-batch) requests; check them against your contract and pass
-your own table to :class:`vital.llm.EndpointConfig` (``prices``) when they differ.
+The defaults are OpenAI's list prices for standard (online) requests; check them against your contract and pass
+your own table to :class:`vital.llm.EndpointConfig` (``prices``) when they differ. Requests sent through the Batch API
+(``--mode batch``) are priced by an entry's ``batch_prompt`` and ``batch_completion`` when it has them, else at
+:data:`BATCH_DISCOUNT` times its online prices (OpenAI and Azure's Global Batch both charge half).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "gpt-4.1-mini": {"prompt": 0.40, "completion": 1.60},
     "gpt-4.1-nano": {"prompt": 0.10, "completion": 0.40},
 }
+
+# The Batch API's price as a share of the online price, for table entries without their own batch prices.
+BATCH_DISCOUNT = 0.5
 
 _warned: set[str] = set()
 
@@ -54,6 +59,7 @@ def cost_usd(
     reported_model: str | None = None,
     prices: Mapping[str, Mapping[str, float]] | None = None,
     provider: str = "openai",
+    batch: bool = False,
 ) -> float:
     """The cost in USD of one completion.
 
@@ -63,6 +69,7 @@ def cost_usd(
         reported_model: the model the server says answered, tried after ``model``.
         prices: a price table (see :data:`DEFAULT_PRICES`); ``None`` uses the defaults.
         provider: ``"openai-compatible"`` endpoints cost 0 without a warning when the model has no price.
+        batch: price the request as sent through the Batch API (see :func:`batch_price`).
     """
     price = find_price([model, reported_model], DEFAULT_PRICES if prices is None else prices)
     if price is None:
@@ -70,4 +77,15 @@ def cost_usd(
             _warned.add(model)
             logger.warning("no price for model %r (reported %r): its cost is counted as 0", model, reported_model)
         return 0.0
+    if batch:
+        price = batch_price(price)
     return (prompt_tokens * float(price["prompt"]) + completion_tokens * float(price["completion"])) / 1_000_000
+
+
+def batch_price(price: Mapping[str, float]) -> dict[str, float]:
+    """The Batch API price of a table entry: its ``batch_prompt``/``batch_completion`` if given, else
+    :data:`BATCH_DISCOUNT` times its online ``prompt``/``completion`` price."""
+    return {
+        side: float(price.get(f"batch_{side}", BATCH_DISCOUNT * float(price[side])))
+        for side in ("prompt", "completion")
+    }

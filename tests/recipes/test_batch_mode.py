@@ -1,0 +1,77 @@
+"""Generate and rate with `--mode batch` on the quickstart, through the stand-in Batch API: the same rows as online,
+the judge's re-asks as a second batch round, the mode on the cards, and an online rerun that sends nothing."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vital.data.schemas import qa_turns
+from vital.hub import LocalHub
+from vital.runner import load_recipe
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch-mode")
+    load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", f"local:{root}/hub"])
+    return root
+
+
+def generate(root, journals, *extra):
+    args = ["--config", "recipes/quickstart/generate.yaml", "--hub", f"local:{root}/hub", "--journal_dir",
+            str(journals), "--answer_pairs", "2"]  # fmt: skip
+    return load_recipe("generate").cli([*args, *extra])
+
+
+def journal_lines(folder):
+    return [json.loads(line) for p in sorted(Path(folder).glob("journal*.jsonl")) for line in p.open()]
+
+
+def batch_log(folder):
+    return [json.loads(line) for p in Path(folder).glob("batches/*/batches.jsonl") for line in p.open()]
+
+
+@pytest.fixture(scope="module")
+def generated(root):
+    pushed = generate(root, root / "gen-batch", "--mode", "batch")
+    return pushed, root / "gen-batch"
+
+
+@pytest.mark.slow
+def test_generate_in_batch_mode_matches_online_and_a_rerun_sends_nothing(root, generated):
+    (candidates, _), journals = generated
+    hub = LocalHub(root / "hub")
+    rows = hub.load_dataset("quickstart/candidates", split="train", revision=candidates.commit)
+    lines = journal_lines(journals)
+    assert len(rows) == 15 and all(line["error"] is None for line in lines) and len(lines) == 15 + 2
+    assert {e["event"] for e in batch_log(journals)} >= {"uploaded", "created", "merged"}
+    readme = (hub.snapshot("quickstart/candidates", candidates.commit) / "README.md").read_text()
+    assert "batch mode" in readme and "(Batch API prices)" in readme
+    # Online over another journal: the same conversations (the stand-in answers deterministically).
+    (online, _) = generate(root, root / "gen-online")
+    online_rows = hub.load_dataset("quickstart/candidates", split="train", revision=online.commit)
+    assert online_rows["messages"] == rows["messages"]
+    assert "online mode" in (hub.snapshot("quickstart/candidates", online.commit) / "README.md").read_text()
+    # Online over the batch journal: every request is answered from the journal, nothing is appended.
+    generate(root, journals)
+    assert journal_lines(journals) == lines
+
+
+@pytest.mark.slow
+def test_rate_in_batch_mode_rates_every_turn_with_reasks_as_a_second_round(root, generated):
+    (candidates, _), _ = generated
+    journals = root / "rate-batch"
+    args = ["--config", "recipes/quickstart/rate.yaml", "--hub", f"local:{root}/hub", "--journal_dir", str(journals),
+            "--candidates_revision", candidates.commit, "--mode", "batch"]  # fmt: skip
+    (pushed,) = load_recipe("rate").cli(args)
+    hub = LocalHub(root / "hub")
+    rows = hub.load_dataset("quickstart/candidates", split="train", revision=candidates.commit)
+    ratings = hub.load_dataset("quickstart/ratings", split="train", revision=pushed.commit)
+    assert len(ratings) == sum(len(qa_turns(m)) for m in rows["messages"])
+    assert all(s is not None and 0 <= s <= 10 for s in ratings["score"])
+    assert any(a == 2 for a in ratings["judge_attempts"])  # a reply without a score was asked again ...
+    created = [e for e in batch_log(journals) if e["event"] == "created"]
+    assert len(created) == 2  # ... in a second batch, after the first one was merged
+    readme = (hub.snapshot("quickstart/ratings", pushed.commit) / "README.md").read_text()
+    assert "batch mode, Batch API prices" in readme

@@ -1,0 +1,27 @@
+"""`vital pipeline --dry_run` prices every API stage online and through the Batch API, side by side."""
+
+from pathlib import Path
+
+import pytest
+
+from vital.runner import load_recipe
+
+
+@pytest.mark.slow
+def test_the_dry_run_prints_online_and_batch_cost_side_by_side(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    config = (root / "recipes/biomed_vital/pipeline.yaml").read_text().replace("recipes/", f"{root}/recipes/")
+    (tmp_path / "pipeline.yaml").write_text(config)
+    estimates = load_recipe("pipeline").cli(
+        ["--config", "pipeline.yaml", "--dry_run", "true", "--hub", f"local:{tmp_path}/hub"]
+    )
+    assert estimates and all(e.cost_usd > 0 for e in estimates)
+    for e in estimates:  # gpt-4o through the Batch API: half the list price
+        assert e.batch_cost_usd == pytest.approx(e.cost_usd / 2)
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "online cost" in line)
+    assert header.index("online cost") < header.index("batch cost")
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    assert f"${sum(e.cost_usd for e in estimates):,.2f}" in total
+    assert f"${sum(e.batch_cost_usd for e in estimates):,.2f}" in total

@@ -1,0 +1,79 @@
+"""Selection scoring encodes each candidate's image once (not once per turn) and scores exactly as the per-turn
+path did."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from PIL import Image
+
+from vital.data.schemas import CANDIDATE_FEATURES, image_part, qa_turns, text_part
+from vital.selection import score_candidates
+from vital.selector import SelectorModel, candidate_turn_text, score_texts_images
+from vital.testing.tiny_models import build_tiny_clip
+
+
+@pytest.fixture(scope="module")
+def selector(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    _, processor = build_tiny_clip(save_dir=folder, seed=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = SelectorModel.from_backbone(folder, hidden_sizes=[16])
+    return model.eval(), processor
+
+
+def png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 255, (20, 20, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def candidate(i: int, n_turns: int) -> dict:
+    messages = []
+    for t in range(n_turns):
+        content = [text_part(f"Question {t} about figure {i}?" + " more" * (i % 5))]
+        messages.append({"role": "user", "content": ([image_part()] + content) if t == 0 else content})
+        messages.append(
+            {"role": "assistant", "content": [text_part(f"Answer {t} of {i}, " + "detail " * (t + i % 3))]}
+        )
+    return {"id": f"c{i}", "pair_id": f"p{i}", "images": [{"bytes": png(i), "path": f"{i}.png"}],
+            "messages": messages, "modality": "ct", "caption": f"Caption {i}.", "mentions": [], "generation": None}  # fmt: skip
+
+
+def test_each_image_is_encoded_once_per_candidate_and_scores_are_unchanged(selector, monkeypatch):
+    model, processor = selector
+    rows = [candidate(i, 1 + i % 3) for i in range(11)]  # 1, 2 or 3 turns: 21 turns for 11 candidates
+    candidates = Dataset.from_list(rows, features=CANDIDATE_FEATURES)
+    encoded, preprocessed = [], []
+    get_image_features = model.backbone.get_image_features
+    image_processor_call = type(processor.image_processor).__call__
+
+    def counting_encoder(*args, pixel_values, **kwargs):
+        encoded.append(pixel_values.shape[0])
+        return get_image_features(*args, pixel_values=pixel_values, **kwargs)
+
+    def counting_processor(self, images, *args, **kwargs):
+        preprocessed.append(len(images))
+        return image_processor_call(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(model.backbone, "get_image_features", counting_encoder)
+    monkeypatch.setattr(type(processor.image_processor), "__call__", counting_processor)
+    scored = score_candidates(model, processor, candidates, batch_size=4)
+    turns = sum(len(qa_turns(r["messages"])) for r in rows)
+    assert turns == 21
+    assert sum(encoded) == sum(preprocessed) == len(rows)  # one per candidate, not one per turn
+    assert encoded == [4, 4, 3]  # full batches, as many as the streamed rows give
+
+    # The per-turn path (one image encoding per turn) gives the same scores.
+    fields = model.config.text_fields
+    encoded.clear()
+    for i, row in enumerate(rows):
+        texts = [candidate_turn_text(row, t, fields) for t in range(len(qa_turns(row["messages"])))]
+        image = Image.open(io.BytesIO(row["images"][0]["bytes"])).convert("RGB")
+        expected = score_texts_images(model, processor, [image] * len(texts), texts, batch_size=4)
+        np.testing.assert_allclose(scored.turn_scores[i], expected, rtol=1e-5, atol=1e-6)
+    assert sum(encoded) == turns
