@@ -383,7 +383,12 @@ def test_hf_push_datasets_all_configs_card_deletes_and_files_in_one_commit(hf, t
         "old/train-0.parquet",
     }
     added = {p for p, op in ops.items() if isinstance(op, CommitOperationAdd)}
-    assert added == {"a/test-00000-of-00001.parquet", "b/train-00000-of-00001.parquet", "figures/chart.png", "README.md"}
+    assert added == {
+        "a/test-00000-of-00001.parquet",
+        "b/train-00000-of-00001.parquet",
+        "figures/chart.png",
+        "README.md",
+    }
     readme = DatasetCard(ops["README.md"].path_or_fileobj.decode())
     assert {c["config_name"] for c in readme.data.to_dict()["configs"]} == {"default", "a", "b"}
     hf.api.create_repo.assert_called_once_with("org/eval", repo_type="dataset", private=False, exist_ok=True)

@@ -115,18 +115,13 @@ def validate_name(kind: NameKind, value: Any) -> str:
         if not _REPO_ID_RE.fullmatch(value):
             refuse("expected 'name' or 'namespace/name' of ASCII letters, digits, '_', '.', '-'")
     elif kind in ("branch", "tag"):
-        if not _REF_CHARS_RE.fullmatch(value):
-            refuse("only ASCII letters, digits and '_.+/-' are allowed")
-        if value.startswith("/") or value.endswith("/") or "//" in value:
-            refuse("no leading, trailing or double '/'")
-        if ".." in value or "@{" in value or value == "@" or value.endswith("."):
-            refuse("no '..', '@{', lone '@' or trailing '.' (git ref-name rules)")
-        for part in value.split("/"):
-            if part.startswith(".") or part.endswith(".lock"):
-                refuse("no component may start with '.' or end with '.lock' (git ref-name rules)")
+        problem = _ref_name_problem(value)
+        if problem:
+            refuse(problem)
     elif kind == "revision":
-        if not _SHA_RE.fullmatch(value):
-            validate_name("branch", value)
+        problem = None if _SHA_RE.fullmatch(value) else _ref_name_problem(value)
+        if problem:
+            refuse(f"neither a commit id nor a valid branch or tag name: {problem}")
     elif kind == "commit":
         if not _COMMIT_RE.fullmatch(value):
             refuse("not a commit id (40 lowercase hex digits)")
@@ -146,6 +141,19 @@ def validate_name(kind: NameKind, value: Any) -> str:
     else:
         raise ValueError(f"unknown name kind {kind!r}")
     return value
+
+
+def _ref_name_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid branch or tag name (git's ref-name rules, ASCII), or None."""
+    if not _REF_CHARS_RE.fullmatch(value):
+        return "only ASCII letters, digits and '_.+/-' are allowed"
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        return "no leading, trailing or double '/'"
+    if ".." in value or "@{" in value or value == "@" or value.endswith("."):
+        return "no '..', '@{', lone '@' or trailing '.' (git ref-name rules)"
+    if any(part.startswith(".") or part.endswith(".lock") for part in value.split("/")):
+        return "no component may start with '.' or end with '.lock' (git ref-name rules)"
+    return None
 
 
 def _confined(base: Path, *parts: str) -> Path:
@@ -308,7 +316,7 @@ class Hub(ABC):
         """
         from datasets import Dataset
 
-        value = (dataset, split) if isinstance(dataset, Dataset) and split else dataset
+        value = (dataset, split) if isinstance(dataset, Dataset) and split is not None else dataset
         message = commit_message or f"Push {config_name} config"
         return self.push_datasets({config_name: value}, repo_id, revision, card, private, message)
 
@@ -347,8 +355,8 @@ class Hub(ABC):
                     raise TypeError(
                         f"config {config_name!r}: push a Dataset or DatasetDict, not {type(value).__name__}"
                     )
-                if isinstance(value, Dataset):
-                    split = split or str(value.split or "train")
+                if isinstance(value, Dataset) and split is None:
+                    split = str(value.split or "train")
                 splits = {split: value} if isinstance(value, Dataset) else dict(value)
                 for name in splits:
                     validate_name("split", name)
