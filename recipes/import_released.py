@@ -16,7 +16,6 @@ dead links skipped and listed in `download_manifest.jsonl` (pushed with the data
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,14 +94,9 @@ def main(args: ImportArguments) -> list[PushResult]:
         configs_table=table,
         dead=dead,
     )
-    for config, dataset in converted.items():
-        pushed.append(hub.push_dataset(dataset, args.repo, config, "train", args.revision, card, args.private))
-    if args.url_list:
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "download_manifest.jsonl").write_bytes((Path(args.image_dir) / MANIFEST).read_bytes())
-            pushed.append(
-                hub.upload_folder(tmp, args.repo, "dataset", args.revision, commit_message="Download manifest")
-            )
+    files = {"download_manifest.jsonl": Path(args.image_dir) / MANIFEST} if args.url_list else None
+    configs = {config: (dataset, "train") for config, dataset in converted.items()}  # one commit, manifest included
+    pushed.append(hub.push_datasets(configs, args.repo, args.revision, card, args.private, "Import", files=files))
     print(artifact_table(pushed[-1:], {args.repo: ", ".join(f"{t['config']} {t['rows']}" for t in table)}))
     return pushed
 

@@ -366,12 +366,9 @@ def push_export(
             f"nothing to export as {export.task}: {export.counts} (a dataset config cannot be empty on the hub)"
         )
     card = export_card(export, dataset, config)
-    push = {"revision": revision, "card": card, "private": private}
     message = f"Export {export.task} annotations ({len(export.rows)} rows, store {export.store_hash[:12]})"
-    return [
-        hub.push_dataset(export.rows, output_repo, config_name="default", commit_message=message, **push),
-        hub.push_dataset(export.annotations, output_repo, config_name="annotations", commit_message=message, **push),
-    ]
+    configs = {"default": export.rows, "annotations": export.annotations}  # both and the card: one commit
+    return [hub.push_datasets(configs, output_repo, revision, card, private, message)]
 
 
 def default_output_repo(dataset: str, task: str) -> str:
