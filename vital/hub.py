@@ -536,13 +536,20 @@ class LocalHub(Hub):
         writer and is reclaimed."""
         tmp = repo / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        name = f"{_WRITER_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        lock_path, staging = tmp / f"{name}.lock", tmp / name
-        fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
-        try:
+        for _attempt in range(10):
+            name = f"{_WRITER_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            lock_path, staging = tmp / f"{name}.lock", tmp / name
+            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_ino != os.stat(lock_path).st_ino:  # reclaimed between create and lock: impossible
-                raise HubError(f"{lock_path} was removed while being taken")  # unless a reclaimer raced us; retry
+            try:  # a reclaimer may have taken and removed the file between its creation and our lock: start over
+                if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        else:
+            raise HubError(f"could not take a writer lock in {tmp}")
+        try:
             staging.mkdir()
             yield staging
         finally:
