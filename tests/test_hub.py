@@ -441,3 +441,28 @@ def test_merge_card_keeps_dataset_metadata():
     card = DatasetCard(merged)
     assert card.data.license == "mit" and card.data.to_dict()["configs"] == [{"config_name": "a"}]
     assert "old body" not in merged and "# New" in merged
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The Hugging Face Hub's vocabulary on the local hub
+# ----------------------------------------------------------------------------------------------------------------------
+def test_local_create_commit_takes_hub_operations_and_refuses_a_moved_parent(hub, tmp_path):
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    base = hub.upload_folder(write_folder(tmp_path / "a", {"old/x.txt": "x", "keep.txt": "k"}), "r")
+    (tmp_path / "local.txt").write_text("from a file")
+    ops = [
+        CommitOperationAdd("new/bytes.txt", b"from bytes"),
+        CommitOperationAdd("new/file.txt", str(tmp_path / "local.txt")),
+        CommitOperationDelete("old/"),
+    ]
+    made = hub.create_commit("r", ops, "Hub-style commit", parent_commit=base.commit)
+    assert made.oid == made.commit and made.created
+    assert set(hub.commit_info("r")["tree"]) == {"keep.txt", "new/bytes.txt", "new/file.txt"}
+    assert hub.read_file("r", "new/file.txt") == "from a file"
+    with pytest.raises(HubError, match="not at the parent commit"):
+        hub.create_commit("r", [CommitOperationAdd("late.txt", b"late")], "stale", parent_commit=base.commit)
+    assert hub.resolve("r") == made.commit  # the refused commit changed nothing
+    refs = hub.list_repo_refs("r")
+    assert [(b.name, b.target_commit) for b in refs.branches] == [("main", made.commit)]
+    assert [c.title for c in hub.list_repo_commits("r")] == ["Hub-style commit", "Upload folder"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import fnmatch
+import glob
 import hashlib
 import json
 import logging
@@ -194,6 +195,11 @@ class PushResult:
 
     def ref(self, config: str | None = None) -> ArtifactRef:
         return ArtifactRef(self.repo_id, self.repo_type, self.revision, self.commit, config)
+
+    @property
+    def oid(self) -> str:
+        """The commit, under `huggingface_hub.CommitInfo`'s name."""
+        return self.commit
 
 
 def parse_repo_ref(spec: str, default_revision: str = "main") -> tuple[str, str]:
@@ -826,6 +832,7 @@ class LocalHub(Hub):
         edit_card: Callable[[str | None], str] | None = None,
         private: bool | None = None,
         path_in_repo: str = "",
+        expected_head: str | None = None,
     ) -> PushResult:
         validate_name("branch", revision)
         prefix = path_in_repo.strip("/")
@@ -847,6 +854,11 @@ class LocalHub(Hub):
                 parent = self._read_ref(repo, "heads", revision, repo_id)
                 if parent is None and revision != "main":
                     parent = self._read_ref(repo, "heads", "main", repo_id)  # a new branch starts from main
+                if expected_head is not None and parent != expected_head:
+                    raise HubError(
+                        f"{repo_id}@{revision} is at {parent}, not at the parent commit {expected_head} this commit "
+                        "was made against: read the new head and commit again"
+                    )
                 parent_tree = self._record(repo, repo_id, parent)["tree"] if parent else {}
                 tree = dict(parent_tree)
                 for pattern in delete_patterns:
@@ -893,6 +905,71 @@ class LocalHub(Hub):
                 _atomic_write(repo / "refs" / "heads" / revision, commit, staging)  # the commit becomes visible here
         logger.info("pushed %s %s@%s -> %s", repo_type, repo_id, revision, commit[:12])
         return PushResult(repo_id, repo_type, revision, commit, f"{location}/{commit}")
+
+    # -- Hugging Face Hub vocabulary ----------------------------------------------------------------------------------
+    def create_commit(
+        self,
+        repo_id: str,
+        operations: Sequence[Any],
+        commit_message: str,
+        repo_type: RepoType = "dataset",
+        revision: str = "main",
+        parent_commit: str | None = None,
+        private: bool | None = None,
+    ) -> PushResult:
+        """`HfApi.create_commit` on the local hub: ``CommitOperationAdd`` / ``CommitOperationDelete`` operations as one
+        commit; with ``parent_commit``, refused (`HubError`) if the branch has moved since, as the Hub does."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        deletes = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for op in operations:
+                if isinstance(op, CommitOperationAdd):
+                    target = Path(tmp, validate_name("path", op.path_in_repo))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with op.as_file() as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                elif isinstance(op, CommitOperationDelete):
+                    path = validate_name("path", op.path_in_repo.rstrip("/"))
+                    deletes.append(glob.escape(path) + ("/*" if op.is_folder else ""))
+                else:
+                    raise HubError(f"{repo_id}: the local hub does not support {type(op).__name__}")
+            if parent_commit is not None:
+                validate_name("commit", parent_commit)
+            return self._commit_folder(
+                Path(tmp), repo_id, repo_type, revision, commit_message, deletes, None, private, "", parent_commit
+            )
+
+    def list_repo_refs(self, repo_id: str, repo_type: RepoType = "dataset"):
+        """`HfApi.list_repo_refs` on the local hub: a `huggingface_hub.GitRefs` (`list_refs` gives a plain dict)."""
+        from huggingface_hub.hf_api import GitRefInfo, GitRefs
+
+        refs = self.list_refs(repo_id, repo_type)
+        return GitRefs(
+            branches=[GitRefInfo(n, f"refs/heads/{n}", c) for n, c in refs["branches"].items()],
+            converts=[],
+            tags=[GitRefInfo(n, f"refs/tags/{n}", c) for n, c in refs["tags"].items()],
+        )
+
+    def list_repo_commits(self, repo_id: str, repo_type: RepoType = "dataset", revision: str = "main"):
+        """`HfApi.list_repo_commits` on the local hub: `huggingface_hub.GitCommitInfo` s, newest first (`history`
+        gives the raw records)."""
+        from datetime import UTC, datetime
+
+        from huggingface_hub.hf_api import GitCommitInfo
+
+        return [
+            GitCommitInfo(
+                commit_id=info["sha"],
+                authors=[],
+                created_at=datetime.fromtimestamp(info["time"], tz=UTC),
+                title=info["message"].split("\n")[0],
+                message=info["message"],
+                formatted_title=None,
+                formatted_message=None,
+            )
+            for info in self.history(repo_id, revision, repo_type)
+        ]
 
     # -- maintenance --------------------------------------------------------------------------------------------------
     def fsck(self, repo_id: str, repo_type: RepoType = "dataset") -> list[str]:
