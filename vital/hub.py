@@ -584,8 +584,11 @@ class LocalHub(Hub):
                 count += 1
             finally:
                 os.close(fd)
+        # List first, then the live writers: a writer takes its lock before it makes its folder, so a folder in this
+        # listing whose writer is alive has its lock file in the glob below.
+        candidates = [p for p in (tmp.iterdir() if tmp.is_dir() else []) if p.suffix != ".lock"]
         live = {p.with_suffix("").name for p in tmp.glob(f"{_WRITER_PREFIX}*.lock")} if tmp.is_dir() else set()
-        strays = [p for p in (tmp.iterdir() if tmp.is_dir() else []) if p.name not in live and p.suffix != ".lock"]
+        strays = [p for p in candidates if p.name not in live]
         for kind in ("refs/heads", "refs/tags", "commits"):
             base = repo / kind
             strays += list(base.rglob(".*.tmp")) if base.is_dir() else []
