@@ -103,7 +103,7 @@ LOOPER = textwrap.dedent(
     print("ready", flush=True)
     for i in range(1000):
         with open(os.path.join(staging, "weights.bin"), "wb") as f:
-            f.write(os.urandom(4 << 20))  # big enough for a kill to land mid-copy
+            f.write(os.urandom(16 << 20))  # big enough for kills to land mid-write
         hub.upload_folder(staging, "org/looped", "dataset", "main", "files", f"folder {seed}.{i}")
         config = f"c{i % 3}"
         rows = Dataset.from_dict({"config": [config] * 3, "i": [seed, i, 0]})
@@ -114,7 +114,12 @@ LOOPER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_writers_killed_at_random_points_leave_no_visible_temporaries(tmp_path):
-    rng, root, kills = random.Random(SEED), tmp_path / "hub", 6
+    rng, root, kills = random.Random(SEED), tmp_path / "hub", 8
+    tmp, left_by_kill, commits = root / "datasets" / "org" / "looped" / "tmp", [], [0]
+
+    def count_commits() -> int:
+        return len(LocalHub(root).history("org/looped")) if (tmp.parent / "refs/heads/main").exists() else 0
+
     for k in range(kills):
         proc = subprocess.Popen(
             [sys.executable, "-c", LOOPER, str(root), str(k)],
@@ -126,6 +131,13 @@ def test_writers_killed_at_random_points_leave_no_visible_temporaries(tmp_path):
         time.sleep(rng.uniform(0.2, 2.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        present = {p.name for p in tmp.iterdir()} if tmp.is_dir() else set()
+        if left_by_kill and commits[-1] < count_commits():
+            # This writer committed after the previous kill: it reclaimed that dead writer's staging.
+            assert not left_by_kill[-1] & present, "the next writer did not reclaim a dead writer's staging"
+        left_by_kill.append({name for name in present if name.startswith("w-")})
+        commits.append(count_commits())
+    assert any(left_by_kill), "no kill landed inside a hub write: the loop tested nothing (raise the payload)"
     hub = LocalHub(root)
     repo = hub.repo_dir("org/looped")
     # Never a temporary among the refs, whatever the kill point.
