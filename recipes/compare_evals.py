@@ -15,7 +15,6 @@ Each eval dataset is read at a pinned commit (its ``summary`` config); the linea
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,20 +74,15 @@ def main(args: CompareArguments) -> list[PushResult]:
         table=table,
         mode=args.mode,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "comparison.png").write_bytes(chart.read_bytes())
-        hub.upload_folder(
-            tmp, args.output_repo, "dataset", args.revision, "figures", "Comparison chart", private=args.private
-        )
-    pushed = [
-        hub.push_dataset(
-            rows_to_dataset(merged, SUMMARY_FEATURES),
+    pushed = [  # the table, the chart and the card: one commit
+        hub.push_datasets(
+            {"default": (rows_to_dataset(merged, SUMMARY_FEATURES), "test")},
             args.output_repo,
-            "default",
-            "test",
-            revision=args.revision,
-            card=card,
-            private=args.private,
+            args.revision,
+            card,
+            args.private,
+            "Compare evaluations",
+            files={"figures/comparison.png": chart},
         )
     ]
     print(artifact_table(pushed, {args.output_repo: f"{len(summaries)} models"}))

@@ -131,11 +131,8 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
         review_modalities=dict(sorted(review_modalities.items())),
         missing_modalities=sorted(set(modalities) - set(review_modalities)),
     )
-    push = {"revision": args.revision, "card": card, "private": args.private}
-    pushed = [
-        hub.push_dataset(assignments, args.clusters_repo, config_name="default", **push),
-        hub.push_dataset(review, args.clusters_repo, config_name="review", **push),
-    ]
+    clustering = {"default": (assignments, "train"), "review": (review, "train")}
+    pushed = [hub.push_datasets(clustering, args.clusters_repo, args.revision, card, args.private, "Clustering")]
     clusters_ref = pushed[-1].ref("default")
     headline = {args.clusters_repo: f"k={clusters.k}, {len(pairs)} pairs, {len(review)} to review"}
 

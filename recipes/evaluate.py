@@ -305,11 +305,6 @@ def main(
         name = rows[0]["model"] if rows else ref.repo_id
         summaries[name if name not in summaries else f"{name} ({ref.commit[:7]})"] = rows
         compare_refs.append(ref)
-    with tempfile.TemporaryDirectory() as tmp:
-        res.comparison_chart(summaries, Path(tmp, "comparison.png"))
-        hub.upload_folder(
-            tmp, args.eval_repo, "dataset", args.revision, "figures", "Evaluation chart", private=args.private
-        )
     display_names = {s.name: s.display_name for s in specs} | {"chat": "LLaVA-Med open chat"}
     inputs = [model_ref, *(ref for _, ref in sets.values()), *(r for r in (chat_ref, other_ref) if r), *compare_refs]
     card = dataset_card(
@@ -336,10 +331,16 @@ def main(
         comparison=res.comparison_table(summaries),
         configs={name: len(dataset) for name, (dataset, _) in configs.items()},
     )
-    for name, (dataset, split) in configs.items():
-        last = name == "summary"
-        pushed = hub.push_dataset(
-            dataset, args.eval_repo, name, split, args.revision, card if last else None, args.private
+    with tempfile.TemporaryDirectory() as tmp:  # every config, the chart and the card: one commit
+        res.comparison_chart(summaries, Path(tmp, "comparison.png"))
+        pushed = hub.push_datasets(
+            configs,
+            args.eval_repo,
+            args.revision,
+            card,
+            args.private,
+            f"Evaluate {label}",
+            files={"figures/comparison.png": Path(tmp, "comparison.png")},
         )
     results_pushed = [pushed]
 

@@ -79,19 +79,15 @@ class GenerateArguments:
 
 
 def push_with_failures(hub, rows, failures: list[dict], repo_id: str, card, push: dict) -> PushResult:
-    """Push the rows (config ``default``) and what failed (config ``failures``), with the card on the last commit.
+    """Push the rows (config ``default``), what failed (config ``failures``) and the card as one commit.
     `datasets` cannot load an empty split, so an empty side is removed rather than pushed."""
-    fails = rows_to_dataset(failures, failure_features())
-    if len(rows):
-        if failures:
-            hub.push_dataset(fails, repo_id, "failures", "train", **push)
-        else:
-            hub.delete_config(repo_id, "failures", push["revision"])
-        return hub.push_dataset(rows, repo_id, split="train", card=card, **push)
+    if not len(rows) and not failures:
+        raise ValueError(f"nothing to push to {repo_id}: no rows and no failures")
+    configs = {"default": (rows, "train")} if len(rows) else {}
     if failures:
-        hub.delete_config(repo_id, "default", push["revision"])
-        return hub.push_dataset(fails, repo_id, "failures", "train", card=card, **push)
-    raise ValueError(f"nothing to push to {repo_id}: no rows and no failures")
+        configs["failures"] = (rows_to_dataset(failures, failure_features()), "train")
+    empty = [name for name in ("default", "failures") if name not in configs]
+    return hub.push_datasets(configs, repo_id, push["revision"], card, push["private"], delete_configs=empty)
 
 
 def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig | None = None) -> list[PushResult]:

@@ -16,14 +16,12 @@ dead links skipped and listed in `download_manifest.jsonl` (pushed with the data
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
-from vital.data.errors import push_quarantine
 from vital.data.importer import (
     MANIFEST,
     download_images,
@@ -142,18 +140,23 @@ def main(args: ImportArguments) -> list[PushResult]:
         image_placement=args.image_placement,
         quarantined=sum(t["quarantined"] for t in table),
     )
+    files = {"download_manifest.jsonl": Path(args.image_dir) / MANIFEST} if args.url_list else None
+    configs = {config: (dataset, "train") for config, dataset in converted.items()}
+    stale = []
     if args.errors == "skip":
         from datasets import concatenate_datasets
 
-        push_quarantine(hub, concatenate_datasets(quarantined), args.repo, args.revision, args.private)
-    for config, dataset in converted.items():
-        pushed.append(hub.push_dataset(dataset, args.repo, config, "train", args.revision, card, args.private))
-    if args.url_list:
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "download_manifest.jsonl").write_bytes((Path(args.image_dir) / MANIFEST).read_bytes())
-            pushed.append(
-                hub.upload_folder(tmp, args.repo, "dataset", args.revision, commit_message="Download manifest")
-            )
+        refused = concatenate_datasets(quarantined)
+        if len(refused):
+            configs["quarantine"] = (refused, "train")
+        else:
+            stale.append("quarantine")  # a clean rerun removes the last run's quarantine
+    # One commit: every config, the quarantine, the manifest and the card.
+    pushed.append(
+        hub.push_datasets(
+            configs, args.repo, args.revision, card, args.private, "Import", delete_configs=stale, files=files
+        )
+    )
     print(artifact_table(pushed[-1:], {args.repo: ", ".join(f"{t['config']} {t['rows']}" for t in table)}))
     return pushed
 

@@ -56,7 +56,7 @@ else:
     from trl import TrlParser
 
     from vital.cards import Lineage, dataset_card
-    from vital.hub import CARD_FILE, HubError, PushResult, get_hub, merge_card, parse_repo_ref
+    from vital.hub import HubError, PushResult, get_hub, parse_repo_ref
     from vital.runner import artifact_table, setup_logging
     from vital.selection import (
         build_mixture,
@@ -208,21 +208,18 @@ def summary_line(configs, scored) -> str:
 def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_rows, inputs, selector_ref) -> PushResult:
     """Push every config, the quarantine, the histogram and the card; returns the commit that holds them all (``created``
     is False when the repo already held exactly this selection)."""
-    push = {"revision": args.revision, "private": args.private}
     try:
         head = hub.resolve(args.selected_repo, args.revision)
         current = hub.read_card(args.selected_repo, args.revision)
     except (HubError, RepositoryNotFoundError, RevisionNotFoundError):  # no repo or branch yet
         head, current = None, None
     before = [c["config_name"] for c in (current.data.to_dict().get("configs") or [])] if current else []
-    for name, dataset in {**configs, **mixtures}.items():
-        hub.push_dataset(dataset, args.selected_repo, name, "train", **push)
+    outputs = {name: (dataset, "train") for name, dataset in {**configs, **mixtures}.items()}
     if len(scored.quarantine):
-        hub.push_dataset(scored.quarantine.to_dataset(), args.selected_repo, "quarantine", "train", **push)
-    keep = {*configs, *mixtures, *(["quarantine"] if len(scored.quarantine) else [])}
-    for stale in [c for c in before if c not in keep]:
-        if hub.delete_config(args.selected_repo, stale, args.revision) is not None:
-            logger.info("removed config %r of an earlier selection", stale)
+        outputs["quarantine"] = (scored.quarantine.to_dataset(), "train")
+    stale = [c for c in before if c not in outputs]
+    if stale:
+        logger.info("removing configs %s of an earlier selection", stale)
 
     cuts = cut_scores(scored, args.ratios)
     stand_in = "generation" in candidates.column_names and bool((candidates[0]["generation"] or {}).get("stand_in"))
@@ -258,16 +255,15 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
     with tempfile.TemporaryDirectory() as staging:
         title = f"Selector scores of {len(scored)} candidates ({args.aggregate} over turns)"
         plot_score_histogram(scored.scores, cuts, os.path.join(staging, FIGURE), args.histogram_bins, title)
-        readme = merge_card(hub.read_file(args.selected_repo, CARD_FILE, args.revision), card)
-        with open(os.path.join(staging, CARD_FILE), "w", encoding="utf-8") as f:
-            f.write(readme)
-        final = hub.upload_folder(
-            staging,
+        final = hub.push_datasets(  # every config, the histogram and the card: one commit
+            outputs,
             args.selected_repo,
-            "dataset",
             args.revision,
-            commit_message="Selection card and histogram",
-            private=args.private,
+            card,
+            args.private,
+            "Selection",
+            delete_configs=stale,
+            files={FIGURE: os.path.join(staging, FIGURE)},
         )
     return dataclasses.replace(final, created=final.commit != head)
 

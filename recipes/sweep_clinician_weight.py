@@ -175,13 +175,18 @@ def push_results(hub, args, training_args, data, rows, backbone) -> PushResult:
         stand_in=data["stand_in"],
         sample_preferences=data["sample_preferences"],
     )
-    push = {"revision": args.revision, "private": args.private}
-    with tempfile.TemporaryDirectory() as staging:
-        plot_sweep(rows, os.path.join(staging, FIGURE), clinician_on.split(" (")[0])
-        hub.create_repo(args.results_repo, "dataset", args.private)
-        hub.upload_folder(staging, args.results_repo, "dataset", args.revision, commit_message="Sweep chart")
     results = Dataset.from_list(rows, features=RESULT_FEATURES)
-    return hub.push_dataset(results, args.results_repo, split="train", card=card, **push)
+    with tempfile.TemporaryDirectory() as staging:  # the results, the chart and the card: one commit
+        plot_sweep(rows, os.path.join(staging, FIGURE), clinician_on.split(" (")[0])
+        return hub.push_datasets(
+            {"default": (results, "train")},
+            args.results_repo,
+            args.revision,
+            card,
+            args.private,
+            "Sweep",
+            files={FIGURE: os.path.join(staging, FIGURE)},
+        )
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:

@@ -152,10 +152,10 @@ def test_a_crash_before_the_ref_moves_leaves_the_repo_as_it_was(hub, tmp_path, m
 
     real = hub_module._atomic_write
 
-    def crash_on_ref(path, text):
+    def crash_on_ref(path, text, *args):
         if "refs" in Path(path).parts:
             raise KeyboardInterrupt("killed")
-        real(path, text)
+        real(path, text, *args)
 
     monkeypatch.setattr(hub_module, "_atomic_write", crash_on_ref)
     with pytest.raises(KeyboardInterrupt):
@@ -314,6 +314,12 @@ def hf(tmp_path):
     api = mock.MagicMock()
     api.upload_folder.return_value = mock.Mock(oid="c" * 40, commit_url="https://hub/commit/c")
     api.upload_file.return_value = mock.Mock(oid="d" * 40, commit_url="https://hub/commit/d")
+
+    def create_commit(repo_id, operations, **kwargs):  # keep the bytes: the staged files are gone after the call
+        api.committed = {op.path_in_repo: _op_bytes(op) for op in operations}
+        return mock.Mock(oid="f" * 40, commit_url="https://hub/commit/f")
+
+    api.create_commit.side_effect = create_commit
     api.repo_info.return_value = mock.Mock(sha="e" * 40)
     readme = tmp_path / "README.md"
     readme.write_text(
@@ -323,42 +329,70 @@ def hf(tmp_path):
     return HfHub(api=api, token="hf_secret_token")
 
 
-def test_hf_push_dataset_calls(hf):
-    ds = make_dataset(2)
-    pushed_info = mock.Mock(oid="a" * 40, commit_url="https://hub/commit/a")
-    with mock.patch.object(Dataset, "push_to_hub", return_value=pushed_info) as push:
-        result = hf.push_dataset(ds, "org/pairs", config_name="top10", revision="run-1", card=make_card("Pairs"))
+def _op_bytes(op):
+    content = getattr(op, "path_or_fileobj", None)
+    return Path(content).read_bytes() if isinstance(content, str) else content
+
+
+def commit_operations(api) -> dict[str, object]:
+    """``{path_in_repo: operation}`` of the one ``create_commit`` call (asserting there was exactly one)."""
+    api.create_commit.assert_called_once()
+    return {op.path_in_repo: op for op in api.create_commit.call_args.kwargs["operations"]}
+
+
+def test_hf_push_dataset_is_one_create_commit(hf, tmp_path):
+    from huggingface_hub import CommitOperationAdd
+
+    result = hf.push_dataset(make_dataset(2), "org/pairs", config_name="top10", revision="run-1", card=make_card("P"))
     hf.api.create_repo.assert_called_once_with("org/pairs", repo_type="dataset", private=True, exist_ok=True)
     hf.api.create_branch.assert_called_once_with(
         "org/pairs", branch="run-1", revision=None, repo_type="dataset", exist_ok=True
     )
-    push.assert_called_once_with(
-        "org/pairs",
-        config_name="top10",
-        revision="run-1",
-        private=True,
-        token="hf_secret_token",
-        commit_message="Push top10 config",
-        split="train",
-    )
-    # The card is written on top of the README that push_to_hub made, keeping its configs.
-    hf.api.hf_hub_download.assert_called_once_with("org/pairs", "README.md", repo_type="dataset", revision="a" * 40)
-    kwargs = hf.api.upload_file.call_args.kwargs
-    assert (
-        kwargs["parent_commit"] == "a" * 40 and kwargs["revision"] == "run-1" and kwargs["path_in_repo"] == "README.md"
-    )
-    readme = kwargs["path_or_fileobj"].decode()
-    assert "config_name: default" in readme and "# Pairs" in readme and "license: mit" in readme
-    assert result.commit == "d" * 40
+    ops = commit_operations(hf.api)
+    assert set(ops) == {"top10/train-00000-of-00001.parquet", "README.md"}
+    assert all(isinstance(op, CommitOperationAdd) for op in ops.values())
+    kwargs = hf.api.create_commit.call_args.kwargs
+    # Against the head the card was read at: a concurrent push makes the Hub refuse this commit, not lose configs.
+    assert kwargs["parent_commit"] == "e" * 40 and kwargs["revision"] == "run-1"
+    hf.api.hf_hub_download.assert_called_once_with("org/pairs", "README.md", repo_type="dataset", revision="e" * 40)
+    readme = ops["README.md"].path_or_fileobj.decode()
+    assert "config_name: default" in readme and "config_name: top10" in readme  # kept and added
+    assert "# P" in readme and "license: mit" in readme
+    (tmp_path / "shard.parquet").write_bytes(hf.api.committed["top10/train-00000-of-00001.parquet"])
+    assert load_dataset("parquet", data_files=str(tmp_path / "shard.parquet"), split="train")["id"] == ["r0", "r1"]
+    hf.api.upload_file.assert_not_called()  # no second commit for the card
+    assert result.commit == "f" * 40
 
 
-def test_hf_public_when_asked(hf):
-    with mock.patch.object(Dataset, "push_to_hub", return_value=mock.Mock(oid="a" * 40, commit_url="u")) as push:
-        hf.push_dataset(make_dataset(1), "org/public", private=False)
-    hf.api.create_repo.assert_called_once_with("org/public", repo_type="dataset", private=False, exist_ok=True)
-    assert push.call_args.kwargs["private"] is False
+def test_hf_push_datasets_all_configs_card_deletes_and_files_in_one_commit(hf, tmp_path):
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    hf.api.list_repo_files.return_value = ["README.md", "a/test-00000-of-00002.parquet", "old/train-0.parquet", "x"]
+    chart = write_folder(tmp_path / "fig", {"chart.png": "png"}) / "chart.png"
+    hf.push_datasets(
+        {"a": (make_dataset(1), "test"), "b": DatasetDict(train=make_dataset(2))},
+        "org/eval",
+        card=make_card("Eval"),
+        private=False,
+        delete_configs=["old"],
+        files={"figures/chart.png": chart},
+    )
+    ops = commit_operations(hf.api)
+    assert {p for p, op in ops.items() if isinstance(op, CommitOperationDelete)} == {
+        "a/test-00000-of-00002.parquet",
+        "old/train-0.parquet",
+    }
+    added = {p for p, op in ops.items() if isinstance(op, CommitOperationAdd)}
+    assert added == {
+        "a/test-00000-of-00001.parquet",
+        "b/train-00000-of-00001.parquet",
+        "figures/chart.png",
+        "README.md",
+    }
+    readme = DatasetCard(ops["README.md"].path_or_fileobj.decode())
+    assert {c["config_name"] for c in readme.data.to_dict()["configs"]} == {"default", "a", "b"}
+    hf.api.create_repo.assert_called_once_with("org/eval", repo_type="dataset", private=False, exist_ok=True)
     hf.api.create_branch.assert_not_called()  # main needs no branch
-    hf.api.upload_file.assert_not_called()  # no card given
 
 
 def test_hf_resolve_load_and_snapshot(hf):
@@ -407,3 +441,28 @@ def test_merge_card_keeps_dataset_metadata():
     card = DatasetCard(merged)
     assert card.data.license == "mit" and card.data.to_dict()["configs"] == [{"config_name": "a"}]
     assert "old body" not in merged and "# New" in merged
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The Hugging Face Hub's vocabulary on the local hub
+# ----------------------------------------------------------------------------------------------------------------------
+def test_local_create_commit_takes_hub_operations_and_refuses_a_moved_parent(hub, tmp_path):
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    base = hub.upload_folder(write_folder(tmp_path / "a", {"old/x.txt": "x", "keep.txt": "k"}), "r")
+    (tmp_path / "local.txt").write_text("from a file")
+    ops = [
+        CommitOperationAdd("new/bytes.txt", b"from bytes"),
+        CommitOperationAdd("new/file.txt", str(tmp_path / "local.txt")),
+        CommitOperationDelete("old/"),
+    ]
+    made = hub.create_commit("r", ops, "Hub-style commit", parent_commit=base.commit)
+    assert made.oid == made.commit and made.created
+    assert set(hub.commit_info("r")["tree"]) == {"keep.txt", "new/bytes.txt", "new/file.txt"}
+    assert hub.read_file("r", "new/file.txt") == "from a file"
+    with pytest.raises(HubError, match="not at the parent commit"):
+        hub.create_commit("r", [CommitOperationAdd("late.txt", b"late")], "stale", parent_commit=base.commit)
+    assert hub.resolve("r") == made.commit  # the refused commit changed nothing
+    refs = hub.list_repo_refs("r")
+    assert [(b.name, b.target_commit) for b in refs.branches] == [("main", made.commit)]
+    assert [c.title for c in hub.list_repo_commits("r")] == ["Hub-style commit", "Upload folder"]

@@ -4,6 +4,7 @@
     vital ingest --config recipes/quickstart/ingest.yaml --hub local:outputs/hub
     vital hub refs quickstart/pairs --hub local:outputs/hub
     vital hub log quickstart/pairs --hub local:outputs/hub
+    vital hub fsck quickstart/pairs --hub local:outputs/hub   # verify every commit's bytes; gc reclaims leftovers
 
 ``vital <stage> ...`` runs ``recipes/<stage>.py`` with the same arguments, so the command and the script never differ.
 """
@@ -23,8 +24,8 @@ ALIASES = {"import": "import_released"}  # `vital import` runs recipes/import_re
 def _hub_command(argv: list[str]) -> int:
     from vital.hub import HubError, LocalHub, get_hub
 
-    parser = argparse.ArgumentParser(prog="vital hub", description="Inspect a hub's repos.")
-    parser.add_argument("action", choices=["resolve", "refs", "log", "path"])
+    parser = argparse.ArgumentParser(prog="vital hub", description="Inspect, verify and clean a hub's repos.")
+    parser.add_argument("action", choices=["resolve", "refs", "log", "path", "fsck", "gc"])
     parser.add_argument("repo", help="repo id, optionally with @revision")
     parser.add_argument("--hub", default=None, help="local:<dir> or hf (default: $VITAL_HUB or ~/.cache/vital/hub)")
     parser.add_argument("--repo-type", default="dataset", choices=["dataset", "model"])
@@ -32,8 +33,8 @@ def _hub_command(argv: list[str]) -> int:
     from vital.hub import parse_repo_ref
 
     hub = get_hub(args.hub)
-    repo_id, revision = parse_repo_ref(args.repo)
     try:
+        repo_id, revision = parse_repo_ref(args.repo)
         if args.action == "resolve":
             print(hub.resolve(repo_id, revision, args.repo_type))
         elif args.action == "path":
@@ -42,6 +43,14 @@ def _hub_command(argv: list[str]) -> int:
             raise SystemExit(f"'vital hub {args.action}' reads a local hub; for the Hugging Face Hub use its web UI")
         elif args.action == "refs":
             print(json.dumps(hub.list_refs(repo_id, args.repo_type), indent=2))
+        elif args.action == "fsck":
+            problems = hub.fsck(repo_id, args.repo_type)
+            for problem in problems:
+                print(problem)
+            print(f"{repo_id}: {len(problems)} problem(s)" if problems else f"{repo_id}: ok")
+            return 1 if problems else 0
+        elif args.action == "gc":
+            print(json.dumps(hub.gc(repo_id, args.repo_type)))
         else:
             for info in hub.history(repo_id, revision, args.repo_type):
                 print(f"{info['sha'][:12]}  {info['message']}")

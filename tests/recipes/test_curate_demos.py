@@ -90,8 +90,9 @@ def arguments(hub, **overrides):
 
 def test_curate_demos_end_to_end(hub, capsys):
     results = recipe.main(arguments(hub))
-    assert [r.repo_id for r in results] == ["t/clusters", "t/clusters", "t/demos"]
+    assert [r.repo_id for r in results] == ["t/clusters", "t/demos"]
     assert all(r.created for r in results)
+    assert len(hub.history("t/clusters")) == 1  # both configs and the card: one commit
     assert "k=2, 10 pairs, 4 to review" in capsys.readouterr().out  # the artifact table
 
     # The clusters repo: `default` without images, `review` with them; both configs in the last commit.
@@ -121,14 +122,14 @@ def test_curate_demos_end_to_end(hub, capsys):
     assert demos.features == hub.load_dataset("t/demos", revision=hub.initial["demos"].commit, split="train").features
     demo_inputs = {i["repo_id"]: i for i in lineage_of(hub.read_card("t/demos"))["inputs"]}
     assert demo_inputs["t/pairs"]["commit"] == pairs_commit
-    assert demo_inputs["t/clusters"]["commit"] == results[1].commit
+    assert demo_inputs["t/clusters"]["commit"] == results[0].commit
     assert demo_inputs["t/clusters"]["config"] == "default"
     assert demo_inputs["t/demos"]["commit"] == hub.initial["demos"].commit
 
     # A rerun finds everything in place: no new commit anywhere.
     again = recipe.main(arguments(hub))
-    assert [r.created for r in again] == [False, False, False]
-    assert [r.commit for r in again] == [results[1].commit, results[1].commit, results[2].commit]
+    assert [r.created for r in again] == [False, False]
+    assert [r.commit for r in again] == [results[0].commit, results[1].commit]
 
 
 def test_demo_without_its_pair_is_named(hub):
@@ -159,7 +160,7 @@ def test_quickstart_config_on_the_sample_pairs(tmp_path):
     hub.push_dataset(sample.load_sample_demos(hub.load_dataset("quickstart/pairs", split="train")), "quickstart/demos")
     config = Path(RECIPES_DIR, "quickstart", "curate_demos.yaml")
     results = recipe.cli(["--config", str(config), "--hub", f"local:{hub.root}", "--demos_repo", "quickstart/demos"])
-    assert [r.repo_id for r in results] == ["quickstart/clusters", "quickstart/clusters", "quickstart/demos"]
+    assert [r.repo_id for r in results] == ["quickstart/clusters", "quickstart/demos"]
     assignments = hub.load_dataset("quickstart/clusters", "default", split="train")
     assert len(assignments) == len(pairs) and set(assignments["cluster"]) == {0, 1, 2, 3}
     review = hub.load_dataset("quickstart/clusters", "review", split="train")

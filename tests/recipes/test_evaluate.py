@@ -71,6 +71,16 @@ def test_quickstart_on_a_model_folder_pushes_the_eval_dataset(root, first):
     assert {(r.dataset_name, r.metric_name) for r in results} >= {("VQA-RAD", "closed accuracy (legacy)")}
 
 
+def test_one_evaluate_run_is_one_commit(root, first):
+    """Every config, the chart and the card land together: no commit holds part of a run's results."""
+    (pushed,), _ = first
+    history = LocalHub(root / "hub").history("quickstart/eval", pushed.commit)
+    assert len(history) == 1 and pushed.created
+    tree = history[0]["tree"]
+    assert {"README.md", "figures/comparison.png"} <= set(tree)
+    assert {p.split("/")[0] for p in tree} >= {"vqa-rad", "slake", "path-vqa", "chat", "summary"}
+
+
 def test_hub_model_gets_model_index_win_rate_and_comparison(root, first):
     ((base,), _) = first
     hub = LocalHub(root / "hub")

@@ -411,19 +411,11 @@ def push_export(
             f"nothing to export as {export.task}: {export.counts} (a dataset config cannot be empty on the hub)"
         )
     card = export_card(export, dataset, config)
-    push = {"revision": revision, "card": card, "private": private}
     message = f"Export {export.task} annotations ({len(export.rows)} rows, store {export.store_hash[:12]})"
-    pushed = [
-        hub.push_dataset(export.rows, output_repo, config_name="default", commit_message=message, **push),
-        hub.push_dataset(export.annotations, output_repo, config_name="annotations", commit_message=message, **push),
-    ]
+    configs = {"default": export.rows, "annotations": export.annotations}  # all configs and the card: one commit
     if export.adjudicated is not None and len(export.adjudicated):
-        pushed.append(
-            hub.push_dataset(
-                export.adjudicated, output_repo, config_name="adjudicated", commit_message=message, **push
-            )
-        )
-    return pushed
+        configs["adjudicated"] = export.adjudicated
+    return [hub.push_datasets(configs, output_repo, revision, card, private, message)]
 
 
 def default_output_repo(dataset: str, task: str) -> str:

@@ -355,8 +355,6 @@ def model_card_target(model_ref, override: str | None = None) -> tuple[str, str]
 def push_model_card_results(hub, repo_id: str, branch: str, results: Sequence, message: str):
     """Add ``results`` to the ``model-index`` of a hub model repo's card and push just ``README.md`` as a new commit
     on ``branch``. Returns the `PushResult`."""
-    import tempfile
-
     from vital.hub import CARD_FILE, PushResult
 
     current = hub.read_file(repo_id, CARD_FILE, branch, "model")
@@ -364,6 +362,6 @@ def push_model_card_results(hub, repo_id: str, branch: str, results: Sequence, m
     if current is not None and str(card) == current:
         commit = hub.resolve(repo_id, branch, "model")
         return PushResult(repo_id, "model", branch, commit, str(hub.snapshot(repo_id, commit, "model")), created=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, CARD_FILE).write_text(str(card), encoding="utf-8")
-        return hub.upload_folder(tmp, repo_id, "model", branch, commit_message=message)
+    # Read, modified and written against the same head: a concurrent push to the model repo is never undone.
+    name = repo_id.split("/")[-1]
+    return hub.update_card(repo_id, lambda text: str(update_model_card(text, results, name)), branch, "model", message)
