@@ -59,7 +59,9 @@ class CurateDemosArguments:
     )
     exclude_modalities: list[str] = field(
         default_factory=list,
-        metadata={"help": "Modalities left out of the clustering (the paper: gross, histology); listed with cluster -1."},
+        metadata={
+            "help": "Modalities left out of the clustering (the paper: gross, histology); listed with cluster -1."
+        },
     )
     image_weight: float = field(
         default=0.5, metadata={"help": "Weight of the image features in [0, 1]; the text gets 1 - image_weight."}
@@ -78,6 +80,9 @@ class CurateDemosArguments:
     demos_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the demos read."})
     revision: str = field(default="main", metadata={"help": "Branch to push to (created from main if missing)."})
     private: bool = field(default=True, metadata={"help": "Create repos private (clinical data stays private)."})
+    expected_pairs: int | None = field(
+        default=None, metadata={"help": "For --dry_run when the pairs repo cannot be read: how many pairs there are."}
+    )
 
 
 def main(args: CurateDemosArguments) -> list[PushResult]:
@@ -194,6 +199,36 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
 
     print(artifact_table(pushed, headline))
     return pushed
+
+
+def estimate(argv: list[str] | None = None) -> list:
+    """Requests, tokens and cost of an ``openai:`` text embedder (`vital pipeline --dry_run`); local embedders make no
+    API request. Every pair is counted (the modalities left out are not known before the pairs are read)."""
+    import math
+
+    from vital.data.sample import load_sample_pairs
+    from vital.demos import OpenAITextEmbedder, pair_text
+    from vital.llm.estimate import StageEstimate, count_rows
+    from vital.llm.limits import estimate_prompt_tokens
+    from vital.llm.pricing import cost_usd
+
+    (args,) = TrlParser((CurateDemosArguments,)).parse_args_and_config(argv)
+    kind, _, model = args.text_embedder.partition(":")
+    if kind != "openai" or args.image_weight >= 1:
+        logger.info("curate_demos: the %s text embedder makes no API request", args.text_embedder)
+        return []
+    pairs, basis = count_rows(get_hub(args.hub), args.pairs_repo, args.pairs_revision), f"{args.pairs_repo} card"
+    if pairs is None:
+        if args.expected_pairs is None:
+            raise ValueError(f"cannot read {args.pairs_repo}; set expected_pairs for a dry run")
+        pairs, basis = args.expected_pairs, "expected_pairs"
+    sample = load_sample_pairs()
+    texts = [pair_text(row, args.text_fields) for row in sample.select_columns(["caption", "mentions"])]
+    mean = sum(estimate_prompt_tokens([{"role": "user", "content": t}]) for t in texts) / max(1, len(texts))
+    tokens = round(mean * pairs)
+    requests = math.ceil(pairs / OpenAITextEmbedder.BATCH_SIZE)
+    cost = cost_usd(tokens, 0, model=model)
+    return [StageEstimate("curate_demos", "text embeddings", model, requests, tokens, 0, cost, basis)]
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:

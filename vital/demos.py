@@ -334,7 +334,9 @@ class OpenAITextEmbedder:
     """``openai:<model>``: an embeddings endpoint through the ``openai`` client (key and base URL from the
     environment, or an explicit ``client``), ``batch_size`` texts per request, in order."""
 
-    def __init__(self, model: str, client: Any = None, batch_size: int = 256):
+    BATCH_SIZE = 256
+
+    def __init__(self, model: str, client: Any = None, batch_size: int = BATCH_SIZE):
         if client is None:
             from openai import OpenAI
 
