@@ -161,3 +161,21 @@ def test_dry_run_prints_the_settings_table(profile, tmp_path, monkeypatch, capsy
     tasks = {(e.stage, e.task) for e in estimates}
     assert (("curate_demos", "text embeddings") in tasks) == (profile == "biomed_vital")  # ada-002 costs requests
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.yaml"]
+
+
+def test_plus_sft_config_trains_on_the_plus_selection():
+    from trl import ModelConfig, SFTConfig
+
+    sft = load_recipe("sft")
+    parser = TrlParser((sft.ScriptArguments, SFTConfig, ModelConfig))
+    plus, training, _ = parser.parse_args_and_config(
+        ["--config", str(OURS / "sft/config_llava15_7b.yaml"), "--use_cpu", "true"]
+    )
+    paper, _, _ = parser.parse_args_and_config(
+        ["--config", str(PAPER / "sft/config_llava15_7b.yaml"), "--use_cpu", "true"]
+    )
+    selected = {p: yaml.safe_load((p / "select.yaml").read_text())["selected_repo"] for p in (PAPER, OURS)}
+    evaluated = {p: yaml.safe_load((p / "evaluate.yaml").read_text())["model_name_or_path"] for p in (PAPER, OURS)}
+    assert (paper.dataset, plus.dataset) == ([selected[PAPER]], [selected[OURS]])
+    assert evaluated[PAPER] == f"hub:{paper.output_repo}@main" and evaluated[OURS] == f"hub:{plus.output_repo}@main"
+    assert (ROOT / training.chat_template_path).is_file()
