@@ -156,3 +156,65 @@ def test_two_answer_request_shows_one_text_only_demonstration():
     assert messages[-1]["content"][0] == {"type": "image_url", "image_url": {"url": "u"}}
     assert [m["role"] for m in build_answer_pair_messages(target, lambda im: "u", demos=0)] == ["system", "user"]
     assert prompt_sha(ANSWER_PAIRS_SYSTEM, answer_pair_demos=1) != prompt_sha(ANSWER_PAIRS_SYSTEM, answer_pair_demos=0)
+
+
+@pytest.mark.slow
+def test_generate_recipe_sends_the_paper_requests(tmp_path, monkeypatch):
+    """The generate recipe with the paper profile's generation settings, on the bundled sample and stand-in: every
+    conversation request is the paper prompt with text-only demonstrations, one per flag the sample covers; every
+    two-answer request shows one worked example first; the card says so."""
+    from pathlib import Path
+
+    import yaml
+
+    from vital.hub import LocalHub
+    from vital.runner import load_recipe
+    from vital.testing.sample_replies import SampleDataResponder
+
+    paper = yaml.safe_load((Path(__file__).parents[1] / "recipes/biomed_vital/generate.yaml").read_text())
+    requests = []
+    original = SampleDataResponder.__call__
+
+    def record(self, request_json):
+        requests.append(request_json)
+        return original(self, request_json)
+
+    monkeypatch.setattr(SampleDataResponder, "__call__", record)
+    hub = f"local:{tmp_path}/hub"
+    load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
+    flags = [f for f in paper["demo_modalities"] if f != "gross"]  # the sample has no gross demonstration
+    pushed = load_recipe("generate").cli(
+        [
+            "--config",
+            "recipes/quickstart/generate.yaml",
+            "--hub",
+            hub,
+            "--journal_dir",
+            str(tmp_path / "j"),
+            "--stand_in_faults",
+            "0",
+            "--prompt_style",
+            paper["prompt_style"],
+            "--demo_images",
+            str(paper["demo_images"]).lower(),
+            "--answer_pair_demos",
+            str(paper["answer_pair_demos"]),
+            "--demo_modalities",
+            *flags,
+        ]  # fmt: skip
+    )
+    conversations = [r for r in requests if r["messages"][0]["content"].startswith(PAPER_CONVERSATION_SYSTEM)]
+    pairs = [r for r in requests if r["messages"][0]["content"] == ANSWER_PAIRS_SYSTEM]
+    assert len(conversations) == 15 and len(pairs) == 6 and len(requests) == 21
+    for request in conversations:
+        users = [m for m in request["messages"] if m["role"] == "user"]
+        assert len(users) == len(flags) + 1 or len(users) == len(flags)  # a figure is never its own demo
+        images = [p for m in users for p in m["content"] if p["type"] == "image_url"]
+        assert len(images) == 1 and images[0] in users[-1]["content"]
+    for request in pairs:
+        assert [m["role"] for m in request["messages"]] == ["system", "user", "assistant", "user"]
+    local = LocalHub(tmp_path / "hub")
+    card = (local.snapshot("quickstart/candidates", pushed[0].commit) / "README.md").read_text()
+    assert "prompt style | `paper`" in card and "text only (only the target figure carries an image)" in card
+    rows = local.load_dataset("quickstart/candidates", split="train", revision=pushed[0].commit)
+    assert {g["prompt_sha"] for g in rows["generation"]} == {prompt_sha(prompt_style="paper", demo_images=False)}
