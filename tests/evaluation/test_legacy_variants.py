@@ -91,3 +91,23 @@ def test_evaluate_modules_score_lone_surrogates_like_score_vqa(module, config, m
     out = metric.compute(predictions=preds, references=truths, answer_types=types)
     assert out == score_vqa(preds, truths, types, mode=mode)
     assert out["mode"] == mode
+
+
+def test_bleu_equals_nltk_sentence_bleu():
+    import random
+    import warnings
+
+    from nltk.translate.bleu_score import sentence_bleu
+
+    from vital.evaluation.vqa_metrics import BLEU_WEIGHTS, _bleu
+
+    rng = random.Random(0)
+    vocab = ["a", "b", "c", "d", "e"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(1500):
+            pred = [rng.choice(vocab) for _ in range(rng.randint(0, 9))]
+            truth = [rng.choice(vocab) for _ in range(rng.randint(0, 9))]
+            ours = _bleu(pred, truth)
+            for name, weights in BLEU_WEIGHTS.items():
+                assert ours[name] == pytest.approx(sentence_bleu([truth], pred, weights=weights), rel=1e-12, abs=0)

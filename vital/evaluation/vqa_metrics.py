@@ -16,7 +16,9 @@ take the raw strings (any case): each one lower-cases and normalises as the mode
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -182,17 +184,30 @@ def legacy_bleu(pred: str, truth: str) -> dict[str, float]:
     return _bleu(legacy_normalize(pred).split(), legacy_normalize(truth).split())
 
 
-def _bleu(pred_words: list[str], truth_words: list[str]) -> dict[str, float]:
-    import warnings
-
-    from nltk.translate.bleu_score import sentence_bleu
-
-    with warnings.catch_warnings():  # nltk warns on every short answer that lacks higher-order n-grams
-        warnings.simplefilter("ignore")
-        return {
-            name: float(sentence_bleu([truth_words], pred_words, weights=weights))
-            for name, weights in BLEU_WEIGHTS.items()
-        }
+def _bleu(pred_words: Sequence[str], truth_words: Sequence[str]) -> dict[str, float]:
+    """nltk's ``sentence_bleu([truth_words], pred_words, weights)`` for each of `BLEU_WEIGHTS`, unsmoothed, computed
+    once for the four weightings (nltk builds Fractions per call: 40x slower on 100k answers). The same arithmetic:
+    clipped n-gram precisions (denominator at least 1), a 0 score when no unigram matches, a zero precision replaced by
+    the smallest float (nltk's ``method0``), brevity penalty ``exp(1 - r/c)`` for a shorter prediction; tested equal to
+    nltk in tests/evaluation/test_legacy_variants.py."""
+    hyp_len, ref_len = len(pred_words), len(truth_words)
+    precisions = []
+    for n in range(1, 5):
+        ref = Counter(zip(*(truth_words[i:] for i in range(n))))
+        hyp = Counter(zip(*(pred_words[i:] for i in range(n)))) if ref else {}
+        matched = sum(min(count, ref[gram]) for gram, count in hyp.items() if gram in ref)
+        if n == 1 and matched == 0:
+            return dict.fromkeys(BLEU_WEIGHTS, 0.0)
+        precisions.append(matched / max(1, hyp_len - n + 1) if matched else sys.float_info.min)
+    if hyp_len > ref_len:
+        penalty = 1.0
+    else:  # hyp_len > 0 here: a unigram matched
+        penalty = math.exp(1 - ref_len / hyp_len)
+    logs = [math.log(p) for p in precisions]
+    return {
+        name: penalty * math.exp(math.fsum(w * lp for w, lp in zip(weights, logs, strict=True)))
+        for name, weights in BLEU_WEIGHTS.items()
+    }
 
 
 def legacy_batch_closed_hit(pred: str, truth: str) -> bool:
