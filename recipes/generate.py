@@ -64,8 +64,10 @@ class GenerateArguments:
     demos_per_modality: int = field(default=1, metadata={"help": "Demonstrations per modality per request (paper 1)."})
     demo_modalities: list[str] | None = field(
         default=None,
-        metadata={"help": "Domain flags that get a demo each, in order (the paper: chest_xray, mri, ct, histology, "
-        "gross); default: every modality the demos cover."},
+        metadata={
+            "help": "Domain flags that get a demo each, in order (the paper: chest_xray, mri, ct, histology, "
+            "gross); default: every modality the demos cover."
+        },
     )
     demo_images: bool = field(
         default=True, metadata={"help": "Show the demonstrations' images; false: text-only demos (the paper)."}

@@ -151,4 +151,3 @@ def settings_table(rows: Sequence[tuple[str, str, str]]) -> str:
     from vital.runner import format_table
 
     return format_table(("stage", "setting", "value"), rows)
-
