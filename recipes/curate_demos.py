@@ -46,13 +46,22 @@ class CurateDemosArguments:
     pairs_repo: str = field(default="quickstart/pairs", metadata={"help": "Repo id of the pairs to cluster."})
     pairs_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the pairs."})
     image_embedder: str = field(
-        default="pixels", metadata={"help": "'pixels' (offline) or 'clip:<dir or hub id>' (a CLIP-family model)."}
+        default="pixels",
+        metadata={"help": "'pixels' (offline), 'clip:<dir or hub id>' (a CLIP-family model) or 'vit:<dir or id>'."},
     )
     text_embedder: str = field(
-        default="hashing", metadata={"help": "'hashing' (offline), 'clip:<dir or id>' or 'sentence:<dir or id>'."}
+        default="hashing",
+        metadata={"help": "'hashing' (offline), 'clip:<dir or id>', 'sentence:<dir or id>' or 'openai:<model>'."},
     )
     text_fields: list[str] = field(
-        default_factory=lambda: ["caption", "mentions"], metadata={"help": "Pair columns embedded as text."}
+        default_factory=lambda: ["caption", "mentions"],
+        metadata={"help": "Pair columns embedded as text; 'first_mention' is the first in-text mention alone."},
+    )
+    exclude_modalities: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Modalities left out of the clustering (the paper: gross, histology); listed with cluster -1."
+        },
     )
     image_weight: float = field(
         default=0.5, metadata={"help": "Weight of the image features in [0, 1]; the text gets 1 - image_weight."}
@@ -71,6 +80,9 @@ class CurateDemosArguments:
     demos_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the demos read."})
     revision: str = field(default="main", metadata={"help": "Branch to push to (created from main if missing)."})
     private: bool = field(default=True, metadata={"help": "Create repos private (clinical data stays private)."})
+    expected_pairs: int | None = field(
+        default=None, metadata={"help": "For --dry_run when the pairs repo cannot be read: how many pairs there are."}
+    )
 
 
 def main(args: CurateDemosArguments) -> list[PushResult]:
@@ -84,7 +96,15 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
     check_columns(pairs, "pairs")
     logger.info("pairs: %d rows from %s", len(pairs), pairs_ref)
 
-    # 2. Embed and cluster.
+    # 2. Embed and cluster the pairs of the modalities kept; the others stay in the assignments with cluster -1.
+    all_ids, all_modalities = list(pairs["id"]), list(pairs["modality"])
+    excluded = set(args.exclude_modalities)
+    kept = [i for i, m in enumerate(all_modalities) if m not in excluded]
+    if not kept:
+        raise ValueError(f"every pair's modality is in exclude_modalities {sorted(excluded)}: nothing to cluster")
+    if len(kept) < len(pairs):
+        pairs = pairs.select(kept)
+        logger.info("left out %d pair(s) of modalities %s", len(all_ids) - len(kept), sorted(excluded))
     embeddings = embed_pairs(
         pairs, args.image_embedder, args.text_embedder, args.text_fields, args.image_weight, args.batch_size
     )
@@ -93,15 +113,18 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
 
     # 3. The clusters repo: assignments (`default`) and the review sample (`review`), one card for both.
     modalities = list(pairs["modality"])
+    label_of = dict(zip(pairs["id"], clusters.labels.tolist(), strict=True))
+    distance_of = dict(zip(pairs["id"], clusters.distances.tolist(), strict=True))
     assignments = Dataset.from_dict(
         {
-            "id": list(pairs["id"]),
-            "modality": modalities,
-            "cluster": clusters.labels.tolist(),
-            "distance": clusters.distances.tolist(),
+            "id": all_ids,
+            "modality": all_modalities,
+            "cluster": [label_of.get(i, -1) for i in all_ids],
+            "distance": [distance_of.get(i, float("nan")) for i in all_ids],
         },
         features=CLUSTER_FEATURES,
     )
+    excluded_counts = dict(sorted(Counter(m for m in all_modalities if m in excluded).items()))
     review = review_sample(pairs, clusters, args.per_cluster, args.seed, args.strategy)
     review_modalities = Counter(review["modality"])
     card = dataset_card(
@@ -113,6 +136,9 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
         repo_id=args.clusters_repo,
         pairs_ref=str(pairs_ref),
         num_rows=len(pairs),
+        num_assignments=len(all_ids),
+        exclude_modalities=sorted(excluded),
+        excluded_counts=excluded_counts,
         k=clusters.k,
         k_requested=args.num_clusters,
         algorithm=clusters.algorithm,
@@ -141,7 +167,8 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
         demos_ref = hub.ref(args.demos_repo, args.demos_revision)
         demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
         check_columns(demos, "demos")
-        updated = assign_clusters(demos, assignments["id"], clusters.labels)
+        # A demo about a left-out modality (e.g. histology) keeps cluster -1, like its pair.
+        updated = assign_clusters(demos, all_ids, assignments["cluster"])
         changed = sum(a != b for a, b in zip(demos["cluster"], updated["cluster"], strict=True))
         previous = hub.read_card(args.demos_repo, demos_ref.commit)
         if changed == 0 and previous is not None:
@@ -169,6 +196,36 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
 
     print(artifact_table(pushed, headline))
     return pushed
+
+
+def estimate(argv: list[str] | None = None) -> list:
+    """Requests, tokens and cost of an ``openai:`` text embedder (`vital pipeline --dry_run`); local embedders make no
+    API request. Every pair is counted (the modalities left out are not known before the pairs are read)."""
+    import math
+
+    from vital.data.sample import load_sample_pairs
+    from vital.demos import OpenAITextEmbedder, pair_text
+    from vital.llm.estimate import StageEstimate, count_rows
+    from vital.llm.limits import estimate_prompt_tokens
+    from vital.llm.pricing import cost_usd
+
+    (args,) = TrlParser((CurateDemosArguments,)).parse_args_and_config(argv)
+    kind, _, model = args.text_embedder.partition(":")
+    if kind != "openai" or args.image_weight >= 1:
+        logger.info("curate_demos: the %s text embedder makes no API request", args.text_embedder)
+        return []
+    pairs, basis = count_rows(get_hub(args.hub), args.pairs_repo, args.pairs_revision), f"{args.pairs_repo} card"
+    if pairs is None:
+        if args.expected_pairs is None:
+            raise ValueError(f"cannot read {args.pairs_repo}; set expected_pairs for a dry run")
+        pairs, basis = args.expected_pairs, "expected_pairs"
+    sample = load_sample_pairs()
+    texts = [pair_text(row, args.text_fields) for row in sample.select_columns(["caption", "mentions"])]
+    mean = sum(estimate_prompt_tokens([{"role": "user", "content": t}]) for t in texts) / max(1, len(texts))
+    tokens = round(mean * pairs)
+    requests = math.ceil(pairs / OpenAITextEmbedder.BATCH_SIZE)
+    cost = cost_usd(tokens, 0, model=model)
+    return [StageEstimate("curate_demos", "text embeddings", model, requests, tokens, 0, cost, basis)]
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:

@@ -100,7 +100,20 @@ class EvaluateArguments:
     chat_questions_file: str = field(default="questions.jsonl", metadata={"help": "JSONL in the chat repo."})
     chat_images_dir: str = field(default="images", metadata={"help": "Image folder in the chat repo."})
     chat_judge: bool = field(default=True, metadata={"help": "Judge the open-chat answers (with chat_questions)."})
-    judge_with_image: bool = field(default=False, metadata={"help": "Show the judges the image too."})
+    judge_with_image: bool = field(default=False, metadata={"help": "Show the open-chat judge the image too."})
+    win_rate_with_image: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Show the win-rate judge the image (the official win-rate script does); default: judge_with_image."
+        },
+    )
+    win_rate_verdict_position: str = field(
+        default="last",
+        metadata={
+            "help": "Where the win-rate judge puts its verdict: 'last' (after its reasons) or 'first' (the "
+            "official prompt: the reply begins with it)."
+        },
+    )
     judge_retries: int = field(default=1, metadata={"help": "Re-asks of a judge reply that cannot be read."})
     win_rate_against: str | None = field(
         default=None, metadata={"help": "Another model's eval dataset 'repo@revision': pairwise win rate against it."}
@@ -247,11 +260,14 @@ def main(
     chat_jobs = (
         plan_chat_judge_jobs(chat_items, chat_predictions, judge, args.judge_with_image) if args.chat_judge else []
     )
-    win_jobs = plan_win_rate_jobs(win_items, judge, args.judge_with_image)
+    win_with_image = args.judge_with_image if args.win_rate_with_image is None else args.win_rate_with_image
+    verdict_position = args.win_rate_verdict_position
+    win_jobs = plan_win_rate_jobs(win_items, judge, win_with_image, verdict_position)
 
     # 4. Ask the judges (this process's shard; unreadable replies asked once more), merge the journals.
-    def image_url(cell):
-        return image_to_data_url(ans.decode_image(cell)) if args.judge_with_image else None
+    def image_url(cell, with_image: bool | None = None):
+        show = args.judge_with_image if with_image is None else with_image
+        return image_to_data_url(ans.decode_image(cell)) if show else None
 
     def build(job):
         if base_task(job.task) == CHAT_JUDGE_TASK:
@@ -260,11 +276,13 @@ def main(
             return build_chat_judge_messages(
                 item, chat_predictions[item["question_id"]], image_url(item["image"]), retry
             )
-        return build_win_rate_job_messages(win_items[job.index], job, image_url(win_items[job.index]["image"]))
+        item = win_items[job.index]
+        return build_win_rate_job_messages(item, job, image_url(item["image"], win_with_image), verdict_position)
 
     def followup(job, result):
-        retry = chat_retry_job if base_task(job.task) == CHAT_JUDGE_TASK else verdict_retry_job
-        return retry(job, result, args.judge_retries)
+        if base_task(job.task) == CHAT_JUDGE_TASK:
+            return chat_retry_job(job, result, args.judge_retries)
+        return verdict_retry_job(job, result, args.judge_retries, verdict_position)
 
     results = {}
     try:
@@ -292,7 +310,7 @@ def main(
         summary += res.chat_summary_rows(label, *sources["chat"][:2], chat_scores)
         configs["chat"] = (rows_to_dataset(rows, CHAT_EVAL_FEATURES), "test")
     if win_jobs:
-        rows = win_rate_rows(win_items, win_jobs, results, judge, args.judge_retries, args.judge_with_image)
+        rows = win_rate_rows(win_items, win_jobs, results, judge, args.judge_retries, win_with_image, verdict_position)
         win_summary = summarize_win_rate(rows)
         summary += res.win_summary_rows(label, win_summary, sources)
         configs["win_rate"] = (rows_to_dataset(rows, WIN_EVAL_FEATURES), "test")
@@ -327,6 +345,8 @@ def main(
         judge_mode=batch.mode,
         answer_cost_usd=sum(a.cost_usd for a in answers.values()),
         judge_with_image=args.judge_with_image,
+        win_rate_with_image=win_with_image,
+        win_rate_verdict_position=verdict_position,
         generation=generation.to_dict(),
         comparison=res.comparison_table(summaries),
         configs={name: len(dataset) for name, (dataset, _) in configs.items()},

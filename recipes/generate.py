@@ -30,6 +30,7 @@ from vital.cards import Lineage, dataset_card
 from vital.data.schemas import CANDIDATE_FEATURES, rows_to_dataset, validate_dataset
 from vital.demos import DemoSampler
 from vital.generation import (
+    ANSWER_PAIRS_SYSTEM,
     answer_pair_features,
     answer_pair_rows,
     build_answer_pair_messages,
@@ -63,6 +64,22 @@ class GenerateArguments:
     limit: int | None = field(default=None, metadata={"help": "Only the first N pairs (smoke runs)."})
     samples_per_pair: int = field(default=1, metadata={"help": "Conversations per pair (seeds differ)."})
     demos_per_modality: int = field(default=1, metadata={"help": "Demonstrations per modality per request (paper 1)."})
+    demo_modalities: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Domain flags that get a demo each, in order (the paper: chest_xray, mri, ct, histology, "
+            "gross); default: every modality the demos cover."
+        },
+    )
+    demo_images: bool = field(
+        default=True, metadata={"help": "Show the demonstrations' images; false: text-only demos (the paper)."}
+    )
+    prompt_style: str = field(
+        default="ours", metadata={"help": "'paper' (the official prompt's requirements) or 'ours'."}
+    )
+    answer_pair_demos: int = field(
+        default=1, metadata={"help": "Worked two-answer examples before the target figure (0 or 1; the paper: 1)."}
+    )
     json_output: bool = field(default=False, metadata={"help": "Ask for JSON (endpoints with response_format)."})
     answer_pairs: int = field(default=0, metadata={"help": "How many pairs also get two-answer questions."})
     journal_dir: str = field(default="outputs/journals/generate", metadata={"help": "Where request journals live."})
@@ -104,7 +121,9 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
         pairs = pairs.select(range(min(args.limit, len(pairs))))
     pairs, quarantine = validate_dataset(pairs, "pairs", errors="skip")
     demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
-    sampler = DemoSampler(demos, seed=args.data_seed, per_modality=args.demos_per_modality)
+    sampler = DemoSampler(
+        demos, seed=args.data_seed, modalities=args.demo_modalities, per_modality=args.demos_per_modality
+    )
     server, configured = None, endpoint  # the lineage records the endpoint as configured, not the stand-in's port
     batch = batch or BatchConfig()
     if args.stand_in:
@@ -121,16 +140,27 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
     # 2. Plan keyed jobs: one conversation per pair and sample, two-answer questions for a seeded sample of pairs.
     raw = pairs.cast_column("image", Image(decode=False))
     json_output = args.json_output or endpoint.response_format == "json_object"
-    jobs = plan_jobs(raw, endpoint.model, "conversation", sampler, args.samples_per_pair, json_output, endpoint.seed)
+    sha = prompt_sha(json_output=json_output, prompt_style=args.prompt_style, demo_images=args.demo_images)
+    pair_sha = prompt_sha(ANSWER_PAIRS_SYSTEM, answer_pair_demos=args.answer_pair_demos)
+    jobs = plan_jobs(
+        raw, endpoint.model, "conversation", sampler, args.samples_per_pair, json_output, endpoint.seed, None, sha
+    )
     chosen = sorted(random.Random(args.data_seed).sample(range(len(pairs)), min(args.answer_pairs, len(pairs))))
-    pair_jobs = plan_jobs(raw, endpoint.model, "answer_pairs", indices=chosen)
+    pair_jobs = plan_jobs(raw, endpoint.model, "answer_pairs", indices=chosen, prompt_hash=pair_sha)
     demo_rows = {row["id"]: row for row in demos}
 
     def build(job):
         target = pairs[job.index]
         if job.task == "answer_pairs":
-            return build_answer_pair_messages(target, image_to_data_url)
-        return build_generation_messages(target, [demo_rows[d] for d in job.demo_ids], image_to_data_url, json_output)
+            return build_answer_pair_messages(target, image_to_data_url, args.answer_pair_demos)
+        return build_generation_messages(
+            target,
+            [demo_rows[d] for d in job.demo_ids],
+            image_to_data_url,
+            json_output,
+            prompt_style=args.prompt_style,
+            demo_images=args.demo_images,
+        )
 
     # 3. Send what no journal holds yet (this process's shard), then merge every journal on the main process.
     try:
@@ -147,7 +177,6 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
         {"id": q.record_id, "pair_id": q.record_id, "stage": "input", "reason": f"{q.field}: {q.reason}", "raw": ""}
         for q in quarantine.records
     ]
-    sha = prompt_sha(json_output=json_output)
     candidates = rows_to_dataset(
         list(candidate_rows(pairs, jobs, done, kind, sha, args.stand_in, failures)), CANDIDATE_FEATURES
     )
@@ -166,6 +195,9 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
         mode=batch.mode,
         prompt_sha=sha,
         demos_per_modality=args.demos_per_modality,
+        demo_modalities=sampler.modalities,
+        demo_images=args.demo_images,
+        prompt_style=args.prompt_style,
         seed=args.data_seed,
         demo_ids=sorted({d for job in jobs for d in job.demo_ids}),
         stats={
@@ -186,7 +218,7 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
 
     if pair_jobs:
         pair_failures: list = []
-        rows = list(answer_pair_rows(pairs, pair_jobs, done, kind, prompt_sha(), args.stand_in, pair_failures))
+        rows = list(answer_pair_rows(pairs, pair_jobs, done, kind, pair_sha, args.stand_in, pair_failures))
         answer_pairs = rows_to_dataset(rows, answer_pair_features())
         card = dataset_card(
             "answer_pairs",
@@ -196,7 +228,8 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
             num_rows=len(answer_pairs),
             num_pairs=len(pair_jobs),
             model=endpoint.model,
-            prompt_sha=prompt_sha(),
+            prompt_sha=pair_sha,
+            answer_pair_demos=args.answer_pair_demos,
             num_failures=len(pair_failures),
         )
         pushed.append(push_with_failures(hub, answer_pairs, pair_failures, args.answer_pairs_repo, card, push))
@@ -219,13 +252,22 @@ def estimate(argv: list[str] | None = None) -> list:
         pairs, basis = args.expected_pairs, "expected_pairs"
     pairs = min(pairs, args.limit) if args.limit else pairs
     sample_pairs = load_sample_pairs()
-    sampler = DemoSampler(load_sample_demos(sample_pairs), per_modality=args.demos_per_modality)
+    sample_demos = load_sample_demos(sample_pairs)
+    flags = [m for m in args.demo_modalities or [] if m in set(sample_demos["modality"])] or None
+    sampler = DemoSampler(sample_demos, modalities=flags, per_modality=args.demos_per_modality)
     json_output = args.json_output or endpoint.response_format == "json_object"
     conversation = [
-        build_generation_messages(p, sampler.sample(p["id"], exclude_pair=p["id"]), image_to_data_url, json_output)
+        build_generation_messages(
+            p,
+            sampler.sample(p["id"], exclude_pair=p["id"]),
+            image_to_data_url,
+            json_output,
+            prompt_style=args.prompt_style,
+            demo_images=args.demo_images,
+        )
         for p in sample_pairs
     ]
-    answer_pair = [build_answer_pair_messages(p, image_to_data_url) for p in sample_pairs]
+    answer_pair = [build_answer_pair_messages(p, image_to_data_url, args.answer_pair_demos) for p in sample_pairs]
     return [
         estimate_requests(
             "generate", "conversation", endpoint, conversation, pairs * args.samples_per_pair, 900, basis

@@ -60,16 +60,21 @@ def stage_argv(name: str, config: str | None, hub: str) -> list[str]:
 
 
 def dry_run(stages: list[tuple[str, str | None]], hub: str) -> list:
-    """Each API stage's `estimate` (requests, tokens, cost); the other stages send nothing to any model API."""
-    from vital.llm.estimate import estimate_table
+    """The profile's settings table (every setting the paper and ours decide differently, as each stage's YAML sets
+    it), then each API stage's `estimate` (requests, tokens, cost); nothing is sent to any model API."""
+    from vital.llm.estimate import PROFILE_SETTINGS, estimate_table, settings_rows, settings_table
 
+    keys = dict(PROFILE_SETTINGS)
     estimates = []
     for name, config in stages:
         recipe = load_recipe(name)
+        keys[name] = getattr(recipe, "PROFILE_SETTINGS", keys.get(name, ()))
         if hasattr(recipe, "estimate"):
             estimates += recipe.estimate(stage_argv(name, config, hub))
         else:
             logger.info("stage %s makes no API requests", name)
+    print("\nSettings of this profile (README: 'Paper vs ours'):")
+    print(settings_table(settings_rows(stages, keys)))
     print("\nDry run: nothing was sent. Estimated API use per stage:")
     print(estimate_table(estimates))
     return estimates

@@ -45,6 +45,10 @@ class RateArguments:
     private: bool = field(default=True, metadata={"help": "Create repos private."})
     limit: int | None = field(default=None, metadata={"help": "Only the first N candidates (smoke runs)."})
     judge_retries: int = field(default=1, metadata={"help": "Re-asks of a turn whose reply has no parseable score."})
+    prompt_style: str = field(
+        default="ours",
+        metadata={"help": "'paper' (the official system message and [Context] ... [System] layout) or 'ours'."},
+    )
     journal_dir: str = field(default="outputs/journals/rate", metadata={"help": "Where request journals live."})
     shard: str | None = field(default=None, metadata={"help": "'i/n': fill shard i's journal only, push nothing."})
     stand_in: bool = field(default=False, metadata={"help": "Answer from the bundled stand-in judge (offline)."})
@@ -69,7 +73,7 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
     candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
     if args.limit:
         candidates = candidates.select(range(min(args.limit, len(candidates))))
-    jobs = plan_rating_jobs(candidates.cast_column("images", [Image(decode=False)]), endpoint.model)
+    jobs = plan_rating_jobs(candidates.cast_column("images", [Image(decode=False)]), endpoint.model, args.prompt_style)
     server, configured = None, endpoint
     batch = batch or BatchConfig()
     if args.stand_in:
@@ -83,7 +87,9 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
             server, endpoint = start_stand_in(*stand_in_args)
 
     def build(job):
-        return build_rating_messages(candidates[job.index], job.sample, image_to_data_url, retry=job.task != "rating")
+        return build_rating_messages(
+            candidates[job.index], job.sample, image_to_data_url, job.task != "rating", args.prompt_style
+        )
 
     # 2. Ask the judge (this process's shard; unparseable replies are asked again), merge the journals.
     try:
@@ -103,9 +109,15 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
         return []
 
     # 3. One rating per turn; push with a card that counts scores and failures.
-    ratings = rows_to_dataset(list(rating_rows(jobs, results, endpoint.model, args.judge_retries)), RATINGS_FEATURES)
+    rows = rating_rows(jobs, results, endpoint.model, args.judge_retries, args.prompt_style)
+    ratings = rows_to_dataset(list(rows), RATINGS_FEATURES)
     scores = [s for s in ratings["score"] if s is not None]
     errors = Counter(e.split(":", 1)[0] for e in ratings["error"] if e)
+    # Replies with no readable score on the first ask (whether a second ask saved them or not): never a default score.
+    parse_failures = sum(
+        1 for a, e in zip(ratings["judge_attempts"], ratings["error"]) if a > 1 or (e or "").startswith("unparseable")
+    )
+    unparsed = sum(1 for e in ratings["error"] if (e or "").startswith("unparseable"))
     card = dataset_card(
         "ratings",
         lineage=Lineage(stage="rate", inputs=[candidates_ref], config=[args, configured, batch]),
@@ -113,7 +125,11 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
         repo_id=args.ratings_repo,
         stand_in=args.stand_in,
         judge=configured.model if not args.stand_in else "vital-stand-in",
-        prompt_sha=rating_prompt_sha(),
+        prompt_sha=rating_prompt_sha(args.prompt_style),
+        prompt_style=args.prompt_style,
+        parse_failures=parse_failures,
+        unparsed=unparsed,
+        judge_retries=args.judge_retries,
         num_rows=len(ratings),
         num_candidates=len(candidates),
         num_scored=len(scores),
@@ -149,7 +165,7 @@ def estimate(argv: list[str] | None = None) -> list:
     if turns is None:
         raise ValueError(f"cannot read {args.candidates_repo}; set expected_turns for a dry run")
     samples = [
-        build_rating_messages({**d, "images": [d["image"]]}, t, image_to_data_url)
+        build_rating_messages({**d, "images": [d["image"]]}, t, image_to_data_url, prompt_style=args.prompt_style)
         for d in load_sample_demos()
         for t in range(len(qa_turns(d["messages"])))
     ]

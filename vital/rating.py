@@ -37,6 +37,12 @@ Also consider clarity (both free of ambiguity), depth (details that deepen under
 
 Write the score alone on the first line (for example: 7). Then explain it briefly, including any shortcomings."""
 
+# "paper": the official scoring script's request layout: a one-line system message about checking answer quality, then
+# the image and one text of [Context] (caption, in-text mention, question, answer, each as a "\t- " item) followed by
+# [System] and the rubric. Our wording of both.
+PAPER_JUDGE_SYSTEM = "You are a helpful, precise assistant who checks how good an answer is."
+RATING_STYLES: tuple[str, ...] = ("paper", "ours")
+
 RETRY_NOTE = (
     "Your previous reply did not start with a score. Reply again: the first line must hold only the score, "
     "a number from 0 to 10, followed by your explanation."
@@ -46,25 +52,54 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.]*\d)")
 _DENOMINATOR = re.compile(r"\s*(?:/\s*10(?:\.0+)?|out of\s+10)\b", re.IGNORECASE)
 
 
-def rating_prompt_sha() -> str:
-    """Names the judge prompt wording in every rating."""
-    return hashlib.sha256(f"{RUBRIC_VERSION}\n{JUDGE_SYSTEM}\n{RUBRIC}\n{RETRY_NOTE}".encode()).hexdigest()[:16]
+def _check_style(style: str) -> str:
+    if style not in RATING_STYLES:
+        raise ValueError(f"prompt_style must be one of {RATING_STYLES}, got {style!r}")
+    return style
+
+
+def rating_prompt_sha(prompt_style: str = "ours") -> str:
+    """Names the judge prompt wording and layout in every rating."""
+    system = PAPER_JUDGE_SYSTEM if _check_style(prompt_style) == "paper" else JUDGE_SYSTEM
+    layout = "[Context]...[System]" if prompt_style == "paper" else "context-question-answer-rubric"
+    text = f"{RUBRIC_VERSION}\n{system}\n{RUBRIC}\n{RETRY_NOTE}\n{layout}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def paper_layout(caption: str, mentions: Sequence[str], question: str, answer: str) -> str:
+    """The official layout of the judge's text: [Context] with the caption, mentions, question and answer as
+    ``"\t- "`` items, then [System] and the rubric."""
+    items = "\n".join(f"\t- {m.strip()}" for m in mentions if m and m.strip()) or "\t- "
+    return (
+        f"[Context]\nFigure Caption:\n\t- {caption.strip()}\n\nFigure Context:\n{items}\n\n"
+        f"Question:\n\t- {question.strip()}\n\nAnswer:\n\t- {answer.strip()}\n\n[System]\n{RUBRIC}"
+    )
 
 
 def build_rating_messages(
-    candidate: Mapping[str, Any], turn: int, image_url, retry: bool = False
+    candidate: Mapping[str, Any], turn: int, image_url, retry: bool = False, prompt_style: str = "ours"
 ) -> list[dict[str, Any]]:
-    """The judge request for turn ``turn`` of a candidate (``images``, ``caption``, ``mentions``, ``messages``)."""
+    """The judge request for turn ``turn`` of a candidate (``images``, ``caption``, ``mentions``, ``messages``).
+
+    ``prompt_style="paper"`` lays the request out as the official scoring script does (`PAPER_JUDGE_SYSTEM`,
+    `paper_layout`); ``"ours"`` sends `JUDGE_SYSTEM` and the figure context, question, answer and rubric. Both ask for
+    the score alone on the first line and are read by the same strict `parse_score`.
+    """
     question, answer = qa_turns(candidate["messages"])[turn]
-    text = (
-        f"{figure_context(candidate['caption'], '', candidate['mentions'])}\n\n"
-        f"Question:\n{question.strip()}\n\nAnswer:\n{answer.strip()}\n\n{RUBRIC}"
-    )
+    if _check_style(prompt_style) == "paper":
+        system = PAPER_JUDGE_SYSTEM
+        text = paper_layout(candidate["caption"], candidate["mentions"], question, answer)
+    else:
+        system = JUDGE_SYSTEM
+        text = (
+            f"{figure_context(candidate['caption'], '', candidate['mentions'])}\n\n"
+            f"Question:\n{question.strip()}\n\nAnswer:\n{answer.strip()}\n\n{RUBRIC}"
+        )
     if retry:
         text += f"\n\n{RETRY_NOTE}"
     content = [{"type": "image_url", "image_url": {"url": image_url(image)}} for image in candidate["images"]]
     return [
-        {"role": "system", "content": JUDGE_SYSTEM},
+        {"role": "system", "content": system},
         {"role": "user", "content": [*content, {"type": "text", "text": text}]},
     ]
 
@@ -90,12 +125,12 @@ def parse_score(reply: str | None) -> tuple[float, str]:
     return score, "\n".join(lines[1:]).strip()
 
 
-def plan_rating_jobs(candidates, model: str) -> list:
+def plan_rating_jobs(candidates, model: str, prompt_style: str = "ours") -> list:
     """One job per question–answer turn of every candidate (``candidates`` with undecoded images)."""
     from vital.llm import request_key
     from vital.llm.jobs import Job, image_sha256
 
-    sha = rating_prompt_sha()
+    sha = rating_prompt_sha(prompt_style)
     jobs = []
     for index, row in enumerate(candidates):
         for turn, (question, answer) in enumerate(qa_turns(row["messages"])):
@@ -121,9 +156,11 @@ def retry_job(job, result, retries: int = 1):
     return None
 
 
-def rating_rows(jobs: Sequence, results: Mapping[str, Any], judge_model: str, retries: int = 1):
+def rating_rows(
+    jobs: Sequence, results: Mapping[str, Any], judge_model: str, retries: int = 1, prompt_style: str = "ours"
+):
     """One ``ratings`` row per turn: the first parseable reply along the retry chain, else a null score + error."""
-    sha = rating_prompt_sha()
+    sha = rating_prompt_sha(prompt_style)
     for job in jobs:
         current, attempts, error, score, rationale, raw, model = job, 0, None, None, "", "", judge_model
         while current is not None:

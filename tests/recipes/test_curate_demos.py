@@ -140,13 +140,14 @@ def test_demo_without_its_pair_is_named(hub):
     assert error.value.record_id == "demo-1" and error.value.field == "pair_id"
 
 
-@pytest.mark.parametrize("family", ["quickstart", "biomed_vital"])
+@pytest.mark.parametrize("family", ["quickstart", "biomed_vital", "biomed_vital_plus"])
 def test_recipe_configs_parse(family):
     path = RECIPES_DIR / family / "curate_demos.yaml"
     (args,) = TrlParser((recipe.CurateDemosArguments,)).parse_args_and_config(["--config", str(path)])
-    assert args.text_fields == ["caption", "mentions"]
-    assert args.num_clusters == {"quickstart": 4, "biomed_vital": 60}[family]
-    if family == "biomed_vital":
+    # the paper: caption + first mention, ViT + ada-002 (tests/recipes/test_paper_profile.py); ours: CLIP for both
+    assert args.text_fields == (["caption", "first_mention"] if family == "biomed_vital" else ["caption", "mentions"])
+    assert args.num_clusters == {"quickstart": 4, "biomed_vital": 60, "biomed_vital_plus": 60}[family]
+    if family == "biomed_vital_plus":
         assert args.image_embedder.startswith("clip:") and args.image_embedder == args.text_embedder
 
 

@@ -118,12 +118,13 @@ _VERDICT = re.compile(r"\[\[\s*([abc])\s*\]\]", re.IGNORECASE)
 _TRAILING = " \t\r\n.!\"'"  # may follow the final verdict; a closing bracket may not (an aside, not the end)
 
 
-def parse_verdict(reply: str) -> Verdict:
+def parse_verdict(reply: str, position: str = "last") -> Verdict:
     """Read a pairwise verdict ``[[A]]``, ``[[B]]`` or ``[[C]]`` (tie) from the judge's reply.
 
     Case, inner spaces (``[[ a ]]``), bold and surrounding text do not matter, nor does where the token stands. When
-    several DIFFERENT verdicts appear (a judge restating the format, then deciding), the last one counts only if the
-    reply ends with it.
+    several DIFFERENT verdicts appear (a judge restating the format, then deciding), the one at the asked ``position``
+    counts only if the reply ends with it (``"last"``) or begins with it (``"first"``, the official BioMed-VITAL
+    win-rate prompt's order).
 
     Raises:
         ParseError: reason ``no verdict``, ``refusal`` (no verdict and a refusal) or ``ambiguous``.
@@ -136,13 +137,17 @@ def parse_verdict(reply: str) -> Verdict:
         if _REFUSAL.search(text):
             raise ParseError("refusal")
         raise ParseError("no verdict")
+    if position not in ("first", "last"):
+        raise ValueError(f"position must be 'first' or 'last', got {position!r}")
     letters = {token.group(1).upper() for token in tokens}
-    last = tokens[-1]
     if len(letters) == 1:
-        return last.group(1).upper()  # type: ignore[return-value]
-    if last.end() == len(text.rstrip(_TRAILING)):
-        return last.group(1).upper()  # type: ignore[return-value]
-    raise ParseError("ambiguous", f"verdicts {sorted(letters)} and the reply does not end with one")
+        return tokens[-1].group(1).upper()  # type: ignore[return-value]
+    if position == "last" and tokens[-1].end() == len(text.rstrip(_TRAILING)):
+        return tokens[-1].group(1).upper()  # type: ignore[return-value]
+    if position == "first" and tokens[0].start() == len(text) - len(text.lstrip(_TRAILING)):
+        return tokens[0].group(1).upper()  # type: ignore[return-value]
+    where = "end" if position == "last" else "begin"
+    raise ParseError("ambiguous", f"verdicts {sorted(letters)} and the reply does not {where} with one")
 
 
 _FIRST_ORDER: dict[str, Outcome] = {"A": "win", "B": "loss", "C": "tie"}  # the model is A

@@ -1,7 +1,10 @@
-"""VQA metrics for VQA-RAD, SLAKE and PathVQA in two modes, side by side.
+"""VQA metrics for VQA-RAD, SLAKE and PathVQA in three modes, side by side.
 
 ``legacy`` behaves exactly like the metric LLaVA-Med published (and BioMed-VITAL reused), flaws included, so our
-numbers compare with the literature; the behaviour is specified in ``shared/reference/llava_med_metrics.md``.
+numbers compare with the literature; like LLaVA-Med's ``run_eval.py`` it also reports BLEU and BLEU-1/2/3 of the open
+answers (nltk ``sentence_bleu`` on the once-normalised words, no smoothing). ``legacy_batch`` is LLaVA-Med's
+``run_eval_batch.py``: the same, except that a closed item is a hit whenever the ground truth is a substring of the
+prediction, with no yes/no gate, and open items also get its "open accuracy" (the ground truth as a substring).
 ``strict`` fixes the known flaws: word-level matching instead of substrings, recall as the share of distinct
 ground-truth words found, closed answers read from the first yes/no word (a prediction without one is counted as
 unanswered, never guessed), punctuation decided per mark and no cap on periods. Everything else (number words,
@@ -13,14 +16,22 @@ take the raw strings (any case): each one lower-cases and normalises as the mode
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
 
-Mode = Literal["legacy", "strict"]
-MODES: tuple[str, ...] = ("legacy", "strict")
+Mode = Literal["legacy", "legacy_batch", "strict"]
+MODES: tuple[str, ...] = ("legacy", "legacy_batch", "strict")
+BLEU_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "bleu": (0.25, 0.25, 0.25, 0.25),  # sentence_bleu's default
+    "bleu_1": (1, 0, 0, 0),
+    "bleu_2": (0, 1, 0, 0),
+    "bleu_3": (0, 0, 1, 0),
+}
 
 # The marks the legacy normaliser handles, in its order (the order does not change the result: each mark is decided
 # on the original string and no replacement creates another mark). Periods are handled separately.
@@ -166,6 +177,46 @@ def _legacy_hit(pred_norm: str, truth_norm: str) -> bool:
     return ("yes" in pred_norm or "no" in pred_norm) and truth_norm in pred_norm
 
 
+def legacy_bleu(pred: str, truth: str) -> dict[str, float]:
+    """``run_eval.py``'s BLEU, BLEU-1, BLEU-2 and BLEU-3 of one open answer (0-1): nltk ``sentence_bleu`` of the
+    once-normalised prediction words against the once-normalised ground-truth words, without smoothing (so a
+    prediction sharing no n-gram of an order with weight scores 0)."""
+    return _bleu(legacy_normalize(pred).split(), legacy_normalize(truth).split())
+
+
+def _bleu(pred_words: Sequence[str], truth_words: Sequence[str]) -> dict[str, float]:
+    """nltk's ``sentence_bleu([truth_words], pred_words, weights)`` for each of `BLEU_WEIGHTS`, unsmoothed, computed
+    once for the four weightings (nltk builds Fractions per call: 40x slower on 100k answers). The same arithmetic:
+    clipped n-gram precisions (denominator at least 1), a 0 score when no unigram matches, a zero precision replaced by
+    the smallest float (nltk's ``method0``), brevity penalty ``exp(1 - r/c)`` for a shorter prediction; tested equal to
+    nltk in tests/evaluation/test_legacy_variants.py."""
+    hyp_len, ref_len = len(pred_words), len(truth_words)
+    precisions = []
+    for n in range(1, 5):
+        ref = Counter(zip(*(truth_words[i:] for i in range(n))))
+        hyp = Counter(zip(*(pred_words[i:] for i in range(n)))) if ref else {}
+        matched = sum(min(count, ref[gram]) for gram, count in hyp.items() if gram in ref)
+        if n == 1 and matched == 0:
+            return dict.fromkeys(BLEU_WEIGHTS, 0.0)
+        precisions.append(matched / max(1, hyp_len - n + 1) if matched else sys.float_info.min)
+    if hyp_len > ref_len:
+        penalty = 1.0
+    else:  # hyp_len > 0 here: a unigram matched
+        penalty = math.exp(1 - ref_len / hyp_len)
+    logs = [math.log(p) for p in precisions]
+    return {
+        name: penalty * math.exp(math.fsum(w * lp for w, lp in zip(weights, logs, strict=True)))
+        for name, weights in BLEU_WEIGHTS.items()
+    }
+
+
+def legacy_batch_closed_hit(pred: str, truth: str) -> bool:
+    """``run_eval_batch.py``'s closed hit: the once-normalised ground truth is a substring of the prediction, with no
+    yes/no gate: ``"left"`` is a hit for ``"left"`` (a miss in ``legacy``, which first needs a yes/no substring), and
+    ``"unknown"`` is a hit for ``"no"``."""
+    return legacy_normalize(truth) in legacy_normalize(pred)
+
+
 def legacy_closed_hit(pred: str, truth: str) -> bool:
     """LLaVA-Med's closed-question hit on raw strings (normalised once).
 
@@ -291,13 +342,15 @@ def score_vqa(
         predictions: generated answers.
         references: ground-truth answers.
         answer_types: ``"OPEN"`` or ``"CLOSED"`` per item (case-insensitive).
-        mode: ``"legacy"`` (LLaVA-Med's published metric) or ``"strict"``.
+        mode: ``"legacy"`` (LLaVA-Med's published metric, ``run_eval.py``), ``"legacy_batch"`` (its
+            ``run_eval_batch.py``: no yes/no gate on closed items) or ``"strict"``.
 
     Returns:
         ``closed_accuracy`` (mean hit ×100) and ``open_recall`` (mean recall ×100), each None when the split has no
         item of that type; ``n_closed``, ``n_open``; ``item_scores`` aligned with the inputs (the hit, 0 or 1, of a
         closed item, the recall, 0 to 1, of an open one) and ``mode``. ``legacy`` adds the other numbers the original
-        prints: ``open_precision``, ``open_f1`` and ``open_exact_match`` (×100). ``strict`` adds
+        prints: ``open_precision``, ``open_f1``, ``open_exact_match`` and ``open_bleu``, ``open_bleu_1/2/3`` (×100);
+        ``legacy_batch`` the same and ``open_hit`` (the ground truth as a substring, ×100). ``strict`` adds
         ``n_closed_unanswered`` and ``item_unanswered`` (closed items whose prediction has no yes/no word).
 
     Raises:
@@ -315,12 +368,14 @@ def score_vqa(
     _check_strings(predictions, "prediction")
     _check_strings(references, "reference")
     kinds = _answer_kinds(answer_types)
-    if mode == "legacy":
-        return _score_legacy(predictions, references, kinds)
+    if mode in ("legacy", "legacy_batch"):
+        return _score_legacy(predictions, references, kinds, batch=mode == "legacy_batch")
     return _score_strict(predictions, references, kinds)
 
 
-def _score_legacy(predictions: list[str], references: list[str], is_open: list[bool]) -> dict[str, Any]:
+def _score_legacy(
+    predictions: list[str], references: list[str], is_open: list[bool], batch: bool = False
+) -> dict[str, Any]:
     # Answers repeat (every "yes", every "no"): each distinct string is normalised once, and counted once.
     normalized: dict[str, str] = {}
     counts: dict[str, Counter[str]] = {}
@@ -337,12 +392,15 @@ def _score_legacy(predictions: list[str], references: list[str], is_open: list[b
             out = counts[once] = Counter(norm(once).split())
         return out
 
+    bleu_cache: dict[tuple[str, str], dict[str, float]] = {}
     item_scores: list[float] = []
     hits: list[float] = []
     recalls: list[float] = []
     precisions: list[float] = []
     f1s: list[float] = []
     exacts: list[float] = []
+    open_hits: list[float] = []
+    bleus: dict[str, list[float]] = {name: [] for name in BLEU_WEIGHTS}
     for pred, truth, open_item in zip(predictions, references, is_open):
         pred_once, truth_once = norm(pred), norm(truth)
         if open_item:
@@ -351,22 +409,33 @@ def _score_legacy(predictions: list[str], references: list[str], is_open: list[b
             precisions.append(precision)
             f1s.append(f1)
             exacts.append(exact)
+            open_hits.append(1.0 if truth_once in pred_once else 0.0)
+            key = (pred_once, truth_once)
+            if key not in bleu_cache:
+                bleu_cache[key] = _bleu(pred_once.split(), truth_once.split())
+            for name, value in bleu_cache[key].items():
+                bleus[name].append(value)
             item_scores.append(recall)
         else:
-            hit = 1.0 if _legacy_hit(pred_once, truth_once) else 0.0
-            hits.append(hit)
-            item_scores.append(hit)
-    return {
-        "mode": "legacy",
+            # run_eval_batch.py has no yes/no gate: the ground truth as a substring is enough.
+            hit = truth_once in pred_once if batch else _legacy_hit(pred_once, truth_once)
+            hits.append(1.0 if hit else 0.0)
+            item_scores.append(hits[-1])
+    out = {
+        "mode": "legacy_batch" if batch else "legacy",
         "closed_accuracy": _mean100(hits),
         "open_recall": _mean100(recalls),
         "open_precision": _mean100(precisions),
         "open_f1": _mean100(f1s),
         "open_exact_match": _mean100(exacts),
+        **{f"open_{name}": _mean100(values) for name, values in bleus.items()},
         "n_closed": len(hits),
         "n_open": len(recalls),
         "item_scores": item_scores,
     }
+    if batch:
+        out["open_hit"] = _mean100(open_hits)
+    return out
 
 
 def _score_strict(predictions: list[str], references: list[str], is_open: list[bool]) -> dict[str, Any]:
@@ -404,3 +473,60 @@ def _score_strict(predictions: list[str], references: list[str], is_open: list[b
         "item_scores": item_scores,
         "item_unanswered": item_unanswered,
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the `evaluate` modules: inputs through Arrow
+
+# Arrow stores UTF-8, and a lone surrogate (half of a UTF-16 pair, e.g. from a model's byte-level detokenisation)
+# cannot be encoded: `evaluate` would raise UnicodeEncodeError where `score_vqa` scores the text. The modules move
+# each lone surrogate to the Supplementary Private Use Area-A on the way in and back on the way out: a bijection
+# (a character already in the escape range is prefixed with `_ESCAPE_MARK`), so the scores are `score_vqa`'s.
+_ESCAPE_BASE, _ESCAPE_MARK = 0xF0000, "\U000f0800"
+_TO_ESCAPE = re.compile("[\ud800-\udfff\U000f0000-\U000f0800]")
+_ESCAPED = re.compile("\U000f0800([\U000f0000-\U000f0800])|([\U000f0000-\U000f07ff])")
+
+
+def _escape_char(match: re.Match) -> str:
+    char = match.group()
+    return chr(_ESCAPE_BASE + ord(char) - 0xD800) if ord(char) < 0xE000 else _ESCAPE_MARK + char
+
+
+def _unescape_char(match: re.Match) -> str:
+    return match.group(1) or chr(0xD800 + ord(match.group(2)) - _ESCAPE_BASE)
+
+
+def arrow_safe(text: Any) -> Any:
+    """``text`` with lone surrogates replaced reversibly, so Arrow can store it (non-strings pass through)."""
+    return _TO_ESCAPE.sub(_escape_char, text) if isinstance(text, str) and _TO_ESCAPE.search(text) else text
+
+
+def from_arrow_safe(text: Any) -> Any:
+    """The inverse of `arrow_safe`."""
+    return _ESCAPED.sub(_unescape_char, text) if isinstance(text, str) and _ESCAPED.search(text) else text
+
+
+def _escape_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: [arrow_safe(x) for x in v] if isinstance(v, list | tuple) else arrow_safe(v) for k, v in kwargs.items()}
+
+
+class ArrowSafeInputs:
+    """Mixin for an `evaluate.Metric`: its string inputs pass `arrow_safe` before Arrow stores them; ``_compute``
+    gets them back with `unescaped`."""
+
+    # (`evaluate` appends the inputs description to these docstrings: each needs one.)
+    def compute(self, **kwargs):
+        """Score the inputs (lone surrogates allowed)."""
+        return super().compute(**_escape_inputs(kwargs))
+
+    def add_batch(self, **kwargs):
+        """Add a batch of inputs (lone surrogates allowed)."""
+        return super().add_batch(**_escape_inputs(kwargs))
+
+    def add(self, **kwargs):
+        """Add one input (lone surrogates allowed)."""
+        return super().add(**_escape_inputs(kwargs))
+
+    @staticmethod
+    def unescaped(values: Sequence[Any]) -> list[Any]:
+        return [from_arrow_safe(v) for v in values]

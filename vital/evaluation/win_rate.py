@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from datasets import Features, List, Value
@@ -37,15 +38,24 @@ Decide which assistant answered the question better. The reference answer is cor
 against it for medical accuracy first, then for completeness and relevance to the question. {sees} Do not let the \
 order of the answers, their length or their style sway you.
 
+{verdict}"""
+
+# Where the verdict goes: "last" (ours: reason first, then decide) or "first" (the official BioMed-VITAL win-rate
+# prompt: the reply must begin with the verdict, a tie only as a last resort). Our wording of both.
+VERDICT_POSITIONS: tuple[str, ...] = ("first", "last")
+WIN_RATE_VERDICT_LAST = """\
 Explain your decision in a few sentences, then end your reply with your verdict alone on the last line: [[A]] if \
 Assistant A is better, [[B]] if Assistant B is better, or [[C]] if they are equally good."""
+WIN_RATE_VERDICT_FIRST = """\
+Begin your reply with your verdict: [[A]] if Assistant A is better, [[B]] if Assistant B is better, or [[C]] for a \
+tie, which you should give only when you truly cannot tell the answers apart. Then explain your decision."""
 
 WIN_RATE_SEES_TEXT = "You do not see the image; judge from the question and the reference answer."
 WIN_RATE_SEES_IMAGE = "The image is attached."
 
 WIN_RATE_RETRY_NOTE = (
-    "Your previous reply did not end with a verdict. Reply again and finish with exactly one of [[A]], [[B]] or "
-    "[[C]] on the last line."
+    "Your previous reply did not hold a readable verdict. Reply again with exactly one of [[A]], [[B]] or [[C]] "
+    "where you were asked to put it."
 )
 
 WIN_EVAL_FEATURES = Features(
@@ -82,16 +92,33 @@ def win_rate_prompt_sha() -> str:
             WIN_RATE_SEES_TEXT,
             WIN_RATE_SEES_IMAGE,
             WIN_RATE_RETRY_NOTE,
+            WIN_RATE_VERDICT_LAST,
+            WIN_RATE_VERDICT_FIRST,
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _verdict_rule(position: str) -> str:
+    if position not in VERDICT_POSITIONS:
+        raise ValueError(f"verdict position must be one of {VERDICT_POSITIONS}, got {position!r}")
+    return WIN_RATE_VERDICT_FIRST if position == "first" else WIN_RATE_VERDICT_LAST
+
+
 def build_win_rate_messages(
-    question: str, reference: str, answer_a: str, answer_b: str, image_url: str | None = None, retry: bool = False
+    question: str,
+    reference: str,
+    answer_a: str,
+    answer_b: str,
+    image_url: str | None = None,
+    retry: bool = False,
+    verdict_position: str = "last",
 ) -> list[dict[str, Any]]:
-    """The pairwise judge request: the question, the reference answer and Assistants A and B."""
-    rules = WIN_RATE_RULES.format(sees=WIN_RATE_SEES_IMAGE if image_url else WIN_RATE_SEES_TEXT)
+    """The pairwise judge request: the question, the reference answer and Assistants A and B; the verdict asked for
+    at the end of the reply (``"last"``) or at its beginning (``"first"``)."""
+    rules = WIN_RATE_RULES.format(
+        sees=WIN_RATE_SEES_IMAGE if image_url else WIN_RATE_SEES_TEXT, verdict=_verdict_rule(verdict_position)
+    )
     text = (
         f"[Question]\n{question.strip()}\n\n"
         f"[Reference answer]\n{reference.strip()}\n[End of reference answer]\n\n"
@@ -114,14 +141,20 @@ def ordered_answers(item: Mapping[str, Any], sample: int) -> tuple[str, str]:
     return item["other_prediction"], item["prediction"]
 
 
-def build_win_rate_job_messages(item: Mapping[str, Any], job, image_url: str | None = None) -> list[dict[str, Any]]:
+def build_win_rate_job_messages(
+    item: Mapping[str, Any], job, image_url: str | None = None, verdict_position: str = "last"
+) -> list[dict[str, Any]]:
     """The request of one win-rate job (either order, first ask or re-ask)."""
     answer_a, answer_b = ordered_answers(item, job.sample)
     retry = job.task != WIN_RATE_TASK
-    return build_win_rate_messages(item["question"], item["reference"], answer_a, answer_b, image_url, retry)
+    return build_win_rate_messages(
+        item["question"], item["reference"], answer_a, answer_b, image_url, retry, verdict_position
+    )
 
 
-def plan_win_rate_jobs(items: Sequence[Mapping[str, Any]], judge_model: str, with_image: bool = False) -> list:
+def plan_win_rate_jobs(
+    items: Sequence[Mapping[str, Any]], judge_model: str, with_image: bool = False, verdict_position: str = "last"
+) -> list:
     """Two jobs per item (``id``, ``question``, ``reference``, ``prediction``, ``other_prediction``, and ``image``
     when ``with_image``): the model as Assistant A (sample 0), then as Assistant B (sample 1)."""
     from vital.llm import request_key
@@ -142,13 +175,15 @@ def plan_win_rate_jobs(items: Sequence[Mapping[str, Any]], judge_model: str, wit
                 "b": answer_b,
                 "image": image,
             }
+            if verdict_position != "last":  # keys of verdict-last jobs stay as they were
+                extra["verdict"] = _verdict_rule(verdict_position) and verdict_position
             jobs.append(Job(request_key(judge_model, [], {}, extra), index, item["id"], WIN_RATE_TASK, sample))
     return jobs
 
 
-def verdict_retry_job(job, result, retries: int = 1):
+def verdict_retry_job(job, result, retries: int = 1, verdict_position: str = "last"):
     """The re-ask of a pairwise verdict that did not parse, or None."""
-    return reask_job(job, result, parse_verdict, retries)
+    return reask_job(job, result, partial(parse_verdict, position=verdict_position), retries)
 
 
 def win_rate_rows(
@@ -158,14 +193,16 @@ def win_rate_rows(
     judge_model: str,
     retries: int = 1,
     with_image: bool = False,
+    verdict_position: str = "last",
 ) -> list[dict[str, Any]]:
     """One `WIN_EVAL_FEATURES` row per item: both verdicts, the combined outcome (null when either is unread)."""
     sha = win_rate_prompt_sha()
+    parse = partial(parse_verdict, position=verdict_position)
     jobs_of: dict[tuple[str, int], Any] = {(job.record_id, job.sample): job for job in jobs}
     rows = []
     for item in items:
-        first = read_chain(jobs_of[item["id"], MODEL_FIRST], results, parse_verdict, retries, judge_model)
-        second = read_chain(jobs_of[item["id"], MODEL_SECOND], results, parse_verdict, retries, judge_model)
+        first = read_chain(jobs_of[item["id"], MODEL_FIRST], results, parse, retries, judge_model)
+        second = read_chain(jobs_of[item["id"], MODEL_SECOND], results, parse, retries, judge_model)
         errors = [f"{name}: {c.error}" for name, c in (("model first", first), ("model second", second)) if c.error]
         outcome = combine_swapped(first.value, second.value) if not errors else None
         rows.append(

@@ -4,7 +4,7 @@ both online and through the Batch API (``--mode batch``), side by side."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,3 +96,65 @@ def count_rows(hub, repo_id: str, revision: str, config: str = "default") -> int
         if info.get("config_name", "default") == config:
             return sum(s.get("num_examples", 0) for s in info.get("splits", []))
     return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The settings a profile decides (README: "Paper vs ours"), printed by the dry run
+# ----------------------------------------------------------------------------------------------------------------------
+PROFILE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "curate_demos": (
+        "image_embedder", "text_embedder", "text_fields", "image_weight", "exclude_modalities", "num_clusters",
+    ),
+    "generate": (
+        "model", "max_tokens", "prompt_style", "demo_images", "demo_modalities", "demos_per_modality",
+        "answer_pair_demos", "samples_per_pair",
+    ),
+    "rate": ("model", "temperature", "prompt_style", "judge_retries"),
+    "train_selector": (
+        "backbone", "text_fields", "optim", "learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
+        "per_device_train_batch_size", "max_grad_norm", "loss_type", "margin", "clinician_weight",
+    ),
+    "select": ("ratios", "aggregate"),
+    "evaluate": (
+        "do_sample", "sampling_temperature", "top_p", "max_new_tokens", "closed_hint", "judge_with_image",
+        "win_rate_with_image", "win_rate_verdict_position", "model",
+    ),
+}  # fmt: skip
+"""Stage -> the config keys shown in the dry run's settings table (a recipe module may name its own in
+``PROFILE_SETTINGS``)."""
+
+UNSET = "(not set: the recipe's default)"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def settings_rows(stages: Sequence[tuple[str, str | None]], keys: Mapping[str, Sequence[str]] | None = None) -> list:
+    """(stage, setting, value) for the profile settings of each stage, read from the stage's YAML config as written
+    (a key the YAML leaves out shows `UNSET`: a profile should set every one on purpose)."""
+    from pathlib import Path
+
+    import yaml
+
+    keys = PROFILE_SETTINGS if keys is None else keys
+    rows = []
+    for stage, config in stages:
+        if stage not in keys:
+            continue
+        values = yaml.safe_load(Path(config).read_text()) or {} if config else {}
+        for key in keys[stage]:
+            rows.append((stage, key, _show(values[key]) if key in values else UNSET))
+    return rows
+
+
+def settings_table(rows: Sequence[tuple[str, str, str]]) -> str:
+    from vital.runner import format_table
+
+    return format_table(("stage", "setting", "value"), rows)

@@ -30,6 +30,7 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "gpt-4.1": {"prompt": 2.00, "completion": 8.00},
     "gpt-4.1-mini": {"prompt": 0.40, "completion": 1.60},
     "gpt-4.1-nano": {"prompt": 0.10, "completion": 0.40},
+    "text-embedding-ada-002": {"prompt": 0.10, "completion": 0.0},  # embeddings (the paper's clustering text)
 }
 
 # The Batch API's price as a share of the online price, for table entries without their own batch prices.

@@ -8,7 +8,7 @@ metric.compute(predictions=["yes"], references=["yes"], answer_types=["CLOSED"])
 import datasets
 import evaluate
 
-from vital.evaluation.vqa_metrics import score_vqa
+from vital.evaluation.vqa_metrics import ArrowSafeInputs, score_vqa
 
 
 _CITATION = """\
@@ -51,7 +51,7 @@ Examples:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class VqaStrict(evaluate.Metric):
+class VqaStrict(ArrowSafeInputs, evaluate.Metric):
     """The VQA metric with LLaVA-Med's flaws fixed (word-level closed answers and open recall)."""
 
     def _info(self):
@@ -70,4 +70,4 @@ class VqaStrict(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, answer_types):
-        return score_vqa(predictions, references, answer_types, mode="strict")
+        return score_vqa(self.unescaped(predictions), self.unescaped(references), answer_types, mode="strict")
