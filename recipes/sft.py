@@ -230,7 +230,10 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     # The loss figures come from the trainer state of this run (a resumed run's history starts at its step 1); the
     # Trainer's own train_loss covers only the steps of this process. Speeds and runtime are this session's.
     metrics = {**train_result.metrics, **throughput.summary, "train_rows": len(train_dataset)}
-    metrics.update({"final_loss": float("nan"), **run_figures(trainer.state.log_history)})
+    figures = run_figures(trainer.state.log_history)
+    metrics["final_loss"] = figures.get("final_loss", float("nan"))
+    if checkpoint and "train_loss" in figures:
+        metrics["train_loss"] = figures["train_loss"]
     metrics["train_steps"] = trainer.state.global_step
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
