@@ -110,8 +110,10 @@ def test_an_unchanged_rerun_resumes_its_own_checkpoint(env, tmp_path):
     (pushed,) = cli(env, out, "t/same")
     snapshot = env.hub.snapshot("t/same", pushed.commit, "model")
     assert equal(weights(snapshot), weights(out / "checkpoint-4"))
-    extra = lineage_of(env.hub.read_card("t/same", pushed.commit, "model"))["extra"]
+    card = env.hub.read_card("t/same", pushed.commit, "model")
+    extra = lineage_of(card)["extra"]
     assert extra["resumed_from"] == "checkpoint-4" and extra["metrics"]["train_steps"] == 4
+    assert "resumed from its own `checkpoint-4`" in card.text and "## What was verified" in card.text
     assert not list(tmp_path.glob("out.superseded-*"))
 
 
