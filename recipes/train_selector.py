@@ -38,7 +38,7 @@ from trl import TrlParser
 from vital.cards import Lineage, dataset_card, model_card
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, setup_logging
-from vital.runs import FingerprintCallback, prepare_output_dir, run_figures, run_fingerprint
+from vital.runs import FingerprintCallback, finished_fingerprint, prepare_output_dir, run_figures, run_fingerprint
 from vital.selector import SelectorTrainingConfig, build_judge_pairs, selector_lora_config
 from vital.selector.training import (
     fit_selector,
@@ -225,6 +225,16 @@ def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) ->
     # 4. Resume: only a checkpoint of this very run (inputs at their commits, config, seed, world size, effective
     #    batch); an output_dir left by another run is moved aside and this one starts fresh.
     fingerprint = selector_fingerprint(script_args, training_args, data, backbone)
+    data["run_fingerprint"] = fingerprint["sha256"]
+    if script_args.push:
+        done = finished_selector(hub, script_args, fingerprint)
+        if done:
+            model = done[1]
+            logger.info(
+                "%s@%s already holds this fit (same inputs, config, seed): skipped", model.repo_id, model.commit
+            )
+            print(artifact_table(done))
+            return done
     with training_args.main_process_first(local=training_args.save_on_each_node, desc="bind output_dir to the run"):
         checkpoint = prepare_output_dir(
             training_args.output_dir,
@@ -277,6 +287,36 @@ def selector_fingerprint(args: ScriptArguments, training_args: SelectorTrainingC
         world_size=world_size,
         effective_batch=per_step * world_size,
     )
+
+
+def finished_selector(hub, args: ScriptArguments, fingerprint: dict) -> list[PushResult] | None:
+    """The pairs and selector pushes of a finished fit with this fingerprint (and the same stack versions), if the
+    output repo's branch holds one: rerunning it would change nothing."""
+    lineage = finished_fingerprint(hub, args.output_repo, args.revision, "model", fingerprint)
+    if lineage is None:
+        return None
+    pairs = next((i for i in lineage["inputs"] if i.get("repo_id") == args.pairs_repo and i.get("commit")), None)
+    if pairs is None:
+        return None
+    commit = hub.resolve(args.output_repo, args.revision, "model")
+    return [
+        PushResult(
+            args.pairs_repo,
+            "dataset",
+            pairs.get("revision", args.revision),
+            pairs["commit"],
+            str(hub.snapshot(args.pairs_repo, pairs["commit"], "dataset")),
+            created=False,
+        ),
+        PushResult(
+            args.output_repo,
+            "model",
+            args.revision,
+            commit,
+            str(hub.snapshot(args.output_repo, commit, "model")),
+            created=False,
+        ),
+    ]
 
 
 def save_selector(trainer, processor, save_dir: str) -> str:
@@ -363,7 +403,12 @@ def push_selector(hub, args, training_args, data, backbone, summary, save_dir) -
             inputs=[*data["inputs"], backbone.lineage, pairs.ref()],
             config=config,
             seed=training_args.seed,
-            extra={"metrics": summary, "clinician_weight": data["weight"], "backbone": backbone.spec},
+            extra={
+                "metrics": summary,
+                "clinician_weight": data["weight"],
+                "backbone": backbone.spec,
+                "run_fingerprint": data.get("run_fingerprint"),
+            },
         ),
         model_name=args.output_repo.split("/")[-1],
         base_model=backbone.hub_id,

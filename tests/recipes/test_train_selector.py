@@ -240,3 +240,24 @@ def test_a_selector_fit_with_another_config_never_resumes_the_old_checkpoint(rat
     (aside,) = tmp_path.glob("out.superseded-*")
     assert selector_losses(aside / "checkpoint-8") == first
     assert read_fingerprint(out)["config"]["training"]["learning_rate"] == 5e-3
+
+
+def test_an_unchanged_rerun_skips_the_fit_and_a_changed_one_fits(rated_hub, tmp_path, monkeypatch):
+    repos = ["--output_repo", "skip/selector", "--pairs_repo", "skip/selector-pairs"]
+    pairs, model = train(rated_hub, tmp_path, *repos)
+    recipe = load_recipe("train_selector")
+    fits = []
+    original = recipe.fit_selector
+
+    def counting(*args, **kwargs):
+        fits.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "fit_selector", counting)
+    again = train(rated_hub, tmp_path, *repos)
+    assert fits == []  # nothing trained
+    assert [(p.repo_id, p.commit) for p in again] == [(pairs.repo_id, pairs.commit), (model.repo_id, model.commit)]
+    assert not any(p.created for p in again)
+
+    changed = train(rated_hub, tmp_path, *repos, "--learning_rate", "5e-3")
+    assert fits == [1] and changed[1].commit != model.commit
