@@ -252,9 +252,10 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     if trainer.is_world_process_zero():
         adapter = model_args.use_peft
         # Never ship the base model as a trained one (e.g. a resume that restored no weights).
-        check_not_base_weights(
-            training_args.output_dir, base_model_folder(source), trainer.state.global_step, bool(adapter)
-        )
+        if script_args.push:
+            check_not_base_weights(
+                training_args.output_dir, base_model_folder(source), trainer.state.global_step, bool(adapter)
+            )
         card = model_card(
             "model",
             lineage=Lineage(

@@ -216,8 +216,10 @@ def prepare_output_dir(
       (`vital.runner.last_complete_checkpoint`) whose own fingerprint, if it has one, matches too.
     * ``output_dir`` holds anything else (another run's files, or files without a fingerprint): the main process
       moves its content to ``<output_dir>.superseded-<old sha12>`` and logs what changed; the run starts fresh.
-    * ``resume_from_checkpoint`` names a checkpoint: it is used only if its fingerprint matches, else
-      `StaleCheckpointError` says why (start a new run from its weights with ``model_name_or_path`` instead).
+    * ``resume_from_checkpoint`` names a checkpoint: it is used only if its fingerprint matches (one without a
+      fingerprint is used with a warning), else `StaleCheckpointError` says why (start a new run from its weights
+      with ``model_name_or_path`` instead). ``output_dir`` is bound as above; a checkpoint inside a moved folder is
+      resumed from where it was moved.
 
     Under ``accelerate launch`` call it on the main process first (``main_process=True``), then on the others: they
     only read the folder.
@@ -225,19 +227,17 @@ def prepare_output_dir(
     from vital.runner import last_complete_checkpoint
 
     output_dir = Path(output_dir)
-    if isinstance(resume_from_checkpoint, str):
-        stored = read_fingerprint(resume_from_checkpoint)
+    explicit = Path(resume_from_checkpoint) if isinstance(resume_from_checkpoint, str) else None
+    if explicit is not None:
+        stored = read_fingerprint(explicit)
         if stored is None:
-            logger.warning("%s holds no run fingerprint: resuming from it unverified", resume_from_checkpoint)
+            logger.warning("%s holds no run fingerprint: resuming from it unverified", explicit)
         elif stored.get("sha256") != fingerprint["sha256"]:
             raise StaleCheckpointError(
-                f"{resume_from_checkpoint} belongs to another run (it differs in "
+                f"{explicit} belongs to another run (it differs in "
                 f"{', '.join(fingerprint_changes(stored, fingerprint))}); resuming it would mix two runs. Start a new "
                 "run from its weights with `model_name_or_path` instead."
             )
-        if main_process:
-            write_fingerprint(output_dir, fingerprint)
-        return resume_from_checkpoint
 
     stored = read_fingerprint(output_dir)
     occupied = output_dir.is_dir() and any(output_dir.iterdir())
@@ -248,6 +248,8 @@ def prepare_output_dir(
         target.mkdir(parents=True)
         for child in sorted(output_dir.iterdir()):
             os.replace(child, target / child.name)
+        if explicit is not None and explicit.resolve().is_relative_to(output_dir.resolve()):
+            explicit = target / explicit.resolve().relative_to(output_dir.resolve())  # moved with the rest
         logger.warning(
             "%s held another run (differs in %s): moved it to %s and starting fresh",
             output_dir,
@@ -256,6 +258,8 @@ def prepare_output_dir(
         )
     if main_process:
         write_fingerprint(output_dir, fingerprint)
+    if explicit is not None:
+        return str(explicit)
 
     checkpoint = last_complete_checkpoint(output_dir)
     while checkpoint is not None:
