@@ -40,7 +40,7 @@ $(TV_STAMP): setup.cfg pyproject.toml
 	touch $@
 
 test-torchvision: $(TV_STAMP)
-	HF_HUB_OFFLINE=1 $(TV_VENV)/bin/python -m pytest tests/testing/test_tiny_qwen2_vl.py
+	HF_HUB_OFFLINE=1 $(TV_VENV)/bin/python -m pytest tests/testing/test_tiny_qwen2_vl.py tests/testing/test_qwen2_vl_resume.py
 
 quality: install
 	$(BIN)/ruff check vital recipes tests

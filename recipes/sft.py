@@ -19,7 +19,11 @@ TRL's ``messages`` + ``images`` format, LLaVA ``conversations`` or image-caption
 image placeholders do not match their images, or with empty answers, are rejected before training. The model is a
 local folder, a Hugging Face Hub id, or ``hub:<repo>@<revision>`` on the recipe's hub (e.g. an earlier stage's run).
 Each run pushes to its own branch of ``output_repo``; a branch that holds a finished run is not overwritten unless
-``overwrite_branch: true``. A killed run resumes from the last checkpoint in ``output_dir``.
+``overwrite_branch: true``. A killed run resumes from the last checkpoint in ``output_dir``, with every tensor of it,
+but only if the checkpoint belongs to this run: the run fingerprint (inputs at their commits, config, seed, world size,
+effective batch) is written into ``output_dir`` and each checkpoint, and an ``output_dir`` left by another run is moved
+to ``<output_dir>.superseded-<sha12>`` before a fresh start. A run that trained steps but whose weights equal the base
+model's is refused before the push.
 """
 
 from __future__ import annotations
@@ -30,14 +34,17 @@ import tempfile
 from dataclasses import dataclass, field
 
 from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from vital.cards import Lineage, model_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, last_complete_checkpoint, setup_logging
+from vital.runner import artifact_table, setup_logging
+from vital.runs import FingerprintCallback, check_not_base_weights, prepare_output_dir, run_figures, run_fingerprint
 from vital.sft import (
     FREEZE_CHOICES,
+    SFTRunTrainer,
     ThroughputCallback,
+    base_model_folder,
     check_cpu_launch,
     check_run_branch,
     check_sft_rows,
@@ -117,19 +124,11 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     if script_args.freeze != "none" and model_args.use_peft:
         raise ValueError("freeze is for full fine-tuning; with LoRA choose modules with lora_target_modules")
 
-    # 2. Resume: a killed run goes on from its last checkpoint.
-    last_checkpoint = None
-    if training_args.resume_from_checkpoint is None:
-        last_checkpoint = last_complete_checkpoint(training_args.output_dir)
-        if last_checkpoint is not None:
-            logger.info("Checkpoint detected, resuming training at %s", last_checkpoint)
-    checkpoint = training_args.resume_from_checkpoint or last_checkpoint
-
-    # 3. Hub: this run's branch (checked once the inputs are known, below).
+    # 2. Hub: this run's branch (checked once the inputs are known, below).
     hub = get_hub(script_args.hub)
     run_branch = script_args.run_branch or default_run_branch(training_args.output_dir)
 
-    # 4. Data, at pinned commits, checked before training.
+    # 3. Data, at pinned commits, checked before training.
     if not script_args.dataset:
         raise ValueError("no `dataset` given")
     specs = parse_dataset_specs(
@@ -146,7 +145,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
         logger.warning("%d row(s) skipped: %s", len(quarantine), quarantine.counts())
     logger.info("training on %d rows from %s", len(train_dataset), ", ".join(map(str, data_refs)))
 
-    # 5. Processor and model (optionally quantized for QLoRA; optionally partly frozen).
+    # 4. Processor and model (optionally quantized for QLoRA; optionally partly frozen).
     source = resolve_model(hub, model_args.model_name_or_path, model_args.model_revision)
     trust = training_args.trust_remote_code
     processor = AutoProcessor.from_pretrained(source.path, revision=source.revision, trust_remote_code=trust)
@@ -173,8 +172,18 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
         seed=training_args.seed,
     )
     planned_config = planned.to_dict()["config"]  # now: the trainer adjusts a few fields of the args it is given
+    world_size = training_args.world_size
+    effective_batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    fingerprint = run_fingerprint(
+        stage="sft",
+        inputs=planned.inputs,
+        config=planned.config,
+        seed=training_args.seed,
+        world_size=world_size,
+        effective_batch=effective_batch * world_size,
+    )
     if script_args.push:
-        done = same_finished_run(hub, script_args.output_repo, run_branch, planned)
+        done = same_finished_run(hub, script_args.output_repo, run_branch, planned, world_size)
         if done is not None:
             logger.info(
                 "%s@%s already holds this run (same inputs and config): nothing to do",
@@ -189,26 +198,43 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
             hub.create_repo(script_args.output_repo, "model", script_args.private)
             hub.create_branch(script_args.output_repo, run_branch, repo_type="model")
 
-    # 6. Trainer: assistant-only loss and the vision collator come from the SFTConfig.
+    # 5. Resume: only a checkpoint of this very run (same fingerprint); an output_dir left by another run is moved
+    #    aside and this one starts fresh.
+    with training_args.main_process_first(local=training_args.save_on_each_node, desc="bind output_dir to the run"):
+        checkpoint = prepare_output_dir(
+            training_args.output_dir,
+            fingerprint,
+            training_args.resume_from_checkpoint,
+            main_process=training_args.should_save,
+        )
+    if checkpoint is not None:
+        logger.info("resuming this run from %s", checkpoint)
+
+    # 6. Trainer: assistant-only loss and the vision collator come from the SFTConfig; full checkpoints reload
+    #    tensor for tensor (SFTRunTrainer).
     throughput = ThroughputCallback()
-    trainer = SFTTrainer(
+    trainer = SFTRunTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
         peft_config=get_peft_config(model_args),
-        callbacks=[throughput],
+        callbacks=[throughput, FingerprintCallback(fingerprint)],
     )
     parameters = count_parameters(trainer.model)  # after peft: what this run trains
     logger.info("trainable parameters: %d of %d", parameters["trainable"], parameters["total"])
 
     # 7. Train.
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    # The last logged loss covers the whole run, also when a resumed run had nothing left to train.
-    logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    # The loss figures come from the trainer state of this run (a resumed run's history starts at its step 1); the
+    # Trainer's own train_loss covers only the steps of this process. Speeds and runtime are this session's.
     metrics = {**train_result.metrics, **throughput.summary, "train_rows": len(train_dataset)}
-    metrics["final_loss"] = logged[-1] if logged else float("nan")
+    figures = run_figures(trainer.state.log_history)
+    metrics["final_loss"] = figures.get("final_loss", float("nan"))
+    if checkpoint and "train_loss" in figures:
+        metrics["train_loss"] = figures["train_loss"]
+    metrics["train_steps"] = trainer.state.global_step
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     if eval_dataset is not None:
@@ -225,6 +251,11 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     pushed: list[PushResult] = []
     if trainer.is_world_process_zero():
         adapter = model_args.use_peft
+        # Never ship the base model as a trained one (e.g. a resume that restored no weights).
+        if script_args.push:
+            check_not_base_weights(
+                training_args.output_dir, base_model_folder(source), trainer.state.global_step, bool(adapter)
+            )
         card = model_card(
             "model",
             lineage=Lineage(
@@ -234,7 +265,9 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
                 seed=training_args.seed,
                 extra={
                     "run_branch": run_branch,
-                    "world_size": training_args.world_size,
+                    "world_size": world_size,
+                    "effective_batch": fingerprint["effective_batch"],
+                    "run_fingerprint": fingerprint["sha256"],
                     "resumed_from": os.path.basename(checkpoint) if checkpoint else None,
                     "mixture": [str(s) for s in specs],
                     "adapter": adapter,
@@ -249,7 +282,13 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
             datasets=sorted({ref.repo_id for ref in data_refs}),
             pipeline_tag="image-text-to-text",
             tags=["sft", "trl", *(["lora"] if adapter else [])],
-            description=describe_run(source.base_model or source.path, adapter, metrics, len(train_dataset)),
+            description=describe_run(
+                source.base_model or source.path,
+                adapter,
+                metrics,
+                len(train_dataset),
+                resumed_from=os.path.basename(checkpoint) if checkpoint else None,
+            ),
             repo_id=script_args.output_repo,
         )
         card.save(os.path.join(training_args.output_dir, "README.md"))

@@ -6,7 +6,8 @@ Usage:
     vital tiny_models --config recipes/quickstart/tiny_models.yaml
 
 The weights are random (seeded): these models exist to exercise the pipeline offline, not to be useful. The same
-seed gives byte-identical files, so a rerun makes no new commit.
+seed gives byte-identical files, so a rerun makes no new commit; a rerun with the same config, seed and stack versions
+does not even rebuild them (the repo's card records the build's fingerprint).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from trl import TrlParser
 from vital.cards import Lineage, model_card
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, setup_logging
+from vital.runs import finished_fingerprint, run_fingerprint
 from vital.testing.tiny_models import TINY_VLM_BUILDERS, build_tiny_clip
 
 
@@ -49,11 +51,25 @@ def main(args: TinyModelsArguments) -> list[PushResult]:
     ]
     pushed = []
     for repo_id, build, what, task in builds:
+        fingerprint = build_fingerprint(args, build.__name__)
+        if finished_fingerprint(hub, repo_id, args.revision, "model", fingerprint) is not None:
+            commit = hub.resolve(repo_id, args.revision, "model")
+            logger.info(
+                "%s@%s already holds this build (same config, seed and versions): skipped", repo_id, commit[:12]
+            )
+            location = str(hub.snapshot(repo_id, commit, "model"))
+            pushed.append(PushResult(repo_id, "model", args.revision, commit, location, created=False))
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             build(save_dir=Path(tmp), seed=args.seed)
             card = model_card(
                 "model",
-                lineage=Lineage(stage="tiny_models", config=args, seed=args.seed, extra={"builder": build.__name__}),
+                lineage=Lineage(
+                    stage="tiny_models",
+                    config=args,
+                    seed=args.seed,
+                    extra={"builder": build.__name__, "run_fingerprint": fingerprint["sha256"]},
+                ),
                 model_name=repo_id.split("/")[-1],
                 pipeline_tag=task,
                 tags=["tiny", "random-weights", "testing"],
@@ -64,6 +80,18 @@ def main(args: TinyModelsArguments) -> list[PushResult]:
             pushed.append(hub.push_folder(tmp, repo_id, "model", args.revision, card=card, private=args.private))
     print(artifact_table(pushed))
     return pushed
+
+
+def build_fingerprint(args: TinyModelsArguments, builder: str) -> dict:
+    """The fingerprint of one build (`vital.runs.run_fingerprint`): builder, config and seed."""
+    return run_fingerprint(
+        stage="tiny_models",
+        inputs=[{"builder": f"vital.testing.tiny_models.{builder}"}],
+        config={"args": args},
+        seed=args.seed,
+        world_size=1,
+        effective_batch=0,
+    )
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:

@@ -37,7 +37,8 @@ from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card, model_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, last_complete_checkpoint, setup_logging
+from vital.runner import artifact_table, setup_logging
+from vital.runs import FingerprintCallback, finished_fingerprint, prepare_output_dir, run_figures, run_fingerprint
 from vital.selector import SelectorTrainingConfig, build_judge_pairs, selector_lora_config
 from vital.selector.training import (
     fit_selector,
@@ -197,14 +198,7 @@ def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) ->
     training_args.push_to_hub = False
     hub = get_hub(script_args.hub)
 
-    # 2. Resume: a killed run goes on from its last checkpoint.
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None:
-        checkpoint = last_complete_checkpoint(training_args.output_dir)
-        if checkpoint:
-            logger.info("Checkpoint detected, resuming training at %s", checkpoint)
-
-    # 3. Data: judge pairs from the ratings, clinician pairs, each at a pinned commit.
+    # 2. Data: judge pairs from the ratings, clinician pairs, each at a pinned commit.
     with training_args.main_process_first(desc="build the selector's training pairs"):
         data = prepare_data(script_args, training_args, hub)
         backbone = resolve_backbone(hub, script_args.backbone, script_args.backbone_revision)
@@ -217,7 +211,7 @@ def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) ->
         {name: len(ds) for name, ds in data["eval_sets"].items()},
     )
 
-    # 4. Model: the backbone with a fresh head (seeded), optionally LoRA on the backbone.
+    # 3. Model: the backbone with a fresh head (seeded), optionally LoRA on the backbone.
     model, processor = load_selector(backbone, seed=training_args.seed, **selector_config(script_args))
     peft_config = None
     if script_args.use_lora:
@@ -228,10 +222,43 @@ def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) ->
             tuple(script_args.lora_target_modules),
         )
 
+    # 4. Resume: only a checkpoint of this very run (inputs at their commits, config, seed, world size, effective
+    #    batch); an output_dir left by another run is moved aside and this one starts fresh.
+    fingerprint = selector_fingerprint(script_args, training_args, data, backbone)
+    data["run_fingerprint"] = fingerprint["sha256"]
+    if script_args.push:
+        done = finished_selector(hub, script_args, fingerprint)
+        if done:
+            model = done[1]
+            logger.info(
+                "%s@%s already holds this fit (same inputs, config, seed): skipped", model.repo_id, model.commit
+            )
+            print(artifact_table(done))
+            return done
+    with training_args.main_process_first(local=training_args.save_on_each_node, desc="bind output_dir to the run"):
+        checkpoint = prepare_output_dir(
+            training_args.output_dir,
+            fingerprint,
+            training_args.resume_from_checkpoint,
+            main_process=training_args.should_save,
+        )
+    if checkpoint:
+        logger.info("resuming this run from %s", checkpoint)
+
     # 5. Train, then evaluate on held-out judge pairs and the clinician pairs.
     trainer, metrics = fit_selector(
-        model, processor, training_args, train_dataset, data["eval_sets"], peft_config, checkpoint
+        model,
+        processor,
+        training_args,
+        train_dataset,
+        data["eval_sets"],
+        peft_config,
+        checkpoint,
+        callbacks=[FingerprintCallback(fingerprint)],
     )
+    # A resumed run: the Trainer's train_loss covers only the steps of this process; the run's is in its trainer state.
+    if checkpoint and "train_loss" in run_figures(trainer.state.log_history):
+        metrics["train_loss"] = run_figures(trainer.state.log_history)["train_loss"]
     n_clinician = len(data["eval_sets"].get(data["clinician_set"]) or []) if data["clinician_set"] else 0
     summary = summarize_metrics(metrics, data["clinician_set"], n_clinician)
     trainer.log_metrics("selector", summary)
@@ -246,6 +273,50 @@ def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) ->
             print(artifact_table(pushed, {script_args.output_repo: headline(summary)}))
     trainer.accelerator.wait_for_everyone()
     return pushed
+
+
+def selector_fingerprint(args: ScriptArguments, training_args: SelectorTrainingConfig, data: dict, backbone) -> dict:
+    """The run fingerprint of a selector fit (`vital.runs.run_fingerprint`)."""
+    world_size = training_args.world_size
+    per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    return run_fingerprint(
+        stage="train_selector",
+        inputs=[*data["inputs"], backbone.lineage],
+        config={"script": args, "training": training_args},
+        seed=training_args.seed,
+        world_size=world_size,
+        effective_batch=per_step * world_size,
+    )
+
+
+def finished_selector(hub, args: ScriptArguments, fingerprint: dict) -> list[PushResult] | None:
+    """The pairs and selector pushes of a finished fit with this fingerprint (and the same stack versions), if the
+    output repo's branch holds one: rerunning it would change nothing."""
+    lineage = finished_fingerprint(hub, args.output_repo, args.revision, "model", fingerprint)
+    if lineage is None:
+        return None
+    pairs = next((i for i in lineage["inputs"] if i.get("repo_id") == args.pairs_repo and i.get("commit")), None)
+    if pairs is None:
+        return None
+    commit = hub.resolve(args.output_repo, args.revision, "model")
+    return [
+        PushResult(
+            args.pairs_repo,
+            "dataset",
+            pairs.get("revision", args.revision),
+            pairs["commit"],
+            str(hub.snapshot(args.pairs_repo, pairs["commit"], "dataset")),
+            created=False,
+        ),
+        PushResult(
+            args.output_repo,
+            "model",
+            args.revision,
+            commit,
+            str(hub.snapshot(args.output_repo, commit, "model")),
+            created=False,
+        ),
+    ]
 
 
 def save_selector(trainer, processor, save_dir: str) -> str:
@@ -332,7 +403,12 @@ def push_selector(hub, args, training_args, data, backbone, summary, save_dir) -
             inputs=[*data["inputs"], backbone.lineage, pairs.ref()],
             config=config,
             seed=training_args.seed,
-            extra={"metrics": summary, "clinician_weight": data["weight"], "backbone": backbone.spec},
+            extra={
+                "metrics": summary,
+                "clinician_weight": data["weight"],
+                "backbone": backbone.spec,
+                "run_fingerprint": data.get("run_fingerprint"),
+            },
         ),
         model_name=args.output_repo.split("/")[-1],
         base_model=backbone.hub_id,

@@ -87,8 +87,9 @@ def artifact_table(results: Iterable[PushResult], headline: dict[str, str] | Non
     return format_table(header, rows)
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` in ``output_dir`` that was saved to the end, or None.
+def last_complete_checkpoint(output_dir: str | Path, before: str | Path | None = None) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that was saved to the end (older than ``before``, if given), or
+    None.
 
     The Trainer writes ``trainer_state.json`` last, so a checkpoint without it was cut off mid-save (a killed run);
     it is skipped with a warning and training resumes from the one before (`get_last_checkpoint` would pick it and
@@ -106,7 +107,10 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
         suffix = path.name.rsplit("-", 1)[-1]
         if path.is_dir() and suffix.isdigit():
             steps.append((int(suffix), path))
-    for _, path in sorted(steps, reverse=True):
+    limit = int(Path(before).name.rsplit("-", 1)[-1]) if before is not None else None
+    for step, path in sorted(steps, reverse=True):
+        if limit is not None and step >= limit:
+            continue
         try:
             json.loads((path / "trainer_state.json").read_text())
         except (OSError, ValueError):

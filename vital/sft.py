@@ -40,10 +40,12 @@ from typing import Any, Literal
 
 from datasets import Dataset, Features, Image, List, Value, concatenate_datasets
 from transformers import TrainerCallback
+from trl import SFTTrainer
 
 from vital.data.errors import ErrorMode, Quarantine, RecordError
 from vital.data.schemas import MESSAGES, image_part, text_part, validate_image, validate_messages
 from vital.hub import ArtifactRef, Hub, HubError, parse_repo_ref, sha256_file
+from vital.runs import FINGERPRINT_FILE, ExactResumeMixin
 
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ VISION_TOWER_NAMES = ("vision_tower", "vision_model", "visual")
 PROJECTOR_NAMES = ("multi_modal_projector", "connector", "merger", "mm_projector")
 
 # Files of a trainer's output_dir that are not part of the model artifact.
-NOT_PUSHED = ("checkpoint-*", "runs", "training_args.bin", ".ipynb_checkpoints")
+NOT_PUSHED = ("checkpoint-*", "runs", "training_args.bin", ".ipynb_checkpoints", FINGERPRINT_FILE)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -419,6 +421,20 @@ def model_lineage(source: ModelSource, model: Any = None) -> ArtifactRef | dict[
     return {**source.lineage, "commit": commit} if commit and "repo_id" in source.lineage else source.lineage
 
 
+def base_model_folder(source: ModelSource) -> Path | None:
+    """The folder holding the base model's weight files: the local folder or hub snapshot, or the Hugging Face cache's
+    snapshot of a Hub id (already downloaded by ``from_pretrained``); None if it is not on disk."""
+    if source.revision is None:
+        return Path(source.path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source.path, revision=source.revision, local_files_only=True))
+    except Exception as error:  # not cached, or offline without it
+        logger.warning("the base model %s@%s is not in the local cache: %s", source.path, source.revision, error)
+        return None
+
+
 def folder_fingerprint(folder: str | os.PathLike, max_file_bytes: int = 256 << 20) -> str:
     """sha256 over the sorted (path, content sha256) of the folder's files; files over ``max_file_bytes`` (weight
     shards of big models) contribute their size instead of their content, so a 7B folder fingerprints in seconds."""
@@ -511,14 +527,18 @@ def finished_run(hub: Hub, repo_id: str, branch: str) -> dict[str, Any] | None:
     return None
 
 
-def same_finished_run(hub: Hub, repo_id: str, branch: str, lineage) -> str | None:
+def same_finished_run(hub: Hub, repo_id: str, branch: str, lineage, world_size: int) -> str | None:
     """The commit of the finished run on ``branch`` if it was made from the same inputs (at the same commits), config,
-    seed and stack versions as ``lineage`` (a `vital.cards.Lineage`): rerunning it would change nothing."""
+    seed and stack versions as ``lineage`` (a `vital.cards.Lineage`), by as many processes (``world_size``; a
+    1-process and a 2-process run differ in batches and reductions): rerunning it would change nothing."""
     finished = finished_run(hub, repo_id, branch)
     if finished is None:
         return None
     planned = lineage.to_dict()
     changed = [key for key in ("inputs", "config", "seed", "versions") if finished.get(key) != planned.get(key)]
+    finished_world = (finished.get("extra") or {}).get("world_size")
+    if finished_world != world_size:
+        changed.append(f"world_size ({finished_world} -> {world_size})")
     if changed:
         if "config" in changed:
             for part, values in planned["config"].items():
@@ -564,20 +584,29 @@ def stage_output(
     return staging
 
 
-def describe_run(base: str, adapter: bool, metrics: Mapping[str, Any], rows: int) -> str:
-    """The model card's opening paragraph and a table of the run's figures."""
+def describe_run(
+    base: str, adapter: bool, metrics: Mapping[str, Any], rows: int, resumed_from: str | None = None
+) -> str:
+    """The model card's opening paragraph and a table of the run's figures (all from the run that made the weights:
+    losses and steps from its trainer state; runtime and speeds from the last session when it was resumed)."""
     kind = "A LoRA adapter for" if adapter else "A full fine-tune of"
-    lines = [
-        f"{kind} `{base}`, trained with TRL's `SFTTrainer` (assistant-only loss) on {rows} conversation(s).",
-        "",
-        "| metric | value |",
-        "|---|---|",
-    ]
+    lines = [f"{kind} `{base}`, trained with TRL's `SFTTrainer` (assistant-only loss) on {rows} conversation(s)."]
+    if resumed_from:
+        lines.append(
+            f"The run was resumed from its own `{resumed_from}` (same run fingerprint; weights, optimizer and data "
+            "order restored): losses and steps cover the whole run, runtime and speeds the last session only."
+        )
+    lines += ["", "| metric | value |", "|---|---|"]
     for key, value in sorted(metrics.items()):
         lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
     if adapter:
         lines += ["", "Load with `peft.PeftModel.from_pretrained(base_model, <this repo>, revision=<commit>)`."]
     return "\n".join(lines)
+
+
+class SFTRunTrainer(ExactResumeMixin, SFTTrainer):
+    """TRL's `SFTTrainer` that resumes a full fine-tune with every tensor of its checkpoint
+    (`vital.runs.ExactResumeMixin`): the plain Trainer misses LLaVA's and Qwen2-VL's saved key names."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -641,11 +670,13 @@ __all__ = [
     "DatasetSpec",
     "ModelSource",
     "RunBranchError",
+    "SFTRunTrainer",
     "ThroughputCallback",
     "check_cpu_launch",
     "check_run_branch",
     "check_sft_rows",
     "count_parameters",
+    "base_model_folder",
     "default_run_branch",
     "describe_run",
     "detect_format",

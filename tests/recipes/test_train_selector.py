@@ -154,3 +154,110 @@ def test_clinician_pairs_from_an_export_repo_or_a_file(rated_hub, tmp_path):
     pairs, inputs = load_clinician_preferences(hub, str(tmp_path / "prefs.json"), weight=2.0)
     assert pairs["annotator"] == ["dr-a"] and pairs["weight"] == [2.0] and len(inputs[0]["sha256"]) == 64
     assert load_clinician_preferences(hub, "none") == (None, [])
+
+
+# -- resume: a killed fit resumes to the uninterrupted one; a changed config never resumes --------------------------
+def fit(root, out, *extra, probe=None, monkeypatch=None):
+    """The quickstart selector fit, checkpointing every 4 of 8 steps, logging every step, not pushed."""
+    recipe = load_recipe("train_selector")
+    if probe is not None:
+        original = recipe.fit_selector
+
+        def probed(*args, callbacks=None, **kwargs):
+            return original(*args, callbacks=[*(callbacks or []), probe], **kwargs)
+
+        monkeypatch.setattr(recipe, "fit_selector", probed)
+    args = ["--config", CONFIG, "--hub", f"local:{root}/hub", "--output_dir", str(out), "--push", "false"]
+    args += ["--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1", *extra]
+    recipe.cli(args)
+
+
+def selector_losses(checkpoint) -> list[float]:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--freeze_backbone", "false"], ["--use_lora", "true", "--freeze_backbone", "false"]],
+    ids=["head", "full", "lora"],
+)
+def test_a_killed_selector_fit_resumes_to_the_uninterrupted_fit(rated_hub, tmp_path, monkeypatch, extra):
+    import shutil
+
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from vital.runs import FINGERPRINT_FILE
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    fit(rated_hub, straight, *extra)
+    # What a fit killed right after saving checkpoint-4 leaves: its fingerprint and that checkpoint.
+    killed.mkdir()
+    shutil.copy(straight / FINGERPRINT_FILE, killed / FINGERPRINT_FILE)
+    shutil.copytree(straight / "checkpoint-4", killed / "checkpoint-4")
+
+    seen = {}
+
+    class AtResume(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    fit(rated_hub, killed, *extra, probe=AtResume(), monkeypatch=monkeypatch)
+    checkpoint = killed / "checkpoint-4"
+    if "--use_lora" in extra:
+        saved = load_file(checkpoint / "adapter_model.safetensors")
+        live = {k.replace(".modules_to_save.default", "").replace(".default", ""): v for k, v in seen.items()}
+        assert saved and all(torch.equal(live[k], v) for k, v in saved.items())
+    else:
+        saved = AutoModel.from_pretrained(checkpoint).state_dict()
+        assert saved.keys() == seen.keys() and all(torch.equal(saved[k], seen[k]) for k in saved)
+    import numpy as np
+
+    np.testing.assert_allclose(
+        selector_losses(killed / "checkpoint-8"), selector_losses(straight / "checkpoint-8"), rtol=1e-6, atol=0
+    )
+    final, reference = (
+        load_file(killed / "selector" / "model.safetensors"),
+        load_file(straight / "selector" / "model.safetensors"),
+    )
+    assert final.keys() == reference.keys()
+    for key in final:
+        torch.testing.assert_close(final[key], reference[key], msg=key)
+
+
+@pytest.mark.slow
+def test_a_selector_fit_with_another_config_never_resumes_the_old_checkpoint(rated_hub, tmp_path):
+    from vital.runs import read_fingerprint
+
+    out = tmp_path / "out"
+    fit(rated_hub, out)
+    first = selector_losses(out / "checkpoint-8")
+    fit(rated_hub, out, "--learning_rate", "5e-3")
+    second = selector_losses(out / "checkpoint-8")
+    assert len(second) == 8 and second[0] == first[0] and second[1:] != first[1:]  # trained afresh, its own curve
+    (aside,) = tmp_path.glob("out.superseded-*")
+    assert selector_losses(aside / "checkpoint-8") == first
+    assert read_fingerprint(out)["config"]["training"]["learning_rate"] == 5e-3
+
+
+def test_an_unchanged_rerun_skips_the_fit_and_a_changed_one_fits(rated_hub, tmp_path, monkeypatch):
+    repos = ["--output_repo", "skip/selector", "--pairs_repo", "skip/selector-pairs"]
+    pairs, model = train(rated_hub, tmp_path, *repos)
+    recipe = load_recipe("train_selector")
+    fits = []
+    original = recipe.fit_selector
+
+    def counting(*args, **kwargs):
+        fits.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "fit_selector", counting)
+    again = train(rated_hub, tmp_path, *repos)
+    assert fits == []  # nothing trained
+    assert [(p.repo_id, p.commit) for p in again] == [(pairs.repo_id, pairs.commit), (model.repo_id, model.commit)]
+    assert not any(p.created for p in again)
+
+    changed = train(rated_hub, tmp_path, *repos, "--learning_rate", "5e-3")
+    assert fits == [1] and changed[1].commit != model.commit

@@ -263,16 +263,25 @@ def fit_selector(
     eval_sets: Mapping[str, Dataset],
     peft_config: Any = None,
     resume_from_checkpoint: str | None = None,
+    callbacks: list[Any] | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Train a selector, then evaluate it on every non-empty set of ``eval_sets`` (``judge``, ``clinician``, ...).
 
     Returns the trainer and the metrics: ``train_loss`` and friends, and ``<set>_<metric>`` for every evaluation set
-    (``judge_pair_accuracy``, ``judge_auc``, ``clinician_pair_accuracy``, ...).
+    (``judge_pair_accuracy``, ``judge_auc``, ``clinician_pair_accuracy``, ...). A resumed full fine-tune reloads
+    every tensor of its checkpoint (`vital.runs.ExactResumeMixin`); ``callbacks`` go to the trainer.
     """
+    from vital.runs import ExactResumeMixin
     from vital.selector.trainer import SelectorTrainer
 
-    trainer = SelectorTrainer(
-        model=model, args=args, train_dataset=train_dataset, processing_class=processor, peft_config=peft_config
+    trainer_class = type("ResumableSelectorTrainer", (ExactResumeMixin, SelectorTrainer), {})
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        peft_config=peft_config,
+        callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = dict(result.metrics)
