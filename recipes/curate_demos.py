@@ -225,7 +225,10 @@ def estimate(argv: list[str] | None = None) -> list:
     tokens = round(mean * pairs)
     requests = math.ceil(pairs / OpenAITextEmbedder.BATCH_SIZE)
     cost = cost_usd(tokens, 0, model=model)
-    return [StageEstimate("curate_demos", "text embeddings", model, requests, tokens, 0, cost, basis)]
+    # The embedding requests have no Batch API mode here: they cost the online price either way.
+    return [
+        StageEstimate("curate_demos", "text embeddings", model, requests, tokens, 0, cost, basis, batch_cost_usd=cost)
+    ]
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
