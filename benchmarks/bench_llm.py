@@ -238,7 +238,7 @@ def bench_resume(journal_sizes: list[int], original_sizes: list[int]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--parts", default="abc", help="which benchmarks to run, e.g. 'ab'")
     args = parser.parse_args()

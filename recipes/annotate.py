@@ -29,15 +29,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
 from vital.annotate.auth import add_user, allowed_annotators, load_users, on_space
 from vital.annotate.export import build_export, default_output_repo, push_export
 from vital.annotate.items import load_items
 from vital.annotate.store import TASKS, AnnotationStore
 from vital.annotate.tasks import SIDE_SALT, AnnotationTask
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.annotate")
@@ -139,7 +137,7 @@ def main(args: AnnotateArguments) -> list[PushResult] | None:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult] | None:
-    (args,) = TrlParser((AnnotateArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((AnnotateArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

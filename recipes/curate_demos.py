@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from datasets import Dataset
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
 from vital.data.schemas import check_columns
@@ -31,7 +30,7 @@ from vital.demos import (
     review_sample,
 )
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.curate_demos")
@@ -175,7 +174,7 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((CurateDemosArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((CurateDemosArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

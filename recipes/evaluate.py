@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Image
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
 from vital.data.schemas import rows_to_dataset
@@ -61,7 +60,7 @@ from vital.evaluation.win_rate import (
 from vital.hub import ArtifactRef, PushResult, get_hub, sha256_file
 from vital.llm import EndpointConfig, image_to_data_url
 from vital.llm.jobs import run_jobs_sharded
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.sft import resolve_model
 
 
@@ -362,9 +361,9 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.evaluation.win_rate import build_win_rate_messages
     from vital.llm.estimate import estimate_requests
 
-    args, _, endpoint = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig)).parse_args_and_config(
-        argv
-    )
+    args, _, endpoint = recipe_parser(
+        (EvaluateArguments, ans.GenerationSettings, EndpointConfig)
+    ).parse_args_and_config(argv)
     samples = []
     for record in open_chat_records(8):
         mentions = [m["tokens"] if isinstance(m, dict) else m for m in record["in_text_mention"]]
@@ -401,7 +400,7 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    parser = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig))
+    parser = recipe_parser((EvaluateArguments, ans.GenerationSettings, EndpointConfig))
     args, generation, endpoint = parser.parse_args_and_config(argv)
     return main(args, generation, endpoint)
 

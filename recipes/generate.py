@@ -23,7 +23,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from datasets import Image
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
 from vital.data.schemas import CANDIDATE_FEATURES, rows_to_dataset, validate_dataset
@@ -41,7 +40,7 @@ from vital.generation import (
 from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, image_to_data_url
 from vital.llm.jobs import run_jobs_sharded
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.generate")
@@ -205,7 +204,7 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.data.sample import load_sample_demos, load_sample_pairs
     from vital.llm.estimate import count_rows, estimate_requests
 
-    args, endpoint = TrlParser((GenerateArguments, EndpointConfig)).parse_args_and_config(argv)
+    args, endpoint = recipe_parser((GenerateArguments, EndpointConfig)).parse_args_and_config(argv)
     pairs = count_rows(get_hub(args.hub), args.pairs_repo, args.pairs_revision)
     basis = f"{args.pairs_repo} card"
     if pairs is None:
@@ -232,7 +231,7 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    args, endpoint = TrlParser((GenerateArguments, EndpointConfig)).parse_args_and_config(argv)
+    args, endpoint = recipe_parser((GenerateArguments, EndpointConfig)).parse_args_and_config(argv)
     return main(args, endpoint)
 
 

@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from datasets import Features, Image, Value
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
 from vital.data.schemas import RATING_FEATURES, rows_to_dataset
@@ -27,7 +26,7 @@ from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, image_to_data_url
 from vital.llm.jobs import run_jobs_sharded
 from vital.rating import build_rating_messages, plan_rating_jobs, rating_prompt_sha, rating_rows, retry_job
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.rate")
@@ -128,7 +127,7 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.data.schemas import qa_turns
     from vital.llm.estimate import count_rows, estimate_requests
 
-    args, endpoint = TrlParser((RateArguments, EndpointConfig)).parse_args_and_config(argv)
+    args, endpoint = recipe_parser((RateArguments, EndpointConfig)).parse_args_and_config(argv)
     turns, basis = args.expected_turns, "expected_turns"
     if count_rows(get_hub(args.hub), args.candidates_repo, args.candidates_revision) is not None:
         hub = get_hub(args.hub)
@@ -145,7 +144,7 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    args, endpoint = TrlParser((RateArguments, EndpointConfig)).parse_args_and_config(argv)
+    args, endpoint = recipe_parser((RateArguments, EndpointConfig)).parse_args_and_config(argv)
     return main(args, endpoint)
 
 

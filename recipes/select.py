@@ -53,11 +53,10 @@ else:
     import numpy as np
     import torch
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-    from trl import TrlParser
 
     from vital.cards import Lineage, dataset_card
     from vital.hub import CARD_FILE, HubError, PushResult, get_hub, merge_card, parse_repo_ref
-    from vital.runner import artifact_table, setup_logging
+    from vital.runner import artifact_table, recipe_parser, setup_logging
     from vital.selection import (
         build_mixture,
         cut_scores,
@@ -273,7 +272,7 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((ScriptArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((ScriptArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

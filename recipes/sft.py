@@ -30,11 +30,11 @@ import tempfile
 from dataclasses import dataclass, field
 
 from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config, get_quantization_config
 
 from vital.cards import Lineage, model_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, last_complete_checkpoint, setup_logging
+from vital.runner import artifact_table, last_complete_checkpoint, recipe_parser, setup_logging
 from vital.sft import (
     FREEZE_CHOICES,
     ThroughputCallback,
@@ -274,7 +274,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
+    parser = recipe_parser((ScriptArguments, SFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
     return main(script_args, training_args, model_args)
 

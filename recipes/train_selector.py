@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import set_seed
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card, model_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, last_complete_checkpoint, setup_logging
+from vital.runner import artifact_table, last_complete_checkpoint, recipe_parser, setup_logging
 from vital.selector import SelectorTrainingConfig, build_judge_pairs, selector_lora_config
 from vital.selector.training import (
     fit_selector,
@@ -381,7 +380,7 @@ def metrics_table(summary: dict, counts: dict) -> list[dict]:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    script_args, training_args = TrlParser((ScriptArguments, SelectorTrainingConfig)).parse_args_and_config(argv)
+    script_args, training_args = recipe_parser((ScriptArguments, SelectorTrainingConfig)).parse_args_and_config(argv)
     return main(script_args, training_args)
 
 
