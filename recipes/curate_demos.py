@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from vital.cards import Lineage, dataset_card
+from vital.data.inputs import require_columns
 from vital.data.schemas import check_columns
 from vital.demos import (
     CLUSTER_FEATURES,
@@ -80,6 +81,7 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
     # 1. Pairs, pinned to the commit the revision points at now.
     pairs_ref = hub.ref(args.pairs_repo, args.pairs_revision)
     pairs = hub.load_dataset(args.pairs_repo, revision=pairs_ref.commit, split="train")
+    require_columns(pairs, "curate_demos", "pairs", pairs_ref)
     check_columns(pairs, "pairs")
     logger.info("pairs: %d rows from %s", len(pairs), pairs_ref)
 
@@ -142,6 +144,7 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
     if args.demos_repo:
         demos_ref = hub.ref(args.demos_repo, args.demos_revision)
         demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
+        require_columns(demos, "curate_demos", "demos", demos_ref)
         check_columns(demos, "demos")
         updated = assign_clusters(demos, assignments["id"], clusters.labels)
         changed = sum(a != b for a, b in zip(demos["cluster"], updated["cluster"], strict=True))

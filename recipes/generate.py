@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datasets import Image
 
 from vital.cards import Lineage, dataset_card
+from vital.data.inputs import require_columns
 from vital.data.schemas import CANDIDATE_FEATURES, rows_to_dataset, validate_dataset
 from vital.demos import DemoSampler
 from vital.generation import (
@@ -101,10 +102,12 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     pairs_ref = hub.ref(args.pairs_repo, args.pairs_revision)
     demos_ref = hub.ref(args.demos_repo, args.demos_revision)
     pairs = hub.load_dataset(args.pairs_repo, revision=pairs_ref.commit, split="train")
+    require_columns(pairs, "generate", "pairs", pairs_ref)
     if args.limit:
         pairs = pairs.select(range(min(args.limit, len(pairs))))
     pairs, quarantine = validate_dataset(pairs, "pairs", errors="skip")
     demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
+    require_columns(demos, "generate", "demos", demos_ref)
     sampler = DemoSampler(demos, seed=args.data_seed, per_modality=args.demos_per_modality)
     server, configured = None, endpoint  # the lineage records the endpoint as configured, not the stand-in's port
     if args.stand_in:

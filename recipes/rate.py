@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datasets import Features, Image, Value
 
 from vital.cards import Lineage, dataset_card
+from vital.data.inputs import require_columns
 from vital.data.schemas import RATING_FEATURES, rows_to_dataset
 from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, image_to_data_url
@@ -65,6 +66,7 @@ def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
     # 1. The candidates at a pinned commit; one job per question-answer turn.
     candidates_ref = hub.ref(args.candidates_repo, args.candidates_revision)
     candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
+    require_columns(candidates, "rate", "candidates", candidates_ref)
     if args.limit:
         candidates = candidates.select(range(min(args.limit, len(candidates))))
     jobs = plan_rating_jobs(candidates.cast_column("images", [Image(decode=False)]), endpoint.model)

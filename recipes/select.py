@@ -55,6 +55,7 @@ else:
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     from vital.cards import Lineage, dataset_card
+    from vital.data.inputs import require_columns
     from vital.hub import CARD_FILE, HubError, PushResult, get_hub, merge_card, parse_repo_ref
     from vital.runner import artifact_table, recipe_parser, setup_logging
     from vital.selection import (
@@ -144,6 +145,7 @@ def main(args: ScriptArguments) -> list[PushResult]:
     hub = get_hub(args.hub)
     candidates_ref = hub.ref(args.candidates_repo, args.candidates_revision)
     candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
+    require_columns(candidates, "select", "candidates", candidates_ref)
     if args.limit:
         candidates = candidates.select(range(min(args.limit, len(candidates))))
     model, processor, selector_ref = load_selector(hub, args, state.device)

@@ -35,6 +35,7 @@ import torch
 from transformers import set_seed
 
 from vital.cards import Lineage, dataset_card, model_card
+from vital.data.inputs import require_columns
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, last_complete_checkpoint, recipe_parser, setup_logging
 from vital.selector import SelectorTrainingConfig, build_judge_pairs, selector_lora_config
@@ -141,6 +142,8 @@ def prepare_data(args: ScriptArguments, training_args: SelectorTrainingConfig, h
     ratings_ref = hub.ref(args.ratings_repo, args.ratings_revision)
     candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
     ratings = hub.load_dataset(args.ratings_repo, revision=ratings_ref.commit, split="train")
+    require_columns(candidates, "train_selector", "candidates", candidates_ref)
+    require_columns(ratings, "train_selector", "ratings", ratings_ref)
     judge = build_judge_pairs(
         ratings, candidates, args.n_train_pairs, args.n_heldout_pairs, args.min_score_gap, args.pairs_seed
     )
