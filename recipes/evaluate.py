@@ -316,6 +316,7 @@ def main(args: EvaluateArguments, generation: ans.GenerationSettings, endpoint: 
         chat_prompt_sha=chat_judge_prompt_sha(),
         win_prompt_sha=win_rate_prompt_sha(),
         judge_cost_usd=sum(r.cost_usd for r in results.values()),
+        api_run=getattr(results, "summary", None),
         answer_cost_usd=sum(a.cost_usd for a in answers.values()),
         judge_with_image=args.judge_with_image,
         generation=generation.to_dict(),

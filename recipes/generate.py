@@ -176,6 +176,7 @@ def main(args: GenerateArguments, endpoint: EndpointConfig) -> list[PushResult]:
         modalities=dict(sorted(Counter(candidates["modality"]).items())),
         num_failures=len(failures),
         failure_reasons=dict(Counter(f["stage"] for f in failures)),
+        api_run=getattr(done, "summary", None),
     )
     push = {"revision": args.revision, "private": args.private}
     pushed = [push_with_failures(hub, candidates, failures, args.candidates_repo, card, push)]

@@ -112,6 +112,7 @@ def main(args: RateArguments, endpoint: EndpointConfig) -> list[PushResult]:
         histogram=dict(sorted(Counter(int(s) for s in scores).items())),
         mean=sum(scores) / len(scores) if scores else float("nan"),
         cost_usd=sum(r.cost_usd for r in results.values()),
+        api_run=getattr(results, "summary", None),
     )
     pushed = [
         hub.push_dataset(

@@ -34,7 +34,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -190,6 +190,8 @@ class RunStats:
 
     requests: int = 0
     resumed: int = 0
+    resent_after_kill: int = 0
+    resent_cost_usd: float = 0.0
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
@@ -212,6 +214,9 @@ class RunStats:
             self.retried += 1
             self.retries += result.attempts - 1
         self.refusals += result.refusal is not None
+        if result.resent_after_kill:
+            self.resent_after_kill += 1
+            self.resent_cost_usd += result.cost_usd
         self.prompt_tokens += result.prompt_tokens
         self.completion_tokens += result.completion_tokens
         self.cost_usd += result.cost_usd
@@ -219,11 +224,17 @@ class RunStats:
     def summary(self) -> str:
         """One line for the log."""
         reasons = ", ".join(f"{reason}: {count}" for reason, count in self.failure_reasons.most_common())
+        resent = ""
+        if self.resent_after_kill:
+            resent = (
+                f"; {self.resent_after_kill} resent after a kill (in flight when it died: paid twice, about "
+                f"${self.resent_cost_usd:.4f} extra)"
+            )
         return (
             f"{self.requests} requests ({self.resumed} from the journal): {self.succeeded} succeeded, "
             f"{self.failed} failed{f' ({reasons})' if reasons else ''}; {self.retried} retried ({self.retries} "
             f"retries); {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, "
-            f"${self.cost_usd:.4f}, {self.wall_s:.1f} s"
+            f"${self.cost_usd:.4f}, {self.wall_s:.1f} s{resent}"
         )
 
 
@@ -478,8 +489,11 @@ class AsyncLLMClient:
             return _Failure("connection error", self._scrub(f"{type(exc.__cause__ or exc).__name__}"))
         return _parse_reply(content)
 
-    async def complete(self, request: ChatRequest) -> CompletionResult:
-        """Send one request within the limits, retrying what is worth retrying; never raises for a failed request."""
+    async def complete(
+        self, request: ChatRequest, on_send: Callable[[str], None] | None = None
+    ) -> CompletionResult:
+        """Send one request within the limits, retrying what is worth retrying; never raises for a failed request.
+        ``on_send(key)`` is called just before the first attempt leaves (the journal marks it in flight)."""
         self._bind_loop()
         assert self._semaphore is not None
         config = self.config
@@ -491,6 +505,8 @@ class AsyncLLMClient:
         while True:
             async with self._semaphore:
                 await self._pay(estimate)
+                if attempts == 0 and on_send is not None:
+                    on_send(key)
                 attempts += 1
                 sent = time.monotonic()
                 outcome = await self._attempt(params, request.messages)
@@ -562,10 +578,12 @@ class AsyncLLMClient:
             system_fingerprint=reply.get("system_fingerprint"),
         )
 
-    async def _complete_safely(self, request: ChatRequest) -> CompletionResult:
+    async def _complete_safely(
+        self, request: ChatRequest, on_send: Callable[[str], None] | None = None
+    ) -> CompletionResult:
         """:meth:`complete`, turning an unexpected exception (a bug, not a failed request) into a failed result."""
         try:
-            return await self.complete(request)
+            return await self.complete(request, on_send)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -611,9 +629,13 @@ class AsyncLLMClient:
         total = len(requests) if isinstance(requests, Sized) else None
         bar = tqdm(total=total, disable=not progress, unit="req")
 
+        on_send = journal_.mark_sent if journal_ is not None else None
+
         async def one(key: str, request: ChatRequest) -> None:
-            result = await self._complete_safely(request)
+            result = await self._complete_safely(request, on_send)
             if journal_ is not None:
+                if key in journal_.interrupted:
+                    result = dataclasses.replace(result, resent_after_kill=True)
                 journal_.append(result)
             results[key] = result
             stats.add(result)
