@@ -489,9 +489,7 @@ class AsyncLLMClient:
             return _Failure("connection error", self._scrub(f"{type(exc.__cause__ or exc).__name__}"))
         return _parse_reply(content)
 
-    async def complete(
-        self, request: ChatRequest, on_send: Callable[[str], None] | None = None
-    ) -> CompletionResult:
+    async def complete(self, request: ChatRequest, on_send: Callable[[str], None] | None = None) -> CompletionResult:
         """Send one request within the limits, retrying what is worth retrying; never raises for a failed request.
         ``on_send(key)`` is called just before the first attempt leaves (the journal marks it in flight)."""
         self._bind_loop()
