@@ -57,6 +57,7 @@ _RETRYABLE_STATUS = {408, 409, 429}
 # Failures that no other request will escape either (bad key, no access, no such model or deployment): a run stops.
 _FATAL_FAILURES = {"http 401", "http 403", "http 404"}
 _PLACEHOLDER_KEY = "EMPTY"
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
 class EndpointError(RuntimeError):
@@ -473,7 +474,12 @@ class AsyncLLMClient:
 
         try:
             # The SDK's timeout bounds each phase; this one bounds the whole exchange (a server trickling bytes).
-            content = await asyncio.wait_for(exchange(), self.config.timeout_s * 2 + 5)
+            # asyncio.timeout (3.11+) does so without wrapping the exchange in a task of its own.
+            if _TIMEOUT is not None:
+                async with _TIMEOUT(self.config.timeout_s * 2 + 5):
+                    content = await exchange()
+            else:
+                content = await asyncio.wait_for(exchange(), self.config.timeout_s * 2 + 5)
         except (openai.APITimeoutError, asyncio.TimeoutError) as exc:  # noqa: UP041 - distinct on Python 3.10
             refused = _refused_connection(exc)
             if refused is not None:  # the aiohttp transport reports a refused connection as a connect timeout
@@ -629,30 +635,32 @@ class AsyncLLMClient:
 
         on_send = journal_.mark_sent if journal_ is not None else None
 
-        async def one(key: str, request: ChatRequest) -> None:
-            result = await self._complete_safely(request, on_send)
-            if journal_ is not None:
-                if key in journal_.interrupted:
-                    result = dataclasses.replace(result, resent_after_kill=True)
-                journal_.append(result)
-            results[key] = result
-            stats.add(result)
-            bar.update(1)
-            bar.set_postfix(failed=stats.failed, cost=f"${stats.cost_usd:.2f}", refresh=False)
-            if failure_category(result.error) in _FATAL_FAILURES:
-                raise EndpointError(f"the endpoint refused a request ({result.error}); stopping the run")
-
-        async def reap() -> set[asyncio.Task]:
-            finished, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            # A journal that cannot be written, or an endpoint that refuses us, stops the run.
-            errors = [task.exception() for task in finished if task.exception() is not None]
-            if errors:
-                raise errors[0]
-            return pending
-
         # A bounded window of tasks (not one per request): the semaphore bounds what is in flight, the extra tasks
-        # keep the pipe full while others sleep in backoff.
+        # keep the pipe full while others sleep in backoff. A finished task frees its slot itself, so starting the
+        # next one costs O(1), not a wait over the whole window.
         window = max(2 * self.config.concurrency, self.config.concurrency + 16)
+        slots = asyncio.Semaphore(window)
+        errors: list[BaseException] = []
+
+        async def one(key: str, request: ChatRequest) -> None:
+            try:
+                result = await self._complete_safely(request, on_send)
+                if journal_ is not None:
+                    if key in journal_.interrupted:
+                        result = dataclasses.replace(result, resent_after_kill=True)
+                    journal_.append(result)
+                results[key] = result
+                stats.add(result)
+                if progress:
+                    bar.update(1)
+                    bar.set_postfix(failed=stats.failed, cost=f"${stats.cost_usd:.2f}", refresh=False)
+                if failure_category(result.error) in _FATAL_FAILURES:
+                    raise EndpointError(f"the endpoint refused a request ({result.error}); stopping the run")
+            except Exception as exc:  # a journal that cannot be written, or an endpoint that refuses us, stops the run
+                errors.append(exc)
+            finally:
+                slots.release()
+
         try:
             for request in requests:
                 key = self.key_for(request)
@@ -667,12 +675,17 @@ class AsyncLLMClient:
                     bar.update(1)
                     continue
                 sent.add(key)
-                if len(tasks) >= window:
-                    tasks = await reap()
+                await slots.acquire()
+                if errors:
+                    raise errors[0]
                 request = request if request.key == key else dataclasses.replace(request, key=key)
-                tasks.add(asyncio.create_task(one(key, request)))
-            while tasks:
-                tasks = await reap()
+                task = asyncio.create_task(one(key, request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            for _ in range(window):  # every slot back: every task finished (or one failed)
+                await slots.acquire()
+                if errors:
+                    raise errors[0]
         finally:
             for task in tasks:
                 task.cancel()
