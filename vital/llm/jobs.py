@@ -209,7 +209,9 @@ def run_jobs_sharded(
         round_ = _followups(round_, done, followup)
         everything += round_
     results = JobResults({job.key: done[job.key] for job in everything})
-    shards = len({p.name for p in journal_dir.glob("journal-*-of-*.jsonl")}) if count == 1 else count
+    # A one-process run over journals named -of-N merges the shards of N machines (accelerate's processes push
+    # from their own main process): say how the budget was split.
+    shards = 1 if state.num_processes > 1 else len(list(journal_dir.glob("journal-*-of-*.jsonl")))
     results.summary = api_run_summary(results, endpoint, state.num_processes, max(1, shards))
     if results.summary["resent_after_kill"]:
         logger.warning(
