@@ -92,7 +92,7 @@ class CompletionResult:
 
     def to_record(self) -> dict[str, Any]:
         """The journal line for this result: its fields plus a UTC timestamp ``ts``."""
-        record = dataclasses.asdict(self)
+        record = {name: getattr(self, name) for name in _RESULT_FIELDS}  # flat fields: no deep copy needed
         record["ts"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017 - Python 3.10
         return record
 
