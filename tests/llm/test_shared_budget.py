@@ -189,9 +189,12 @@ def test_requests_in_flight_at_a_kill_are_counted_and_costed_exactly_once(tmp_pa
     assert twice == {prompt for prompt in first_run if results[int(prompt[1:])].key not in finished}
     keys = [record["key"] for record in journal_lines(path)]
     assert len(keys) == len(set(keys)) == 40  # exactly once
+    # Counted: every request the killed run had started sending (a request can die in the client before the server
+    # sees it, so the count is an upper bound of what was paid twice, never below it).
     resent = [r for r in results if r.resent_after_kill]
-    assert len(resent) == len(twice) == stats.resent_after_kill
+    assert {f"q{i}" for i, r in enumerate(results) if r.resent_after_kill} >= twice
+    assert len(twice) <= len(resent) == stats.resent_after_kill <= 4
     assert stats.resent_cost_usd == pytest.approx(sum(r.cost_usd for r in resent)) and stats.resent_cost_usd > 0
-    assert f"{len(twice)} resent after a kill" in stats.summary()
+    assert f"{len(resent)} resent after a kill" in stats.summary()
     with Journal.open(path) as journal:  # a later run has nothing left to call resent
         assert not journal.interrupted

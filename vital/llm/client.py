@@ -228,8 +228,8 @@ class RunStats:
         resent = ""
         if self.resent_after_kill:
             resent = (
-                f"; {self.resent_after_kill} resent after a kill (in flight when it died: paid twice, about "
-                f"${self.resent_cost_usd:.4f} extra)"
+                f"; {self.resent_after_kill} resent after a kill (in flight when it died: paid twice if the "
+                f"provider had them, at most about ${self.resent_cost_usd:.4f} extra)"
             )
         return (
             f"{self.requests} requests ({self.resumed} from the journal): {self.succeeded} succeeded, "
