@@ -32,8 +32,6 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import TrlParser
-
 from vital.annotate.auth import ROLES, add_user, allowed_annotators, load_roles, load_users, on_space
 from vital.annotate.export import build_export, default_output_repo, push_export
 from vital.annotate.guidelines import load_guidelines
@@ -41,7 +39,7 @@ from vital.annotate.items import load_items
 from vital.annotate.store import TASKS, AnnotationStore
 from vital.annotate.tasks import SIDE_SALT, AnnotationTask
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.annotate")
@@ -222,7 +220,7 @@ def serving_users(args: AnnotateArguments) -> tuple[dict[str, str], dict[str, se
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult] | None:
-    (args,) = TrlParser((AnnotateArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((AnnotateArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

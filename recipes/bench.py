@@ -26,9 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import TrlParser
-
-from vital.runner import setup_logging
+from vital.runner import recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.bench")
@@ -151,7 +149,7 @@ def main(args: BenchArguments) -> list[dict]:
 
 
 def cli(argv: list[str] | None = None) -> list[dict]:
-    (args,) = TrlParser((BenchArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((BenchArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

@@ -18,13 +18,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import TrlParser
-
 from vital.cards import Lineage, dataset_card
 from vital.data.schemas import rows_to_dataset
 from vital.evaluation.results import SUMMARY_FEATURES, comparison_chart, comparison_table, load_summary
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.compare_evals")
@@ -90,7 +88,7 @@ def main(args: CompareArguments) -> list[PushResult]:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((CompareArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((CompareArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

@@ -18,9 +18,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from datasets import Dataset
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
+from vital.data.inputs import require_columns
 from vital.data.schemas import check_columns
 from vital.demos import (
     CLUSTER_FEATURES,
@@ -31,7 +31,7 @@ from vital.demos import (
     review_sample,
 )
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.curate_demos")
@@ -93,6 +93,7 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
     # 1. Pairs, pinned to the commit the revision points at now.
     pairs_ref = hub.ref(args.pairs_repo, args.pairs_revision)
     pairs = hub.load_dataset(args.pairs_repo, revision=pairs_ref.commit, split="train")
+    require_columns(pairs, "curate_demos", "pairs", pairs_ref)
     check_columns(pairs, "pairs")
     logger.info("pairs: %d rows from %s", len(pairs), pairs_ref)
 
@@ -166,6 +167,7 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
     if args.demos_repo:
         demos_ref = hub.ref(args.demos_repo, args.demos_revision)
         demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
+        require_columns(demos, "curate_demos", "demos", demos_ref)
         check_columns(demos, "demos")
         # A demo about a left-out modality (e.g. histology) keeps cluster -1, like its pair.
         updated = assign_clusters(demos, all_ids, assignments["cluster"])
@@ -209,7 +211,7 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.llm.limits import estimate_prompt_tokens
     from vital.llm.pricing import cost_usd
 
-    (args,) = TrlParser((CurateDemosArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((CurateDemosArguments,)).parse_args_and_config(argv)
     kind, _, model = args.text_embedder.partition(":")
     if kind != "openai" or args.image_weight >= 1:
         logger.info("curate_demos: the %s text embedder makes no API request", args.text_embedder)
@@ -232,7 +234,7 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((CurateDemosArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((CurateDemosArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Image
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
 from vital.data.schemas import rows_to_dataset
@@ -62,7 +61,7 @@ from vital.hub import ArtifactRef, PushResult, get_hub, sha256_file
 from vital.llm import EndpointConfig, image_to_data_url
 from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.sft import resolve_model
 
 
@@ -343,6 +342,7 @@ def main(
         win_prompt_sha=win_rate_prompt_sha(),
         judge_cost_usd=sum(r.cost_usd for r in results.values()),
         judge_mode=batch.mode,
+        api_run=getattr(results, "summary", None),
         answer_cost_usd=sum(a.cost_usd for a in answers.values()),
         judge_with_image=args.judge_with_image,
         win_rate_with_image=win_with_image,
@@ -396,7 +396,7 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.evaluation.win_rate import build_win_rate_messages
     from vital.llm.estimate import estimate_requests
 
-    parser = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig, BatchConfig))
+    parser = recipe_parser((EvaluateArguments, ans.GenerationSettings, EndpointConfig, BatchConfig))
     args, _, endpoint, _ = parser.parse_args_and_config(argv)
     samples = []
     for record in open_chat_records(8):
@@ -434,7 +434,7 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    parser = TrlParser((EvaluateArguments, ans.GenerationSettings, EndpointConfig, BatchConfig))
+    parser = recipe_parser((EvaluateArguments, ans.GenerationSettings, EndpointConfig, BatchConfig))
     args, generation, endpoint, batch = parser.parse_args_and_config(argv)
     return main(args, generation, endpoint, batch)
 

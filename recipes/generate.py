@@ -24,9 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from datasets import Image
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
+from vital.data.inputs import require_columns
 from vital.data.schemas import CANDIDATE_FEATURES, rows_to_dataset, validate_dataset
 from vital.demos import DemoSampler
 from vital.generation import (
@@ -44,7 +44,7 @@ from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, image_to_data_url
 from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.generate")
@@ -117,10 +117,12 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
     pairs_ref = hub.ref(args.pairs_repo, args.pairs_revision)
     demos_ref = hub.ref(args.demos_repo, args.demos_revision)
     pairs = hub.load_dataset(args.pairs_repo, revision=pairs_ref.commit, split="train")
+    require_columns(pairs, "generate", "pairs", pairs_ref)
     if args.limit:
         pairs = pairs.select(range(min(args.limit, len(pairs))))
     pairs, quarantine = validate_dataset(pairs, "pairs", errors="skip")
     demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
+    require_columns(demos, "generate", "demos", demos_ref)
     sampler = DemoSampler(
         demos, seed=args.data_seed, modalities=args.demo_modalities, per_modality=args.demos_per_modality
     )
@@ -211,6 +213,7 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
         modalities=dict(sorted(Counter(candidates["modality"]).items())),
         num_failures=len(failures),
         failure_reasons=dict(Counter(f["stage"] for f in failures)),
+        api_run=getattr(done, "summary", None),
     )
     push = {"revision": args.revision, "private": args.private}
     pushed = [push_with_failures(hub, candidates, failures, args.candidates_repo, card, push)]
@@ -243,7 +246,7 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.data.sample import load_sample_demos, load_sample_pairs
     from vital.llm.estimate import count_rows, estimate_requests
 
-    args, endpoint, _ = TrlParser((GenerateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
+    args, endpoint, _ = recipe_parser((GenerateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
     pairs = count_rows(get_hub(args.hub), args.pairs_repo, args.pairs_revision)
     basis = f"{args.pairs_repo} card"
     if pairs is None:
@@ -279,7 +282,7 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    args, endpoint, batch = TrlParser((GenerateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
+    args, endpoint, batch = recipe_parser((GenerateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
     return main(args, endpoint, batch)
 
 

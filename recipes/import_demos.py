@@ -16,13 +16,11 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
 from vital.cards import Lineage, dataset_card
 from vital.data.errors import push_quarantine
 from vital.data.official_demos import demo_records_to_rows, read_demos_literal
 from vital.hub import PushResult, get_hub, sha256_file
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.import_demos")
@@ -91,7 +89,7 @@ def cli(argv: list[str] | None = None) -> list[PushResult]:
     argv = list(argv or [])
     if argv and not argv[0].startswith("-"):  # `vital import-demos <file> ...`
         argv = ["--file", argv[0], *argv[1:]]
-    (args,) = TrlParser((ImportDemosArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((ImportDemosArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

@@ -19,8 +19,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import TrlParser
-
 from vital.cards import Lineage, dataset_card
 from vital.data.importer import (
     MANIFEST,
@@ -32,7 +30,7 @@ from vital.data.importer import (
 )
 from vital.data.llava import llava_to_messages
 from vital.hub import PushResult, get_hub, sha256_file
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.import")
@@ -162,7 +160,7 @@ def main(args: ImportArguments) -> list[PushResult]:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((ImportArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((ImportArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

@@ -17,13 +17,11 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
 from vital.cards import Lineage, dataset_card
 from vital.data.errors import Quarantine, push_quarantine
 from vital.data.schemas import validate_dataset
 from vital.hub import PushResult, get_hub, sha256_file
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.ingest")
@@ -150,7 +148,7 @@ def main(args: IngestArguments) -> list[PushResult]:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((IngestArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((IngestArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

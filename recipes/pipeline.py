@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from trl import TrlParser
 
 from vital.hub import PushResult
-from vital.runner import load_recipe, setup_logging
+from vital.runner import load_recipe, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.pipeline")
@@ -105,7 +104,7 @@ def main(args: PipelineArguments) -> list[PushResult]:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((PipelineArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((PipelineArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

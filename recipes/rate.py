@@ -19,16 +19,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from datasets import Features, Image, Value
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
+from vital.data.inputs import require_columns
 from vital.data.schemas import RATING_FEATURES, rows_to_dataset
 from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, image_to_data_url
 from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
 from vital.rating import build_rating_messages, plan_rating_jobs, rating_prompt_sha, rating_rows, retry_job
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.rate")
@@ -71,6 +71,7 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
     # 1. The candidates at a pinned commit; one job per question-answer turn.
     candidates_ref = hub.ref(args.candidates_repo, args.candidates_revision)
     candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
+    require_columns(candidates, "rate", "candidates", candidates_ref)
     if args.limit:
         candidates = candidates.select(range(min(args.limit, len(candidates))))
     jobs = plan_rating_jobs(candidates.cast_column("images", [Image(decode=False)]), endpoint.model, args.prompt_style)
@@ -139,6 +140,7 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
         mean=sum(scores) / len(scores) if scores else float("nan"),
         cost_usd=sum(r.cost_usd for r in results.values()),
         mode=batch.mode,
+        api_run=getattr(results, "summary", None),
     )
     pushed = [
         hub.push_dataset(
@@ -156,7 +158,7 @@ def estimate(argv: list[str] | None = None) -> list:
     from vital.data.schemas import qa_turns
     from vital.llm.estimate import count_rows, estimate_requests
 
-    args, endpoint, _ = TrlParser((RateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
+    args, endpoint, _ = recipe_parser((RateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
     turns, basis = args.expected_turns, "expected_turns"
     if count_rows(get_hub(args.hub), args.candidates_repo, args.candidates_revision) is not None:
         hub = get_hub(args.hub)
@@ -173,7 +175,7 @@ def estimate(argv: list[str] | None = None) -> list:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    args, endpoint, batch = TrlParser((RateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
+    args, endpoint, batch = recipe_parser((RateArguments, EndpointConfig, BatchConfig)).parse_args_and_config(argv)
     return main(args, endpoint, batch)
 
 

@@ -53,11 +53,11 @@ else:
     import numpy as np
     import torch
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-    from trl import TrlParser
 
     from vital.cards import Lineage, dataset_card
+    from vital.data.inputs import require_columns
     from vital.hub import HubError, PushResult, get_hub, parse_repo_ref
-    from vital.runner import artifact_table, setup_logging
+    from vital.runner import artifact_table, recipe_parser, setup_logging
     from vital.selection import (
         build_mixture,
         cut_scores,
@@ -145,6 +145,7 @@ def main(args: ScriptArguments) -> list[PushResult]:
     hub = get_hub(args.hub)
     candidates_ref = hub.ref(args.candidates_repo, args.candidates_revision)
     candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
+    require_columns(candidates, "select", "candidates", candidates_ref)
     if args.limit:
         candidates = candidates.select(range(min(args.limit, len(candidates))))
     model, processor, selector_ref = load_selector(hub, args, state.device)
@@ -269,7 +270,7 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((ScriptArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((ScriptArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

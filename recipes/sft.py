@@ -34,11 +34,11 @@ import tempfile
 from dataclasses import dataclass, field
 
 from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
-from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 
 from vital.cards import Lineage, model_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.runs import FingerprintCallback, check_not_base_weights, prepare_output_dir, run_figures, run_fingerprint
 from vital.sft import (
     FREEZE_CHOICES,
@@ -313,7 +313,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
+    parser = recipe_parser((ScriptArguments, SFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
     return main(script_args, training_args, model_args)
 

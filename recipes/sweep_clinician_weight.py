@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 import torch
 from datasets import Dataset, Features, Value
 from transformers import set_seed
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, load_recipe, setup_logging
+from vital.runner import artifact_table, load_recipe, recipe_parser, setup_logging
 from vital.selector import SelectorTrainingConfig
 from vital.selector.training import fit_selector, load_selector, resolve_backbone, summarize_metrics, training_pairs
 
@@ -190,7 +189,7 @@ def push_results(hub, args, training_args, data, rows, backbone) -> PushResult:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    args, training_args = TrlParser((SweepArguments, SelectorTrainingConfig)).parse_args_and_config(argv)
+    args, training_args = recipe_parser((SweepArguments, SelectorTrainingConfig)).parse_args_and_config(argv)
     return main(args, training_args)
 
 

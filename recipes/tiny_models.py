@@ -17,11 +17,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import TrlParser
-
 from vital.cards import Lineage, model_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.runs import finished_fingerprint, run_fingerprint
 from vital.testing.tiny_models import TINY_VLM_BUILDERS, build_tiny_clip
 
@@ -95,7 +93,7 @@ def build_fingerprint(args: TinyModelsArguments, builder: str) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = TrlParser((TinyModelsArguments,)).parse_args_and_config(argv)
+    (args,) = recipe_parser((TinyModelsArguments,)).parse_args_and_config(argv)
     return main(args)
 
 

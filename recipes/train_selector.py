@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import set_seed
-from trl import TrlParser
 
 from vital.cards import Lineage, dataset_card, model_card
+from vital.data.inputs import require_columns
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.runs import FingerprintCallback, finished_fingerprint, prepare_output_dir, run_figures, run_fingerprint
 from vital.selector import SelectorTrainingConfig, build_judge_pairs, selector_lora_config
 from vital.selector.training import (
@@ -143,6 +143,8 @@ def prepare_data(args: ScriptArguments, training_args: SelectorTrainingConfig, h
     ratings_ref = hub.ref(args.ratings_repo, args.ratings_revision)
     candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
     ratings = hub.load_dataset(args.ratings_repo, revision=ratings_ref.commit, split="train")
+    require_columns(candidates, "train_selector", "candidates", candidates_ref)
+    require_columns(ratings, "train_selector", "ratings", ratings_ref)
     judge = build_judge_pairs(
         ratings, candidates, args.n_train_pairs, args.n_heldout_pairs, args.min_score_gap, args.pairs_seed
     )
@@ -457,7 +459,7 @@ def metrics_table(summary: dict, counts: dict) -> list[dict]:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
-    script_args, training_args = TrlParser((ScriptArguments, SelectorTrainingConfig)).parse_args_and_config(argv)
+    script_args, training_args = recipe_parser((ScriptArguments, SelectorTrainingConfig)).parse_args_and_config(argv)
     return main(script_args, training_args)
 
 

@@ -24,7 +24,9 @@ ALIASES = {"import": "import_released"}  # `vital import` runs recipes/import_re
 def _hub_command(argv: list[str]) -> int:
     from vital.hub import HubError, LocalHub, get_hub
 
-    parser = argparse.ArgumentParser(prog="vital hub", description="Inspect, verify and clean a hub's repos.")
+    parser = argparse.ArgumentParser(
+        prog="vital hub", description="Inspect, verify and clean a hub's repos.", allow_abbrev=False
+    )
     parser.add_argument("action", choices=["resolve", "refs", "log", "path", "fsck", "gc"])
     parser.add_argument("repo", help="repo id, optionally with @revision")
     parser.add_argument("--hub", default=None, help="local:<dir> or hf (default: $VITAL_HUB or ~/.cache/vital/hub)")

@@ -2,14 +2,116 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
+import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from vital.hub import PushResult
+
+
+# Argument and config names that hold a credential (never given to a recipe: keys come from the environment).
+_SECRET_NAMES = re.compile(
+    r"^(?:.*_)?(?:api_?key|apikey|secret|secret_key|password|passwd)$|^(?:hub|hf|api|auth|access|bearer)?_?token$"
+)
+# Values shaped like a credential: OpenAI keys (sk-..., sk-proj-...), Hugging Face tokens (hf_...), bearer headers.
+_SECRET_VALUES = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}|\bhf_[A-Za-z0-9]{30,}|\bBearer\s+\S{16,}")
+
+
+def _secret_name(name: str) -> bool:
+    name = name.lstrip("-").split("=", 1)[0].replace("-", "_").lower()
+    return bool(_SECRET_NAMES.match(name)) and not name.endswith("_env")
+
+
+def _config_secrets(value: Any, where: str) -> Iterator[str]:
+    """Where (dotted keys) a loaded YAML config holds a secret-named key or a secret-shaped value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if _secret_name(str(key)) and item not in (None, ""):
+                yield path
+            else:
+                yield from _config_secrets(item, path)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _config_secrets(item, f"{where}[{index}]")
+    elif isinstance(value, str) and _SECRET_VALUES.search(value):
+        yield where
+
+
+def _secret_refusal(what: str) -> str:
+    return (
+        f"{what} looks like a credential (an API key or token); it is refused and not repeated here. Keys are never "
+        "given on the command line or in a config (both end up in logs, shell history and cards): put the key in an "
+        "environment variable and name the variable with --api_key_env (default OPENAI_API_KEY); Hugging Face "
+        "tokens go in HF_TOKEN or `hf auth login`."
+    )
+
+
+def recipe_parser(dataclass_types: Any, **kwargs: Any) -> Any:
+    """The recipes' argument parser: TRL's ``TrlParser`` (dataclasses, ``--config`` YAML, command-line overrides)
+    with three differences. No prefix matching (``--api_key`` is not taken as ``--api_key_env``); a credential on the
+    command line or in the config, by name or by shape, is refused without repeating it; and unknown arguments are
+    named without their values::
+
+        args, endpoint = recipe_parser((ScriptArguments, EndpointConfig)).parse_args_and_config(argv)
+    """
+    return _recipe_parser_class()(dataclass_types, **kwargs)
+
+
+@functools.cache
+def _recipe_parser_class() -> type:
+    from trl import TrlParser
+
+    class _RecipeParser(TrlParser):
+        __doc__ = recipe_parser.__doc__
+
+        def __init__(self, dataclass_types: Any = None, **kwargs: Any) -> None:
+            kwargs.setdefault("allow_abbrev", False)
+            super().__init__(dataclass_types, **kwargs)
+
+        def screen(self, args: Sequence[str]) -> None:
+            """Refuse credentials in ``args`` or in the ``--config`` file they name (see the class docstring)."""
+            import yaml
+
+            for position, arg in enumerate(args):
+                if arg.startswith("-") and _secret_name(arg):
+                    self.error(_secret_refusal(f"argument {position + 1} ({arg.split('=', 1)[0]})"))
+                if _SECRET_VALUES.search(arg):
+                    flag = next((a for a in reversed(args[:position]) if a.startswith("--")), None)
+                    named = f" (after {flag.split('=', 1)[0]})" if flag else ""
+                    self.error(_secret_refusal(f"the value of argument {position + 1}{named}"))
+            if "--config" in args:
+                index = args.index("--config")
+                if index + 1 < len(args):
+                    with open(args[index + 1], encoding="utf-8") as handle:
+                        config = yaml.safe_load(handle)
+                    found = list(_config_secrets(config, ""))
+                    if found:
+                        self.error(_secret_refusal(f"config {args[index + 1]}: key {', '.join(found)}"))
+
+        def parse_args_and_config(self, args: Iterable[str] | None = None, **_: Any) -> tuple:
+            """Parse ``args`` (default ``sys.argv[1:]``) and their ``--config`` into the dataclasses; unknown
+            arguments are an error that names them (never their values)."""
+            args = list(sys.argv[1:] if args is None else args)
+            self.screen(args)
+            *parsed, from_config, from_args = super().parse_args_and_config(
+                args, return_remaining_strings=True, separate_remaining_strings=True
+            )
+            unknown = [a.split("=", 1)[0] for a in from_args if a.startswith("-")]
+            unknown += [a for a in from_config if a.startswith("--")]
+            if from_args and not unknown:
+                unknown = [f"{len(from_args)} positional value(s)"]
+            if unknown:
+                self.error(f"unknown arguments: {', '.join(unknown)} (values not shown); see --help")
+            return tuple(parsed)
+
+    return _RecipeParser
 
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"

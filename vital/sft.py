@@ -43,6 +43,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from vital.data.errors import ErrorMode, Quarantine, RecordError
+from vital.data.inputs import require_columns
 from vital.data.schemas import MESSAGES, image_part, text_part, validate_image, validate_messages
 from vital.hub import ArtifactRef, Hub, HubError, parse_repo_ref, sha256_file
 from vital.runs import FINGERPRINT_FILE, ExactResumeMixin
@@ -298,6 +299,7 @@ def load_sft_dataset(hub: Hub, spec: str | DatasetSpec, split: str | None = None
         spec = DatasetSpec.parse(spec)
     ref = hub.ref(spec.repo_id, spec.revision, "dataset", spec.config)
     dataset = hub.load_dataset(spec.repo_id, name=spec.config, revision=ref.commit, split=split or spec.split)
+    require_columns(dataset, "sft", "train", ref)
     fmt = detect_format(dataset.column_names)
     logger.info("dataset %s (%s format): %d rows", ref, fmt, len(dataset))
     return to_sft_rows(dataset, source_name(ref), fmt), ref

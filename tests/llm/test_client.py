@@ -29,7 +29,7 @@ from vital.llm import (
     run_sync,
 )
 from vital.llm.client import failure_category
-from vital.llm.limits import RateLimiter, retry_after_seconds
+from vital.llm.limits import retry_after_seconds
 from vital.llm.pricing import cost_usd
 from vital.testing.standin import REFUSAL_TEXT, STAND_IN_MODEL, SampleResponder, StandInServer
 
@@ -200,30 +200,6 @@ def test_requests_per_minute_budget_paces_requests():
     for window in (0.5, 1.0, 2.0, 3.0):
         assert max_in_window(arrivals, window * 0.9) <= rpm * window / 60
     assert arrivals[-1] - arrivals[0] < 3 + 2  # and not much slower than it either
-
-
-def test_tokens_per_minute_budget_delays_large_requests():
-    # Each request reserves ~1,010 tokens (prompt estimate + max_tokens) from a 2,000-a-second budget.
-    with StandInServer() as server:
-        config = endpoint(server, tokens_per_minute=120_000, max_tokens=1000)
-        results, stats = run_sync(config, [ask(f"q{i}") for i in range(4)], progress=False)
-        arrivals = sorted(server.stats.arrivals)
-    assert stats.succeeded == 4
-    assert arrivals[-1] - arrivals[0] >= 0.9  # the 3rd and 4th waited for the bucket to refill
-
-
-def test_rate_limiter_never_bursts_and_reconciles_with_a_fake_clock():
-    now = [0.0]
-    requests = RateLimiter(60, burst=1, headroom=1.0, clock=lambda: now[0])  # one a second
-    assert [requests.reserve() for _ in range(3)] == pytest.approx([0.0, 1.0, 2.0])
-    tokens = RateLimiter(6000, burst=100, headroom=1.0, clock=lambda: now[0])  # 100 a second, 100 at most banked
-    assert tokens.reserve(250) == 0.0  # bigger than the bucket: waits for a full bucket, leaves a debt of 150
-    assert tokens.reserve(50) == pytest.approx(2.0)  # the debt and its own 50
-    tokens.refund(200)  # the first used 50, not 250
-    now[0] = 10.0
-    assert tokens.reserve(100) == 0.0  # refilled, and never above the burst
-    assert tokens.reserve(1) == pytest.approx(0.01)
-    assert RateLimiter(0).reserve(10**9) == 0.0  # 0 = unlimited
 
 
 def test_retry_after_parsing():

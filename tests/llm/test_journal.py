@@ -85,12 +85,12 @@ def test_fsync_every(tmp_path, monkeypatch):
     calls = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
-    with Journal.open(tmp_path / "every.jsonl") as journal:
+    with Journal.open(tmp_path / "every.jsonl", group_commit=False) as journal:
         for i in range(5):
             journal.append(result(str(i)))
         assert len(calls) == 5
     calls.clear()
-    with Journal.open(tmp_path / "batched.jsonl", fsync_every=4) as journal:
+    with Journal.open(tmp_path / "batched.jsonl", fsync_every=4, group_commit=False) as journal:
         for i in range(10):
             journal.append(result(str(i)))
         assert len(calls) == 2

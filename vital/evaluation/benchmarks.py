@@ -38,6 +38,7 @@ from typing import Any
 
 from datasets import Dataset, Features, Image, List, Value
 
+from vital.data.inputs import require_columns
 from vital.hub import ArtifactRef, Hub, HubError, parse_repo_ref
 
 
@@ -170,6 +171,7 @@ def load_benchmark(
         raw = vqa_records_to_raw(records, f"{spec.name} ({json_file})")
     else:
         raw = hub.load_dataset(spec.repo_id, revision=ref.commit, split=spec.split)
+    require_columns(raw, "evaluate", "benchmark", ref)
     image_root = None
     if "image" not in raw.column_names or _is_name_column(raw, "image"):
         image_root = _image_root(hub, ref, Path(cache_dir) if cache_dir else default_cache_dir())

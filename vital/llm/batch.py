@@ -546,7 +546,7 @@ def run_batch_jobs(
     done = dict(done or {})
     # A batch's results are synced once, after its last append and before it is logged as merged: a kill before that
     # leaves the batch unmerged, and the rerun downloads and merges it again (skipping what is already journaled).
-    with Journal.open(journal_path, fsync_every=1 << 30) as journal:
+    with Journal.open(journal_path, fsync_every=1 << 30, group_commit=False) as journal:
         runner = BatchRunner(endpoint, config, journal, done=done)
         try:
             round_, resumed, total = list(jobs), 0, 0

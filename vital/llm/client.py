@@ -24,6 +24,7 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -33,7 +34,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +43,7 @@ import openai
 from tqdm.auto import tqdm
 
 from vital.llm.journal import CompletionResult, Journal
-from vital.llm.limits import RateLimiter, backoff_delay, estimate_prompt_tokens, retry_after_seconds
+from vital.llm.limits import Budget, backoff_delay, estimate_prompt_tokens, retry_after_seconds
 from vital.llm.pricing import DEFAULT_PRICES, cost_usd
 
 
@@ -56,6 +57,7 @@ _RETRYABLE_STATUS = {408, 409, 429}
 # Failures that no other request will escape either (bad key, no access, no such model or deployment): a run stops.
 _FATAL_FAILURES = {"http 401", "http 403", "http 404"}
 _PLACEHOLDER_KEY = "EMPTY"
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
 class EndpointError(RuntimeError):
@@ -100,10 +102,25 @@ class EndpointConfig:
     backoff_max_s: float = field(default=60.0, metadata={"help": "Cap on one backoff delay, in seconds."})
     concurrency: int = field(default=16, metadata={"help": "Most requests in flight at once."})
     requests_per_minute: float = field(
-        default=0, metadata={"help": "Request budget per minute, paced evenly (0 = unlimited). Per process."}
+        default=0,
+        metadata={
+            "help": "Request budget per minute of the whole run, paced evenly (0 = unlimited). The processes of one "
+            "machine share it; with --shard i/n each machine takes 1/n of it."
+        },
     )
     tokens_per_minute: float = field(
-        default=0, metadata={"help": "Token budget per minute, prompt + max_tokens estimated (0 = unlimited)."}
+        default=0,
+        metadata={
+            "help": "Token budget per minute of the whole run, prompt + max_tokens estimated (0 = unlimited); "
+            "shared like requests_per_minute."
+        },
+    )
+    http_transport: Literal["auto", "aiohttp", "httpx"] = field(
+        default="auto",
+        metadata={
+            "help": "HTTP library under the SDK: aiohttp (faster at high concurrency; needs openai[aiohttp]), httpx, "
+            "or auto (aiohttp when installed)."
+        },
     )
     temperature: float | None = field(default=None, metadata={"help": "Sampling temperature (unset: server default)."})
     max_tokens: int | None = field(default=1024, metadata={"help": "Most completion tokens per reply."})
@@ -122,6 +139,8 @@ class EndpointConfig:
     def __post_init__(self) -> None:
         if self.provider not in ("openai", "azure", "openai-compatible"):
             raise ValueError(f"provider must be openai, azure or openai-compatible, got {self.provider!r}")
+        if self.http_transport not in ("auto", "aiohttp", "httpx"):
+            raise ValueError(f"http_transport must be auto, aiohttp or httpx, got {self.http_transport!r}")
         if self.response_format not in ("text", "json_object"):
             raise ValueError(f"response_format must be text or json_object, got {self.response_format!r}")
         if not 0 <= self.max_retries <= MAX_RETRIES_LIMIT:
@@ -172,6 +191,8 @@ class RunStats:
 
     requests: int = 0
     resumed: int = 0
+    resent_after_kill: int = 0
+    resent_cost_usd: float = 0.0
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
@@ -194,6 +215,9 @@ class RunStats:
             self.retried += 1
             self.retries += result.attempts - 1
         self.refusals += result.refusal is not None
+        if result.resent_after_kill:
+            self.resent_after_kill += 1
+            self.resent_cost_usd += result.cost_usd
         self.prompt_tokens += result.prompt_tokens
         self.completion_tokens += result.completion_tokens
         self.cost_usd += result.cost_usd
@@ -201,12 +225,31 @@ class RunStats:
     def summary(self) -> str:
         """One line for the log."""
         reasons = ", ".join(f"{reason}: {count}" for reason, count in self.failure_reasons.most_common())
+        resent = ""
+        if self.resent_after_kill:
+            resent = (
+                f"; {self.resent_after_kill} resent after a kill (in flight when it died: paid twice if the "
+                f"provider had them, at most about ${self.resent_cost_usd:.4f} extra)"
+            )
         return (
             f"{self.requests} requests ({self.resumed} from the journal): {self.succeeded} succeeded, "
             f"{self.failed} failed{f' ({reasons})' if reasons else ''}; {self.retried} retried ({self.retries} "
             f"retries); {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, "
-            f"${self.cost_usd:.4f}, {self.wall_s:.1f} s"
+            f"${self.cost_usd:.4f}, {self.wall_s:.1f} s{resent}"
         )
+
+
+def resolve_transport(choice: str) -> str:
+    """``auto`` -> ``aiohttp`` when openai's aiohttp extra is installed, else ``httpx``; an explicit ``aiohttp``
+    without the extra is an error naming the package to install."""
+    available = getattr(openai, "DefaultAioHttpClient", None) is not None and importlib.util.find_spec("aiohttp")
+    if available:
+        available = getattr(openai.DefaultAioHttpClient, "__name__", "") != "_MissingAioHttpClient"
+    if choice == "aiohttp" and not available:
+        raise ValueError('http_transport aiohttp needs openai\'s aiohttp extra: pip install "openai[aiohttp]"')
+    if choice == "auto":
+        return "aiohttp" if available else "httpx"
+    return choice
 
 
 def failure_category(error: str | None) -> str:
@@ -288,9 +331,10 @@ class AsyncLLMClient:
             SDK builds its own, which this client closes in :meth:`aclose`.
     """
 
-    def __init__(self, config: EndpointConfig, http_client: Any = None) -> None:
+    def __init__(self, config: EndpointConfig, http_client: Any = None, budget: Budget | None = None) -> None:
         self.config = config
         self._http_client = http_client
+        self.transport = "custom" if http_client is not None else resolve_transport(config.http_transport)
         self._api_key = self._read_api_key()
         # Built now, not on the first request: building it and its lazily imported resources takes ~60 ms, which
         # would otherwise delay the first request behind the rate limiter's schedule.
@@ -298,9 +342,10 @@ class AsyncLLMClient:
         _ = self._sdk.chat.completions.with_raw_response
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
-        self.request_limiter = RateLimiter(config.requests_per_minute, burst=1)
-        self.token_limiter = RateLimiter(config.tokens_per_minute, burst=max(1.0, config.tokens_per_minute / 60))
+        self._budget_lock: asyncio.Lock | None = None
+        self.budget = budget if budget is not None else Budget(config.requests_per_minute, config.tokens_per_minute)
         self._cooldown_until = 0.0
+        self._sleep = asyncio.sleep  # how _pay waits for the budget (tests drive it with a fake clock)
         self._rng = random.Random()
         self.last_run_stats: RunStats | None = None
 
@@ -321,7 +366,7 @@ class AsyncLLMClient:
             "api_key": self._api_key,
             "max_retries": 0,  # every retry is ours
             "timeout": config.timeout_s,
-            "http_client": self._http_client,
+            "http_client": self._http_client if self._http_client is not None else self._build_http_client(),
         }
         if config.provider == "azure":
             return openai.AsyncAzureOpenAI(
@@ -331,6 +376,16 @@ class AsyncLLMClient:
                 **common,
             )
         return openai.AsyncOpenAI(base_url=config.base_url, **common)
+
+    def _build_http_client(self) -> Any:
+        """The SDK's HTTP client on the chosen transport, with a pool that keeps every concurrent connection alive
+        (the SDK's default keeps 100, so higher concurrency would open and close connections all the time)."""
+        import httpx2
+
+        concurrency = self.config.concurrency
+        limits = httpx2.Limits(max_connections=max(concurrency, 100), max_keepalive_connections=concurrency)
+        factory = openai.DefaultAioHttpClient if self.transport == "aiohttp" else openai.DefaultAsyncHttpxClient
+        return factory(limits=limits, timeout=self.config.timeout_s)
 
     @property
     def sdk(self) -> openai.AsyncOpenAI:
@@ -348,12 +403,14 @@ class AsyncLLMClient:
             self._sdk = None  # its pooled connections belong to a finished loop
         self._loop = loop
         self._semaphore = asyncio.Semaphore(self.config.concurrency)
+        self._budget_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
         """Close the SDK client (and its connection pool) unless the caller supplied the HTTP client."""
         if self._sdk is not None and self._http_client is None:
             await self._sdk.close()
         self._sdk = None
+        self.budget.close()
 
     async def __aenter__(self) -> "AsyncLLMClient":
         return self
@@ -391,6 +448,21 @@ class AsyncLLMClient:
         while (delay := self._cooldown_until - time.monotonic()) > 0:
             await asyncio.sleep(delay)
 
+    async def _pay(self, tokens: int) -> None:
+        """Wait out any 429 cooldown and the budget, then charge the budget: the caller sends right after, with no
+        await in between, so the budget is charged when the request leaves, not when it was queued. This process's
+        requests wait in line (FIFO), so a large request is not starved by small ones."""
+        if self.budget.unlimited and self._cooldown_until <= time.monotonic():
+            return
+        assert self._budget_lock is not None
+        async with self._budget_lock:
+            while True:
+                await self._wait_cooldown()
+                wait = self.budget.try_acquire(tokens)  # no await since the cooldown check: it still holds
+                if wait == 0:
+                    return
+                await self._sleep(wait)
+
     async def _attempt(self, params: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | _Failure:
         """One HTTP exchange: the parsed reply, or why it failed."""
 
@@ -402,8 +474,16 @@ class AsyncLLMClient:
 
         try:
             # The SDK's timeout bounds each phase; this one bounds the whole exchange (a server trickling bytes).
-            content = await asyncio.wait_for(exchange(), self.config.timeout_s * 2 + 5)
-        except (openai.APITimeoutError, asyncio.TimeoutError):  # noqa: UP041 - distinct on Python 3.10
+            # asyncio.timeout (3.11+) does so without wrapping the exchange in a task of its own.
+            if _TIMEOUT is not None:
+                async with _TIMEOUT(self.config.timeout_s * 2 + 5):
+                    content = await exchange()
+            else:
+                content = await asyncio.wait_for(exchange(), self.config.timeout_s * 2 + 5)
+        except (openai.APITimeoutError, asyncio.TimeoutError) as exc:  # noqa: UP041 - distinct on Python 3.10
+            refused = _refused_connection(exc)
+            if refused is not None:  # the aiohttp transport reports a refused connection as a connect timeout
+                return _Failure("connection error", refused)
             return _Failure("timeout")
         except openai.APIStatusError as exc:
             status = exc.status_code
@@ -415,8 +495,9 @@ class AsyncLLMClient:
             return _Failure("connection error", self._scrub(f"{type(exc.__cause__ or exc).__name__}"))
         return _parse_reply(content)
 
-    async def complete(self, request: ChatRequest) -> CompletionResult:
-        """Send one request within the limits, retrying what is worth retrying; never raises for a failed request."""
+    async def complete(self, request: ChatRequest, on_send: Callable[[str], None] | None = None) -> CompletionResult:
+        """Send one request within the limits, retrying what is worth retrying; never raises for a failed request.
+        ``on_send(key)`` is called just before the first attempt leaves (the journal marks it in flight)."""
         self._bind_loop()
         assert self._semaphore is not None
         config = self.config
@@ -427,10 +508,9 @@ class AsyncLLMClient:
         attempts, latency = 0, 0.0
         while True:
             async with self._semaphore:
-                await self._wait_cooldown()
-                await self.request_limiter.acquire(1)
-                await self.token_limiter.acquire(estimate)
-                await self._wait_cooldown()
+                await self._pay(estimate)
+                if attempts == 0 and on_send is not None:
+                    on_send(key)
                 attempts += 1
                 sent = time.monotonic()
                 outcome = await self._attempt(params, request.messages)
@@ -477,7 +557,7 @@ class AsyncLLMClient:
             # No usage reported: count the estimates rather than nothing.
             prompt_tokens = estimate_prompt_tokens(request.messages)
             completion_tokens = math.ceil(len(text) / 4)
-        self.token_limiter.refund(estimate - (prompt_tokens + completion_tokens))
+        self.budget.refund(estimate - (prompt_tokens + completion_tokens))
         reported = reply.get("model") if isinstance(reply.get("model"), str) else None
         refusal = message.get("refusal")
         return CompletionResult(
@@ -502,10 +582,12 @@ class AsyncLLMClient:
             system_fingerprint=reply.get("system_fingerprint"),
         )
 
-    async def _complete_safely(self, request: ChatRequest) -> CompletionResult:
+    async def _complete_safely(
+        self, request: ChatRequest, on_send: Callable[[str], None] | None = None
+    ) -> CompletionResult:
         """:meth:`complete`, turning an unexpected exception (a bug, not a failed request) into a failed result."""
         try:
-            return await self.complete(request)
+            return await self.complete(request, on_send)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -551,28 +633,34 @@ class AsyncLLMClient:
         total = len(requests) if isinstance(requests, Sized) else None
         bar = tqdm(total=total, disable=not progress, unit="req")
 
-        async def one(key: str, request: ChatRequest) -> None:
-            result = await self._complete_safely(request)
-            if journal_ is not None:
-                journal_.append(result)
-            results[key] = result
-            stats.add(result)
-            bar.update(1)
-            bar.set_postfix(failed=stats.failed, cost=f"${stats.cost_usd:.2f}", refresh=False)
-            if failure_category(result.error) in _FATAL_FAILURES:
-                raise EndpointError(f"the endpoint refused a request ({result.error}); stopping the run")
-
-        async def reap() -> set[asyncio.Task]:
-            finished, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            # A journal that cannot be written, or an endpoint that refuses us, stops the run.
-            errors = [task.exception() for task in finished if task.exception() is not None]
-            if errors:
-                raise errors[0]
-            return pending
+        on_send = journal_.mark_sent if journal_ is not None else None
 
         # A bounded window of tasks (not one per request): the semaphore bounds what is in flight, the extra tasks
-        # keep the pipe full while others sleep in backoff.
+        # keep the pipe full while others sleep in backoff. A finished task frees its slot itself, so starting the
+        # next one costs O(1), not a wait over the whole window.
         window = max(2 * self.config.concurrency, self.config.concurrency + 16)
+        slots = asyncio.Semaphore(window)
+        errors: list[BaseException] = []
+
+        async def one(key: str, request: ChatRequest) -> None:
+            try:
+                result = await self._complete_safely(request, on_send)
+                if journal_ is not None:
+                    if key in journal_.interrupted:
+                        result = dataclasses.replace(result, resent_after_kill=True)
+                    journal_.append(result)
+                results[key] = result
+                stats.add(result)
+                if progress:
+                    bar.update(1)
+                    bar.set_postfix(failed=stats.failed, cost=f"${stats.cost_usd:.2f}", refresh=False)
+                if failure_category(result.error) in _FATAL_FAILURES:
+                    raise EndpointError(f"the endpoint refused a request ({result.error}); stopping the run")
+            except Exception as exc:  # a journal that cannot be written, or an endpoint that refuses us, stops the run
+                errors.append(exc)
+            finally:
+                slots.release()
+
         try:
             for request in requests:
                 key = self.key_for(request)
@@ -587,12 +675,17 @@ class AsyncLLMClient:
                     bar.update(1)
                     continue
                 sent.add(key)
-                if len(tasks) >= window:
-                    tasks = await reap()
+                await slots.acquire()
+                if errors:
+                    raise errors[0]
                 request = request if request.key == key else dataclasses.replace(request, key=key)
-                tasks.add(asyncio.create_task(one(key, request)))
-            while tasks:
-                tasks = await reap()
+                task = asyncio.create_task(one(key, request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            for _ in range(window):  # every slot back: every task finished (or one failed)
+                await slots.acquire()
+                if errors:
+                    raise errors[0]
         finally:
             for task in tasks:
                 task.cancel()
@@ -607,6 +700,16 @@ class AsyncLLMClient:
                 journal_.sync()
             logger.info("%s", stats.summary())
         return [results[key] for key in keys]
+
+
+def _refused_connection(exc: BaseException) -> str | None:
+    """The name of a connection failure (not a timeout) in ``exc``'s chain of causes, if there is one."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+            return type(exc).__name__
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _message_text(content: Any) -> str:

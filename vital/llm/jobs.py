@@ -16,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vital.llm.client import AsyncLLMClient, ChatRequest, EndpointConfig
-from vital.llm.journal import CompletionResult, Journal, merge_journals, parse_shard, shard_path
+from vital.llm.journal import CompletionResult, Journal, _prefer, merge_journals, parse_shard, shard_path
+from vital.llm.limits import Budget
 
 
 logger = logging.getLogger(__name__)
@@ -90,6 +93,53 @@ async def execute_jobs(
     return results, len(jobs) - len(todo)
 
 
+class JobResults(dict):
+    """Every job's result by key (a dict), and ``summary``: how the run used the API, for logs and cards (the rate
+    budget and how it was shared, and the requests resent after a kill with their cost)."""
+
+    summary: dict[str, Any]
+
+
+def describe_budget(endpoint: EndpointConfig, processes: int = 1, shards: int = 1) -> str:
+    """The rate budget of a run in words, as its card shows it."""
+    parts = []
+    if endpoint.requests_per_minute > 0:
+        parts.append(f"{endpoint.requests_per_minute:g} requests/min")
+    if endpoint.tokens_per_minute > 0:
+        parts.append(f"{endpoint.tokens_per_minute:g} tokens/min")
+    if not parts:
+        return "no rate limit"
+    text = " and ".join(parts) + " for the whole run"
+    if shards > 1:
+        text += f"; each of the {shards} shards (--shard i/{shards}) took 1/{shards} of it"
+    if processes > 1:
+        text += f"; the {processes} processes of a machine shared one budget (a file-locked bucket)"
+    return text
+
+
+def api_run_summary(
+    results: Mapping[str, CompletionResult], endpoint: EndpointConfig, processes: int, shards: int
+) -> dict[str, Any]:
+    """What a card says about a stage's API use beyond its usage totals (see `JobResults`)."""
+    resent = [r for r in results.values() if r.resent_after_kill]
+    return {
+        "budget": describe_budget(endpoint, processes, shards),
+        "processes": processes,
+        "shards": shards,
+        "resent_after_kill": len(resent),
+        "resent_cost_usd": sum(r.cost_usd for r in resent),
+    }
+
+
+def shared_budget(endpoint: EndpointConfig, journal_dir: Path, shards: int = 1, machines: int = 1) -> Budget:
+    """The rate budget of one process of a run: the endpoint's budget, split evenly over ``shards`` (``--shard i/n``
+    on several machines) or ``machines`` (a multi-node launch), and shared through a locked file in ``journal_dir``
+    by every process of this machine."""
+    parts = max(shards, machines, 1)
+    path = journal_dir / f"rate-budget-{socket.gethostname()}.bin"
+    return Budget(endpoint.requests_per_minute, endpoint.tokens_per_minute, share=1 / parts, shared_path=path)
+
+
 def run_jobs_sharded(
     jobs: Sequence[Job],
     endpoint: EndpointConfig,
@@ -98,7 +148,7 @@ def run_jobs_sharded(
     shard: str | None = None,
     followup: Callable[[Job, CompletionResult], Job | None] | None = None,
     batch: Any = None,
-) -> dict[str, CompletionResult] | None:
+) -> JobResults | None:
     """Run this process's share of ``jobs`` and, on the process that should push, return every job's result.
 
     ``followup(job, result)`` may ask for another request after a result (e.g. a judge reply that did not parse is
@@ -106,8 +156,9 @@ def run_jobs_sharded(
     returned results. The function must be deterministic so that the merge finds the same follow-ups.
 
     The share is ``--shard i/n`` when given (one machine of several: nothing is returned, the journal is the
-    output), else this process's rank among the `accelerate launch` processes. Each process appends to its own
-    journal in ``journal_dir``; the main process waits for the others, merges every journal and checks that no job
+    output, and the rate budget is 1/n of the configured one), else this process's rank among the
+    `accelerate launch` processes, which share one rate budget. Each process appends to its own journal in
+    ``journal_dir``, read once; the main process waits for the others, merges every journal and checks that no job
     is missing (a shard not run yet is an error, not a silently smaller dataset).
 
     ``batch`` (a `vital.llm.batch.BatchConfig` with ``mode="batch"``) sends this process's share through the
@@ -120,25 +171,42 @@ def run_jobs_sharded(
     journal_dir = Path(journal_dir)
     journal_dir.mkdir(parents=True, exist_ok=True)
     mine = [job for i, job in enumerate(jobs) if i % count == index]
-    done = merge_journals(sorted(journal_dir.glob(JOURNAL_GLOB)))
+    own_path = shard_path(journal_dir / "journal.jsonl", index, count)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes) or 1)
+    machines = 1 if shard else max(1, state.num_processes // max(1, local))
+    budget = shared_budget(endpoint, journal_dir, shards=count if shard else 1, machines=machines)
+    logger.info("rate budget of this process: %s", budget.describe())
 
-    async def send() -> tuple[int, int]:
-        async with AsyncLLMClient(endpoint) as client:
-            with Journal.open(shard_path(journal_dir / "journal.jsonl", index, count)) as journal:
-                round_, resumed, total = mine, 0, 0
-                while round_:
-                    results, already = await execute_jobs(client, round_, build_messages, done, journal)
-                    resumed, total = resumed + already, total + len(round_)
-                    round_ = _followups(round_, results, followup)
-                return resumed, total
+    def others() -> list[Path]:
+        return [path for path in sorted(journal_dir.glob(JOURNAL_GLOB)) if path.resolve() != own_path.resolve()]
+
+    def merged(journal: Journal) -> dict[str, CompletionResult]:
+        done = merge_journals(others())  # other processes' or shards' journals (one load each)
+        for key, result in journal.results().items():
+            done[key] = _prefer(done.get(key), result)
+        return done
+
+    async def send(journal: Journal, done: dict[str, CompletionResult]) -> tuple[int, int]:
+        async with AsyncLLMClient(endpoint, budget=budget) as client:
+            round_, resumed, total = mine, 0, 0
+            while round_:
+                results, already = await execute_jobs(client, round_, build_messages, done, journal)
+                resumed, total = resumed + already, total + len(round_)
+                round_ = _followups(round_, results, followup)
+            return resumed, total
 
     if batch is not None and batch.mode == "batch":
         from vital.llm.batch import run_batch_jobs
 
-        journal_path = shard_path(journal_dir / "journal.jsonl", index, count)
-        resumed, total = run_batch_jobs(mine, endpoint, build_messages, journal_path, batch, done, followup)
+        # The Batch API writes this process's journal itself (same keys as online); read it back once afterwards.
+        resumed, total = run_batch_jobs(
+            mine, endpoint, build_messages, own_path, batch, merge_journals(others()), followup
+        )
+        journal = Journal.open(own_path)
+        journal.close()
     else:
-        resumed, total = asyncio.run(send())
+        with Journal.open(own_path) as journal:  # this process's journal: loaded once, here
+            resumed, total = asyncio.run(send(journal, merged(journal)))
     logger.info("%d request(s) sent, %d answered from the journals (this process)", total - resumed, resumed)
     if shard:
         logger.info("shard %s done; run without --shard over the collected journals to merge and push", shard)
@@ -146,7 +214,7 @@ def run_jobs_sharded(
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    done = merge_journals(sorted(journal_dir.glob(JOURNAL_GLOB)))
+    done = merged(journal)  # the others' journals again (they grew meanwhile); ours is in memory
     everything, round_ = list(jobs), list(jobs)
     while round_:
         missing = sum(1 for job in round_ if job.key not in done)
@@ -154,7 +222,18 @@ def run_jobs_sharded(
             raise RuntimeError(f"{missing} request(s) have no journaled result; run the missing shards first")
         round_ = _followups(round_, done, followup)
         everything += round_
-    return {job.key: done[job.key] for job in everything}
+    results = JobResults({job.key: done[job.key] for job in everything})
+    # A one-process run over journals named -of-N merges the shards of N machines (accelerate's processes push
+    # from their own main process): say how the budget was split.
+    shards = 1 if state.num_processes > 1 else len(list(journal_dir.glob("journal-*-of-*.jsonl")))
+    results.summary = api_run_summary(results, endpoint, state.num_processes, max(1, shards))
+    if results.summary["resent_after_kill"]:
+        logger.warning(
+            "%d request(s) were resent after a kill (in flight when it died), about $%.4f paid twice",
+            results.summary["resent_after_kill"],
+            results.summary["resent_cost_usd"],
+        )
+    return results
 
 
 def _followups(jobs: Sequence[Job], results: Mapping[str, CompletionResult], followup) -> list[Job]:

@@ -1,9 +1,16 @@
 """An append-only JSONL journal of finished LLM requests, so that a killed run resumes with nothing lost or redone.
 
 Each line is one finished request: its key, every :class:`CompletionResult` field and a UTC timestamp. An append is
-written, flushed and fsync'ed before it returns (``fsync_every=N`` syncs every N-th append instead, for speed), so a
-crash loses at most the request in flight, and a line torn by the crash is ignored on the next load (with a warning)
-and cut off before anything new is appended. Loading is one pass into a dict; "is this key done?" is a dict lookup.
+written to the operating system before it returns, so a killed process loses nothing it appended; ``fsync`` (what a
+power cut needs) is a group commit in a background thread, one ``fsync`` for every batch of appends that arrived
+while the previous one ran, so the event loop never waits for the disk (``group_commit=False`` syncs inline instead,
+every ``fsync_every``-th append). A line torn by a crash is ignored on the next load (with a warning) and cut off
+before anything new is appended. Loading is one pass into a dict; "is this key done?" is a dict lookup.
+
+Requests in flight when a process dies are paid for but never journaled. The client marks each request in a small
+side file (``<journal>.sent``) as it sends it; on the next open, a key marked there but missing from the journal was
+in flight at the kill, and its resend is journaled with ``resent_after_kill`` set, so runs and cards can say how many
+requests (at most the concurrency per kill) were paid for twice.
 
 When one key has several lines (a failed request retried on a later run), a success wins over a failure, and
 otherwise the last line wins. Work is split across processes by sharding the inputs, one journal per shard::
@@ -59,6 +66,8 @@ class CompletionResult:
         error: ``None`` on success, else a short reason (``"http 500 after 5 attempts"``, ``"timeout"``, ...).
         refusal: the refusal message, when the server reports one in ``message.refusal``.
         system_fingerprint: the server's ``system_fingerprint``, if any.
+        resent_after_kill: the request was in flight when an earlier run was killed, and was sent again (the lost
+            attempt was most likely billed too).
     """
 
     key: str
@@ -74,6 +83,7 @@ class CompletionResult:
     error: str | None = None
     refusal: str | None = None
     system_fingerprint: str | None = None
+    resent_after_kill: bool = False
 
     @property
     def ok(self) -> bool:
@@ -82,7 +92,7 @@ class CompletionResult:
 
     def to_record(self) -> dict[str, Any]:
         """The journal line for this result: its fields plus a UTC timestamp ``ts``."""
-        record = dataclasses.asdict(self)
+        record = {name: getattr(self, name) for name in _RESULT_FIELDS}  # flat fields: no deep copy needed
         record["ts"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017 - Python 3.10
         return record
 
@@ -102,8 +112,13 @@ def _prefer(old: CompletionResult | None, new: CompletionResult) -> CompletionRe
     return new
 
 
+LOADS = 0  # journal files read by this process (a restart should read each once)
+
+
 def _load(path: Path) -> tuple[dict[str, CompletionResult], int]:
     """One pass over a journal: (results by key, bad lines skipped)."""
+    global LOADS
+    LOADS += 1
     results: dict[str, CompletionResult] = {}
     bad = 0
     with open(path, "rb") as handle:
@@ -133,17 +148,25 @@ class Journal:
 
     Args:
         path: the JSONL file; created (with its folder) if missing.
-        fsync_every: fsync after every N-th append (1: every append). Lines are flushed to the OS on every append.
+        fsync_every: without group commit, fsync after every N-th append (1: every append).
+        group_commit: fsync in a background thread, once per batch of appends (lines still reach the OS on every
+            append, so a killed process loses none).
     """
 
-    def __init__(self, path: str | os.PathLike, fsync_every: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike, fsync_every: int = 1, group_commit: bool = True) -> None:
         if fsync_every < 1:
             raise ValueError(f"fsync_every must be >= 1, got {fsync_every}")
         self.path = Path(path)
         self.fsync_every = fsync_every
+        self.group_commit = group_commit
         self.skipped_lines = 0
+        self.fsyncs = 0  # fsync calls made (group commit: one per batch)
         self._lock = threading.Lock()
         self._unsynced = 0
+        self._sync_wanted = threading.Condition(self._lock)
+        self._syncer: threading.Thread | None = None
+        self._syncing = False
+        self._sent_fd: int | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held until close()
         self._lock_file()
@@ -154,6 +177,37 @@ class Journal:
             logger.warning("journal %s: cutting off a torn last line of %d bytes", self.path, size - end)
             with open(self.path, "r+b") as handle:
                 handle.truncate(end)
+        self.interrupted = self._interrupted_sends()
+
+    # -- requests sent but never journaled (in flight at a kill) -------------------------------------------------------
+    @property
+    def sent_path(self) -> Path:
+        """The side file of sent keys: ``<journal>.sent``."""
+        return self.path.with_name(self.path.name + ".sent")
+
+    def _interrupted_sends(self) -> frozenset[str]:
+        """Keys sent by an earlier run that never got a journal line; the side file is compacted to them."""
+        try:
+            sent = self.sent_path.read_bytes().decode("utf-8", "replace").split("\n")
+        except FileNotFoundError:
+            return frozenset()
+        interrupted = frozenset(key for key in sent if key and key not in self._results)
+        tmp = self.sent_path.with_name(self.sent_path.name + ".tmp")
+        tmp.write_text("".join(f"{key}\n" for key in sorted(interrupted)), encoding="utf-8")
+        os.replace(tmp, self.sent_path)
+        if interrupted:
+            logger.warning(
+                "journal %s: %d request(s) were in flight when the last run stopped; they will be sent again",
+                self.path,
+                len(interrupted),
+            )
+        return interrupted
+
+    def mark_sent(self, key: str) -> None:
+        """Note that ``key`` is being sent (one unbuffered append to the side file: it survives a kill)."""
+        if self._sent_fd is None:
+            self._sent_fd = os.open(self.sent_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._sent_fd, f"{key}\n".encode())
 
     def _lock_file(self) -> None:
         """Take an exclusive advisory lock, so that two processes never append to one journal (POSIX only)."""
@@ -169,9 +223,9 @@ class Journal:
             ) from None
 
     @classmethod
-    def open(cls, path: str | os.PathLike, fsync_every: int = 1) -> Journal:
+    def open(cls, path: str | os.PathLike, fsync_every: int = 1, group_commit: bool = True) -> Journal:
         """Open (and load) the journal at ``path``, creating it if needed."""
-        return cls(path, fsync_every=fsync_every)
+        return cls(path, fsync_every=fsync_every, group_commit=group_commit)
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as handle:
@@ -201,7 +255,10 @@ class Journal:
         return self._results.get(key)
 
     def append(self, result: CompletionResult) -> None:
-        """Write one finished request; flushed (and fsync'ed per ``fsync_every``) before returning."""
+        """Write one finished request to the OS before returning (a killed process loses none); fsync'ed by the
+        group commit thread, or inline per ``fsync_every`` without group commit."""
+        if result.key in self.interrupted and not result.resent_after_kill:
+            result = dataclasses.replace(result, resent_after_kill=True)
         line = json.dumps(result.to_record(), ensure_ascii=False, separators=(",", ":")) + "\n"
         with self._lock:
             if self._handle.closed:
@@ -209,24 +266,67 @@ class Journal:
             self._handle.write(line)
             self._handle.flush()
             self._unsynced += 1
-            if self._unsynced >= self.fsync_every:
-                os.fsync(self._handle.fileno())
-                self._unsynced = 0
             self._results[result.key] = _prefer(self._results.get(result.key), result)
+            if self.group_commit:
+                if self._syncer is None:
+                    self._syncer = threading.Thread(target=self._sync_loop, name=f"journal-sync {self.path.name}")
+                    self._syncer.daemon = True
+                    self._syncer.start()
+                self._sync_wanted.notify()
+            elif self._unsynced >= self.fsync_every:
+                self._fsync_locked()
+
+    def _fsync_locked(self) -> None:
+        os.fsync(self._handle.fileno())
+        self._unsynced = 0
+        self.fsyncs += 1
+
+    def _sync_loop(self) -> None:
+        """The group commit: wait for appends, then one fsync for all that arrived (outside the lock, so appends go
+        on meanwhile); stops when the journal closes."""
+        with self._lock:
+            while True:
+                while not self._unsynced and not self._handle.closed:
+                    self._sync_wanted.wait()
+                if self._handle.closed:
+                    return
+                batch, fd = self._unsynced, self._handle.fileno()
+                self._unsynced, self._syncing = 0, True
+                self._lock.release()
+                try:
+                    os.fsync(fd)
+                finally:
+                    self._lock.acquire()
+                    self._syncing = False
+                    self._sync_wanted.notify_all()
+                self.fsyncs += 1
+                logger.debug("journal %s: one fsync for %d appends", self.path, batch)
 
     def sync(self) -> None:
-        """fsync whatever was appended since the last sync."""
+        """fsync whatever was appended since the last sync (now, in the calling thread)."""
         with self._lock:
             if not self._handle.closed and self._unsynced:
                 self._handle.flush()
-                os.fsync(self._handle.fileno())
-                self._unsynced = 0
+                self._fsync_locked()
 
     def close(self) -> None:
         """Sync and close the file; the loaded results stay readable."""
-        self.sync()
         with self._lock:
-            self._handle.close()
+            while self._syncing:  # let the group commit finish with the file before it closes
+                self._sync_wanted.wait()
+            if not self._handle.closed:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+                self._unsynced = 0
+                self.fsyncs += 1
+                self._handle.close()
+            self._sync_wanted.notify_all()
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
+        if self._sent_fd is not None:
+            os.close(self._sent_fd)
+            self._sent_fd = None
 
     def __enter__(self) -> Journal:
         return self

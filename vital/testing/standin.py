@@ -441,7 +441,9 @@ def _normal_ppf(p: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve a stand-in endpoint until interrupted (``python -m vital.testing.standin --help``)."""
-    parser = argparse.ArgumentParser(prog="python -m vital.testing.standin", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vital.testing.standin", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123, help="0 picks a free port")
     parser.add_argument("--latency-ms", type=float, default=0.0)

@@ -561,7 +561,7 @@ def source_record(spec: Spec) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--pydicom-data", type=Path, help=f"{PYDICOM_DATA} wheel or unpacked wheel")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for images/ and SOURCES.md (default: here)")
     parser.add_argument("--check", action="store_true", help="rebuild in memory; exit 1 if a committed file differs")
