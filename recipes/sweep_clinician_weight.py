@@ -96,7 +96,7 @@ def main(args: SweepArguments, training_args: SelectorTrainingConfig) -> list[Pu
         model, processor = load_selector(backbone, seed=training_args.seed, **train_selector.selector_config(args))
         trainer, metrics = fit_selector(model, processor, run_args, train_dataset, data["eval_sets"])
         n_clinician = len(data["eval_sets"][data["clinician_set"]])
-        summary = summarize_metrics(metrics, data["clinician_set"], n_clinician)
+        summary = summarize_metrics(metrics, data["clinician_set"], n_clinician, args.mean_rank)
         rows.append({name: summary.get(name, math.nan) for name in RESULT_FEATURES} | {"weight": float(weight)})
         logger.info("weight %g: %s", weight, summary)
         if args.push_models and trainer.is_world_process_zero():
