@@ -24,6 +24,7 @@ from vital.selector.data import (
     preference_side,
 )
 from vital.selector.metrics import (
+    alignment_interval,
     average_precision,
     clinician_alignment,
     compute_metrics,
@@ -58,6 +59,7 @@ __all__ = [
     "SelectorModel",
     "SelectorTrainer",
     "SelectorTrainingConfig",
+    "alignment_interval",
     "average_precision",
     "build_judge_pairs",
     "candidate_turn_text",

@@ -17,6 +17,7 @@ predictions are ``(n_pairs, 2)`` rewards (chosen, rejected) and its labels are t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 
 
 __all__ = [
+    "alignment_interval",
     "average_precision",
     "clinician_alignment",
     "compute_metrics",
@@ -145,6 +147,21 @@ def mean_average_precision(scores: ArrayLike, labels: ArrayLike, groups: Sequenc
         if positive[mask].any():
             values.append(average_precision(scores[mask], positive[mask]))
     return float(np.mean(values)) if values else float("nan")
+
+
+def alignment_interval(alignment: float, n_pairs: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a pair accuracy measured on ``n_pairs`` pairs (``scipy.stats.binomtest``; ties,
+    counted as half, are rounded to whole pairs). ``(nan, nan)`` without pairs.
+
+    16 held-out pairs at 0.75 give about (0.51, 0.90): too wide to rank clinician weights.
+    """
+    from scipy.stats import binomtest
+
+    if n_pairs <= 0 or math.isnan(alignment):
+        return float("nan"), float("nan")
+    successes = min(n_pairs, max(0, round(alignment * n_pairs)))
+    interval = binomtest(successes, n_pairs).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def preference_metrics(
