@@ -54,6 +54,7 @@ OPEN_CLIP_MODEL_TYPE = "open_clip"
 """``backbone_model_type`` of a backbone built by open_clip rather than transformers."""
 
 _OPEN_CLIP_PREFIXES = ("hf-hub:", "open_clip:")
+_OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")  # names that carry their own config and weights
 HEAD_ACTIVATIONS = (None, "sigmoid")
 """What ends the head: nothing (raw scores, ours) or a sigmoid (the official selector)."""
 _OPEN_CLIP_INSTALL = (
@@ -236,10 +237,12 @@ class OpenClipBackbone(nn.Module):
     ImportError that says so.
 
     Args:
-        model_name: open_clip model name, e.g. ``"hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"``.
+        model_name: open_clip model name, e.g. ``"hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"``,
+            or ``"local-dir:<folder>"`` (a folder laid out as such a Hub repo).
         model_cfg: the architecture config (open_clip's ``model_cfg`` dict); looked up from ``model_name`` if None.
-        pretrained: load pretrained weights: ``True`` for an ``hf-hub:`` name (its own checkpoint), or an open_clip
-            pretrained tag (``"openai"``) or a local checkpoint path; ``False`` builds the architecture only.
+        pretrained: load pretrained weights: ``True`` for an ``hf-hub:`` or ``local-dir:`` name (its own checkpoint),
+            or an open_clip pretrained tag (``"openai"``) or a local checkpoint path; ``False`` builds the
+            architecture only (no tower fetches pretrained weights: a saved selector's weights are loaded after).
     """
 
     def __init__(self, model_name: str, model_cfg: Mapping[str, Any] | None = None, pretrained: bool | str = False):
@@ -249,17 +252,23 @@ class OpenClipBackbone(nn.Module):
         if model_cfg is None:
             model_cfg = _open_clip_model_cfg(open_clip, name)
         self.model_name = model_name
-        self.model_cfg = dict(model_cfg)
+        self.model_cfg = copy.deepcopy(dict(model_cfg))
         if pretrained:
             tag = None if pretrained is True else pretrained
-            if tag is None and not name.startswith("hf-hub:"):
+            if tag is None and not name.startswith(_OPEN_CLIP_SCHEMAS):
                 raise ValueError(f"name the pretrained weights of {name!r}: an open_clip tag or a checkpoint path")
             self.model = open_clip.create_model(name, pretrained=tag)
         else:
             from open_clip.model import CLIP, CustomTextCLIP
 
-            cls = CustomTextCLIP if "hf_model_name" in self.model_cfg.get("text_cfg", {}) else CLIP
-            self.model = cls(**self.model_cfg)
+            # The architecture only: no tower downloads its own pretrained weights (the selector's weights follow).
+            cfg = copy.deepcopy(self.model_cfg)
+            custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+            if "timm_model_name" in cfg.get("vision_cfg", {}):
+                cfg["vision_cfg"]["timm_model_pretrained"] = False
+            if "hf_model_name" in cfg.get("text_cfg", {}):
+                cfg["text_cfg"]["hf_model_pretrained"] = False
+            self.model = (CustomTextCLIP if custom_text else CLIP)(**cfg)
 
     @property
     def config_dict(self) -> dict[str, Any]:
@@ -304,6 +313,11 @@ def _open_clip_model_cfg(open_clip, name: str) -> dict[str, Any]:
         from open_clip.factory import _get_hf_config
 
         return _get_hf_config(name.removeprefix("hf-hub:"))["model_cfg"]
+    if name.startswith("local-dir:"):  # a folder laid out as an open_clip Hub repo (open_clip_config.json + weights)
+        import json
+
+        path = Path(name.removeprefix("local-dir:")) / "open_clip_config.json"
+        return json.loads(path.read_text(encoding="utf-8"))["model_cfg"]
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ValueError(f"unknown open_clip model {name!r}")

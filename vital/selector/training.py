@@ -85,7 +85,8 @@ def resolve_backbone(hub: Hub, spec: str, revision: str = "main") -> BackboneSou
     * ``hub:<repo>[@<revision>]``: a model repo on the recipe's hub, read at a pinned commit (the quickstart's
       ``hub:quickstart/tiny-clip``, pushed by the ``tiny_models`` stage).
     * ``open_clip:<name>[@<tag>]`` or ``hf-hub:<repo>``: an open_clip model (BiomedCLIP:
-      ``open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``; needs the ``biomedclip`` extra).
+      ``open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``; needs the ``biomedclip`` extra),
+      or ``open_clip:local-dir:<folder>``, a folder in open_clip's Hub layout (lineage: its fingerprint).
     * an existing folder: used as is (lineage: its path and fingerprint).
     * anything else: a Hugging Face Hub id of a CLIP-family dual encoder (``openai/clip-vit-base-patch16``,
       ``google/siglip-base-patch16-224``, ...), loaded at ``revision``.
@@ -95,7 +96,11 @@ def resolve_backbone(hub: Hub, spec: str, revision: str = "main") -> BackboneSou
         ref = hub.ref(repo_id, rev, "model")
         return BackboneSource(spec, str(hub.snapshot(repo_id, ref.commit, "model")), None, ref)
     if spec.startswith(_OPEN_CLIP_PREFIXES):
-        return BackboneSource(spec, spec, None, {"source": spec, "repo_type": "model", "library": "open_clip"})
+        lineage = {"source": spec, "repo_type": "model", "library": "open_clip"}
+        local = spec.removeprefix("open_clip:")
+        if local.startswith("local-dir:"):  # a folder in open_clip's Hub layout: record what it holds
+            lineage["sha256"] = folder_fingerprint(local.removeprefix("local-dir:").partition("@")[0])
+        return BackboneSource(spec, spec, None, lineage)
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return BackboneSource(
