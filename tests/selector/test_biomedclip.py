@@ -174,3 +174,31 @@ def test_biomedclip_clustering_embedder(biomedclip_dir, pairs):
     clusters = cluster_pairs(embeddings, k=2, seed=0)
     labels = list(clusters.labels)
     assert len(set(labels[:6])) == 1 and len(set(labels[6:])) == 1 and labels[0] != labels[6], labels
+
+
+@pytest.mark.slow
+def test_full_size_is_biomedclips_vit_b16_and_bert_base(tmp_path):
+    """``size="full"``: the towers are timm's ViT-B/16 and a BERT-base (PubMedBERT's sizes and vocabulary size)."""
+    import timm
+    from open_clip.model import CustomTextCLIP
+    from transformers import BertConfig
+
+    from vital.testing.biomedclip import _BERT_SIZES, biomedclip_model_cfg
+
+    BertConfig(**_BERT_SIZES["full"], max_position_embeddings=512).save_pretrained(tmp_path / "text")
+    cfg = biomedclip_model_cfg(tmp_path / "text", size="full")
+    assert cfg["vision_cfg"] == BIOMEDCLIP_MODEL_CFG["vision_cfg"]
+    cfg["text_cfg"]["hf_model_pretrained"] = False
+    model = CustomTextCLIP(**cfg)
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    assert count(model.visual.trunk) == count(timm.create_model("vit_base_patch16_224", num_classes=0))
+    bert_base = BertConfig()  # transformers' defaults are BERT-base: 768 wide, 12 layers, 30,522 words
+    assert (bert_base.hidden_size, bert_base.num_hidden_layers, bert_base.vocab_size) == (768, 12, 30522)
+    from transformers import BertModel
+
+    # open_clip drops the unused pooler of the CLS-token text tower
+    assert count(model.text.transformer) == count(BertModel(bert_base, add_pooling_layer=False))
+    assert model.text.proj[-1].out_features == model.visual.head.proj.out_features == 512

@@ -3,8 +3,8 @@
 BiomedCLIP (``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``) is an open_clip ``CustomTextCLIP``: a
 timm ViT-B/16 image tower (224 px, no pooling, linear projection) and a PubMedBERT text tower (the CLS token of the last
 hidden state, an MLP projection, 256 tokens), both projected to 512 dimensions. :func:`build_biomedclip_like` writes a
-folder laid out as that Hub repo (``open_clip_config.json`` + ``open_clip_model.safetensors``) with random weights and
-a local BERT config and uncased WordPiece tokenizer in ``text/``, so open_clip loads it with
+folder laid out as that Hub repo (``open_clip_config.json``, ``open_clip_model.safetensors`` and the tokenizer files)
+with random weights, and a local BERT config and uncased WordPiece tokenizer in ``text/``, so open_clip loads it with
 ``create_model("local-dir:<folder>")``, exactly as it loads the Hub repo, and nothing is downloaded.
 
 ``size="full"`` keeps every size of the published config (ViT-B/16, a 12-layer 768-wide BERT with PubMedBERT's 30,522
@@ -116,6 +116,7 @@ def build_biomedclip_like(save_dir: str | Path, size: str = "small", seed: int =
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CustomTextCLIP(**build_cfg)
+    tokenizer.save_pretrained(save_dir)  # the Hub repo holds its tokenizer too (open_clip's local-dir reads it there)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(save_dir / "open_clip_model.safetensors"))
     config = {"model_cfg": model_cfg, "preprocess_cfg": BIOMEDCLIP_PREPROCESS_CFG}
