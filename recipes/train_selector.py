@@ -7,9 +7,12 @@ Usage:
     python recipes/train_selector.py --config recipes/quickstart/train_selector.yaml
     vital train_selector --config recipes/quickstart/train_selector.yaml --hub local:outputs/hub
 
-    # paper settings (30,000 judge pairs, clinician weight 400, hinge loss), GPUs:
+    # the official settings (30,000 judge pairs, clinician weight 400, hinge loss, Adam 1e-5, 6 epochs), GPUs:
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/train_selector.py \\
         --config recipes/biomed_vital/train_selector.yaml
+    # ours (every difference explained in the README's "Paper vs ours"):
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/train_selector.py \\
+        --config recipes/biomed_vital_plus/train_selector.yaml
 
 Judge pairs are pairs of candidate turns from different judge-score levels (`build_judge_pairs`: train and held-out
 sets with no candidate on both sides); clinician pairs come from a preferences repo (the annotation app's export), a
@@ -472,7 +475,12 @@ def settings_table(args: ScriptArguments, training_args: SelectorTrainingConfig)
         ("learning rate", f"{training_args.learning_rate:g}"),
         ("lr schedule", _value(training_args.lr_scheduler_type)),
         ("warmup", f"{training_args.warmup_steps:g}"),
-        ("epochs", f"{training_args.num_train_epochs:g}"),
+        (
+            "training length",
+            f"{training_args.max_steps} steps"
+            if training_args.max_steps and training_args.max_steps > 0
+            else f"{training_args.num_train_epochs:g} epochs",
+        ),
         ("batch size per device x accumulation", f"{batch} (x {training_args.world_size} processes)"),
         ("gradient clipping (max_grad_norm)", f"{clip:g}" if clip and clip > 0 else "off"),
         ("loss", f"{training_args.loss_type}, margin {training_args.margin:g}"),
