@@ -2,14 +2,14 @@
 
 - **Text to score.** A candidate turn is (image, question, answer) plus the pair's caption and mentions; the selector
   scores one image and one text made by joining the fields named in ``SelectorConfig.text_fields`` (newline-separated,
-  in that order). :func:`candidate_turn_text` and :func:`preference_side` build it from a candidate row and from one
+  in that order), or by filling ``SelectorConfig.text_template`` (the official :data:`OFFICIAL_TEXT_TEMPLATE`). :func:`candidate_turn_text` and :func:`preference_side` build it from a candidate row and from one
   side of a preference row.
 - **Collator.** :class:`SelectorCollator` turns preference rows into one batch of ``2 * B`` inputs, the ``B`` chosen
   sides first and then the ``B`` rejected sides (TRL's reward-model layout), plus the per-pair ``weights`` and
   ``sources`` (1.0 for clinician pairs, 0.0 for model pairs).
 - **Judge pairs.** :func:`build_judge_pairs` pairs candidate turns whose judge scores differ by at least ``min_gap``
   (the paper's pairs from different score levels) and splits them into train and held-out sets with disjoint
-  candidates.
+  candidates; ``sampling="score_levels"`` draws them as the official code does (a level first, then an item).
 - **Clinician pairs.** :func:`load_clinician_pairs` reads clinicians' choices from JSON / JSON lines / CSV.
 
 Both pair builders write the preferences schema (``vital.data.schemas.PREFERENCE_FEATURES``). Judge pairs usually
