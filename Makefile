@@ -36,11 +36,12 @@ $(TV_STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(TV_VENV)
 	$(TV_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(TV_VENV)/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(TV_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(TV_VENV)/bin/python -m pip install --quiet -e ".[dev,biomedclip]"
 	touch $@
 
 test-torchvision: $(TV_STAMP)
-	HF_HUB_OFFLINE=1 $(TV_VENV)/bin/python -m pytest tests/testing/test_tiny_qwen2_vl.py tests/testing/test_qwen2_vl_resume.py
+	HF_HUB_OFFLINE=1 $(TV_VENV)/bin/python -m pytest tests/testing/test_tiny_qwen2_vl.py tests/testing/test_qwen2_vl_resume.py \
+		tests/selector/test_biomedclip.py
 
 quality: install
 	$(BIN)/ruff check vital recipes tests

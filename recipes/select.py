@@ -89,7 +89,18 @@ class ScriptArguments:
     )
     aggregate: str = field(
         default="mean",
-        metadata={"help": "How a candidate's turn scores become its score.", "choices": ["max", "mean", "min"]},
+        metadata={
+            "help": "How a candidate's turn scores become its score: mean (ours), min, max, or first (the official "
+            "code: only the first turn is scored).",
+            "choices": ["first", "max", "mean", "min"],
+        },
+    )
+    cut: str = field(
+        default="ceil",
+        metadata={
+            "help": "Rows a ratio keeps: ceil(ratio * n) (ours) or floor (the official int()).",
+            "choices": ["ceil", "floor"],
+        },
     )
     batch_size: int = field(default=64, metadata={"help": "Candidates read, and inputs scored, per step."})
     max_length: int | None = field(default=None, metadata={"help": "Token limit per text; default the tokenizer's."})
@@ -170,7 +181,7 @@ def main(args: ScriptArguments) -> list[PushResult]:
         raise ValueError(f"no candidate of {candidates_ref} could be scored: {scored.quarantine.counts()}")
 
     # 3. One config per ratio, then the mixtures; lineage records every input at its commit.
-    configs = select_top_ratios(candidates, scored, args.ratios)
+    configs = select_top_ratios(candidates, scored, args.ratios, cut=args.cut)
     inputs = [candidates_ref, selector_ref]
     mixtures, mixture_rows = {}, []
     for spec in args.mixtures:
@@ -222,7 +233,7 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
     if stale:
         logger.info("removing configs %s of an earlier selection", stale)
 
-    cuts = cut_scores(scored, args.ratios)
+    cuts = cut_scores(scored, args.ratios, args.cut)
     stand_in = "generation" in candidates.column_names and bool((candidates[0]["generation"] or {}).get("stand_in"))
     rows = [
         {
@@ -238,7 +249,10 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
     card = dataset_card(
         "selected",
         lineage=Lineage(
-            stage="select", inputs=inputs, config=args, extra={"aggregate": args.aggregate, "ratios": args.ratios}
+            stage="select",
+            inputs=inputs,
+            config=args,
+            extra={"aggregate": args.aggregate, "ratios": args.ratios, "cut": args.cut},
         ),
         pretty_name="BioMed-VITAL selected instructions" + (" (stand-in)" if stand_in else ""),
         tags=["selected", "sft"],

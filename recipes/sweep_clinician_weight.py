@@ -11,8 +11,8 @@ Usage:
 
 Takes every argument of `train_selector` plus `weights`. The pairs are built once; each weight trains a selector
 from the same initial model (same seed) on the same pairs and is evaluated on the same held-out pairs. The recipe
-prints a table (weight, judge accuracy, clinician alignment, AUC), draws clinician alignment and judge accuracy
-against the weight (log x axis) and pushes both, with a card, to `results_repo`. With `push_models`, each selector
+prints a table (weight, judge accuracy, clinician alignment with its 95% Wilson interval, AUC, MAP), draws
+clinician alignment (with the interval) and judge accuracy against the weight (log x axis) and pushes both, with a card, to `results_repo`. With `push_models`, each selector
 also goes to `output_repo` on branch `weight-<w>`.
 """
 
@@ -33,7 +33,7 @@ from transformers import set_seed
 from vital.cards import Lineage, dataset_card
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, load_recipe, recipe_parser, setup_logging
-from vital.selector import SelectorTrainingConfig
+from vital.selector import SelectorTrainingConfig, alignment_interval, clipping_caps_weights
 from vital.selector.training import fit_selector, load_selector, resolve_backbone, summarize_metrics, training_pairs
 
 
@@ -45,11 +45,16 @@ RESULT_FEATURES = Features(
         "weight": Value("float64"),
         "judge_accuracy": Value("float64"),
         "clinician_alignment": Value("float64"),
+        "clinician_alignment_low": Value("float64"),  # 95% Wilson interval
+        "clinician_alignment_high": Value("float64"),
+        "clinician_alignment_n": Value("int64"),
         "clinician_alignment_on": Value("string"),
         "auc": Value("float64"),
         "mean_rank": Value("float64"),
+        "mean_rank_on": Value("string"),
         "map": Value("float64"),
         "clinician_auc": Value("float64"),
+        "clinician_map": Value("float64"),
         "train_loss": Value("float64"),
     }
 )
@@ -95,8 +100,14 @@ def main(args: SweepArguments, training_args: SelectorTrainingConfig) -> list[Pu
         model, processor = load_selector(backbone, seed=training_args.seed, **train_selector.selector_config(args))
         trainer, metrics = fit_selector(model, processor, run_args, train_dataset, data["eval_sets"])
         n_clinician = len(data["eval_sets"][data["clinician_set"]])
-        summary = summarize_metrics(metrics, data["clinician_set"], n_clinician)
-        rows.append({name: summary.get(name, math.nan) for name in RESULT_FEATURES} | {"weight": float(weight)})
+        summary = summarize_metrics(metrics, data["clinician_set"], n_clinician, args.mean_rank)
+        low, high = alignment_interval(summary.get("clinician_alignment", math.nan), n_clinician)
+        summary.update(clinician_alignment_low=low, clinician_alignment_high=high, clinician_alignment_n=n_clinician)
+        defaults = {"clinician_alignment_on": "", "mean_rank_on": ""}
+        rows.append(
+            {name: summary.get(name, defaults.get(name, math.nan)) for name in RESULT_FEATURES}
+            | {"weight": float(weight)}
+        )
         logger.info("weight %g: %s", weight, summary)
         if args.push_models and trainer.is_world_process_zero():
             save_dir = train_selector.save_selector(trainer, processor, os.path.join(run_args.output_dir, "selector"))
@@ -118,12 +129,27 @@ def main(args: SweepArguments, training_args: SelectorTrainingConfig) -> list[Pu
 
 
 def results_table(rows: list[dict]) -> str:
-    lines = [f"{'weight':>8}  {'judge acc':>9}  {'clinician':>9}  {'AUC':>6}", "-" * 39]
+    """Per weight: held-out judge accuracy, clinician alignment with its 95% interval, AUC and MAP."""
+    header = f"{'weight':>8}  {'judge acc':>9}  {'clinician':>9}  {'95% interval':>15}  {'AUC':>6}  {'MAP':>6}"
+    lines = [header, "-" * len(header)]
     for r in rows:
+        interval = f"[{r['clinician_alignment_low']:.3f}, {r['clinician_alignment_high']:.3f}]"
         lines.append(
-            f"{r['weight']:>8g}  {r['judge_accuracy']:>9.4f}  {r['clinician_alignment']:>9.4f}  {r['auc']:>6.4f}"
+            f"{r['weight']:>8g}  {r['judge_accuracy']:>9.4f}  {r['clinician_alignment']:>9.4f}  {interval:>15}  "
+            f"{r['auc']:>6.4f}  {r['map']:>6.4f}"
+        )
+    if any(interval_spans_chance(r) for r in rows):
+        lines.append(
+            "A clinician-alignment interval spans 0.5: too few clinician pairs to tell that weight from chance, "
+            "let alone to rank the weights."
         )
     return "\n".join(lines)
+
+
+def interval_spans_chance(row: dict) -> bool:
+    """Whether a row's clinician-alignment interval holds 0.5 (or could not be computed)."""
+    low, high = row["clinician_alignment_low"], row["clinician_alignment_high"]
+    return math.isnan(low) or math.isnan(high) or low <= 0.5 <= high
 
 
 def plot_sweep(rows: list[dict], path: str, clinician_on: str) -> str:
@@ -136,7 +162,14 @@ def plot_sweep(rows: list[dict], path: str, clinician_on: str) -> str:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     weights = [r["weight"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(weights, [r["clinician_alignment"] for r in rows], "o-", label=f"clinician alignment ({clinician_on})")
+    alignment = [r["clinician_alignment"] for r in rows]
+    errors = [
+        [max(a - r["clinician_alignment_low"], 0) for a, r in zip(alignment, rows)],
+        [max(r["clinician_alignment_high"] - a, 0) for a, r in zip(alignment, rows)],
+    ]
+    ax.errorbar(
+        weights, alignment, yerr=errors, fmt="o-", capsize=3, label=f"clinician alignment ({clinician_on}, 95%)"
+    )
     ax.plot(weights, [r["judge_accuracy"] for r in rows], "s--", label="judge accuracy (held-out judge pairs)")
     ax.set_xscale("log")
     ax.set_xlabel("clinician weight")
@@ -153,7 +186,9 @@ def plot_sweep(rows: list[dict], path: str, clinician_on: str) -> str:
 
 def push_results(hub, args, training_args, data, rows, backbone) -> PushResult:
     clinician_on = rows[0]["clinician_alignment_on"] if rows else ""
-    fmt = {k: (lambda v: f"{v:.4f}") for k in ("judge_accuracy", "clinician_alignment", "auc", "mean_rank", "map")}
+    keys = ("judge_accuracy", "clinician_alignment", "auc", "mean_rank", "map", "clinician_auc", "clinician_map")
+    fmt = {k: (lambda v: f"{v:.4f}") for k in keys}
+    fmt["interval"] = lambda r: f"[{r['clinician_alignment_low']:.3f}, {r['clinician_alignment_high']:.3f}]"
     card = dataset_card(
         "clinician_weight_sweep",
         lineage=Lineage(
@@ -165,7 +200,19 @@ def push_results(hub, args, training_args, data, rows, backbone) -> PushResult:
         pretty_name="BioMed-VITAL selector: clinician weight sweep" + (" (stand-in)" if data["stand_in"] else ""),
         task_categories=["image-text-to-text"],
         tags=["selector", "ablation"],
-        rows=[{"weight": f"{r['weight']:g}", **{k: f(r[k]) for k, f in fmt.items()}} for r in rows],
+        rows=[
+            {
+                "weight": f"{r['weight']:g}",
+                **{k: f(r) if k == "interval" else f(r[k]) for k, f in fmt.items()},
+                "spans_chance": interval_spans_chance(r),
+            }
+            for r in rows
+        ],
+        spans_chance=[f"{r['weight']:g}" for r in rows if interval_spans_chance(r)],
+        n_clinician_alignment=rows[0]["clinician_alignment_n"] if rows else 0,
+        mean_rank_on=rows[0]["mean_rank_on"] if rows else "",
+        max_grad_norm=training_args.max_grad_norm,
+        clipping_caps_weights=clipping_caps_weights(training_args, max(args.weights)),
         num_judge_pairs=len(data["judge"]["train"]),
         num_clinician_pairs=len(data["clinician_train"] or []),
         judge_on=f"{len(data['judge']['heldout'])} held-out judge pairs",

@@ -7,9 +7,12 @@ Usage:
     python recipes/train_selector.py --config recipes/quickstart/train_selector.yaml
     vital train_selector --config recipes/quickstart/train_selector.yaml --hub local:outputs/hub
 
-    # paper settings (30,000 judge pairs, clinician weight 400, hinge loss), GPUs:
+    # the official settings (30,000 judge pairs, clinician weight 400, hinge loss, Adam 1e-5, 6 epochs), GPUs:
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/train_selector.py \\
         --config recipes/biomed_vital/train_selector.yaml
+    # ours (every difference explained in the README's "Paper vs ours"):
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/train_selector.py \\
+        --config recipes/biomed_vital_plus/train_selector.yaml
 
 Judge pairs are pairs of candidate turns from different judge-score levels (`build_judge_pairs`: train and held-out
 sets with no candidate on both sides); clinician pairs come from a preferences repo (the annotation app's export), a
@@ -39,7 +42,7 @@ from vital.data.inputs import require_columns
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.runs import FingerprintCallback, finished_fingerprint, prepare_output_dir, run_figures, run_fingerprint
-from vital.selector import SelectorTrainingConfig, build_judge_pairs, selector_lora_config
+from vital.selector import SelectorTrainingConfig, build_judge_pairs, clipping_caps_weights, selector_lora_config
 from vital.selector.training import (
     fit_selector,
     load_clinician_preferences,
@@ -65,6 +68,28 @@ class ScriptArguments:
     n_train_pairs: int = field(default=30000, metadata={"help": "Judge pairs to train on (paper: 30,000)."})
     n_heldout_pairs: int = field(default=10000, metadata={"help": "Held-out judge pairs (paper: 10,000)."})
     min_score_gap: float = field(default=1.0, metadata={"help": "Smallest judge-score difference that makes a pair."})
+    pair_sampling: str = field(
+        default="uniform_pairs",
+        metadata={
+            "help": "'uniform_pairs' (ours: uniform over pairs with a large enough gap, candidates split first) or "
+            "'score_levels' (official: two score levels uniformly, then an item in each; 80/20 split per level).",
+            "choices": ["uniform_pairs", "score_levels"],
+        },
+    )
+    judge_turns: str = field(
+        default="all",
+        metadata={
+            "help": "Rated turns that make judge pairs: 'all' (ours) or 'first' (official: first turn only).",
+            "choices": ["all", "first"],
+        },
+    )
+    judge_heldout_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Share held out (of candidates, or of each level's items with score_levels; official 0.2); "
+            "unset: n_heldout_pairs / (n_train_pairs + n_heldout_pairs)."
+        },
+    )
     pairs_seed: int = field(default=0, metadata={"help": "Seeds the candidate split and the pair sampling."})
     # Clinician pairs
     clinician_preferences: str | None = field(
@@ -81,6 +106,18 @@ class ScriptArguments:
     answer_pairs_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the answer pairs."})
     clinician_image_root: str | None = field(
         default=None, metadata={"help": "Folder that relative image paths of a clinician file start from."}
+    )
+    clinician_heldout_preferences: str | None = field(
+        default=None,
+        metadata={
+            "help": "A separate set of held-out clinician pairs to measure alignment on (same forms as "
+            "clinician_preferences; the official code keeps training and alignment pairs in separate files). Unset: "
+            "hold out part of clinician_preferences (clinician_heldout_fraction)."
+        },
+    )
+    clinician_train_limit: int | None = field(
+        default=None,
+        metadata={"help": "Train on the first N clinician pairs only (official: 50); unset: all."},
     )
     clinician_heldout_fraction: float = field(
         default=0.2, metadata={"help": "Share of clinician pairs held out (by figure) to measure alignment."}
@@ -109,6 +146,28 @@ class ScriptArguments:
     text_fields: list[str] = field(
         default_factory=lambda: ["question", "answer"],
         metadata={"help": "Texts of a turn joined for scoring: question, answer, caption, mentions."},
+    )
+    text_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Fill the scored text from a template instead of joining text_fields with newlines; official: "
+            "'{caption}{mentions}Question:{question}Answer:{answer}'."
+        },
+    )
+    head_activation: str | None = field(
+        default=None,
+        metadata={
+            "help": "'sigmoid' ends the head in a sigmoid (official; a hinge margin of 1 can then never be met); "
+            "unset: raw scores (ours)."
+        },
+    )
+    mean_rank: str = field(
+        default="ours",
+        metadata={
+            "help": "Which mean rank the card headlines: 'ours' (1-based over n, held-out judge pairs) or 'official' "
+            "(0-based over n, clinician pairs).",
+            "choices": ["ours", "official"],
+        },
     )
     head_dropout: float = field(default=0.1, metadata={"help": "Dropout in the head (TRL disables it by default)."})
     normalize_features: bool = field(default=False, metadata={"help": "L2-normalise features before the head."})
@@ -146,7 +205,15 @@ def prepare_data(args: ScriptArguments, training_args: SelectorTrainingConfig, h
     require_columns(candidates, "train_selector", "candidates", candidates_ref)
     require_columns(ratings, "train_selector", "ratings", ratings_ref)
     judge = build_judge_pairs(
-        ratings, candidates, args.n_train_pairs, args.n_heldout_pairs, args.min_score_gap, args.pairs_seed
+        ratings,
+        candidates,
+        args.n_train_pairs,
+        args.n_heldout_pairs,
+        args.min_score_gap,
+        args.pairs_seed,
+        heldout_fraction=args.judge_heldout_fraction,
+        sampling=args.pair_sampling,
+        turns=args.judge_turns,
     )
     weight = training_args.clinician_weight or 1.0
     clinician, clinician_inputs = load_clinician_preferences(
@@ -158,10 +225,30 @@ def prepare_data(args: ScriptArguments, training_args: SelectorTrainingConfig, h
         args.clinician_image_root,
     )
     clinician_train, clinician_heldout = None, None
-    if clinician is not None:
+    if args.clinician_heldout_preferences:
+        # Separate files, as in the official code: train on one, measure alignment on the other.
+        clinician_train = clinician
+        clinician_heldout, heldout_inputs = load_clinician_preferences(
+            hub,
+            args.clinician_heldout_preferences,
+            weight,
+            args.answer_pairs_repo,
+            args.answer_pairs_revision,
+            args.clinician_image_root,
+        )
+        clinician_inputs = [*clinician_inputs, *heldout_inputs]
+    elif clinician is not None:
         clinician_train, clinician_heldout = split_clinician_pairs(
             clinician, args.clinician_heldout_fraction, args.min_clinician_heldout, args.pairs_seed
         )
+    if clinician_train is not None and args.clinician_train_limit is not None:
+        if len(clinician_train) > args.clinician_train_limit:
+            logger.info(
+                "training on the first %d of %d clinician pairs (clinician_train_limit)",
+                args.clinician_train_limit,
+                len(clinician_train),
+            )
+        clinician_train = clinician_train.select(range(min(args.clinician_train_limit, len(clinician_train))))
     # Clinician alignment is measured on held-out clinician pairs when there are enough, else on the training ones.
     eval_sets, clinician_set = {"judge": judge["heldout"]}, None
     if clinician_heldout is not None:
@@ -188,6 +275,8 @@ def selector_config(args: ScriptArguments) -> dict:
         "dropout": args.head_dropout,
         "normalize_features": args.normalize_features,
         "freeze_backbone": args.freeze_backbone,
+        "text_template": args.text_template,
+        "head_activation": args.head_activation,
     }
 
 
@@ -262,7 +351,7 @@ def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) ->
     if checkpoint and "train_loss" in run_figures(trainer.state.log_history):
         metrics["train_loss"] = run_figures(trainer.state.log_history)["train_loss"]
     n_clinician = len(data["eval_sets"].get(data["clinician_set"]) or []) if data["clinician_set"] else 0
-    summary = summarize_metrics(metrics, data["clinician_set"], n_clinician)
+    summary = summarize_metrics(metrics, data["clinician_set"], n_clinician, script_args.mean_rank)
     trainer.log_metrics("selector", summary)
     trainer.save_metrics("all", metrics)
 
@@ -427,6 +516,11 @@ def push_selector(hub, args, training_args, data, backbone, summary, save_dir) -
         loss_type=training_args.loss_type,
         lora=args.use_lora,
         metrics_table=metrics_table(summary, counts),
+        settings_table=settings_table(args, training_args),
+        clipping_caps_weights=clipping_caps_weights(training_args, max(data["weight"], 1.0)),
+        max_grad_norm=training_args.max_grad_norm,
+        head_activation=args.head_activation,
+        margin=training_args.margin,
         data_table=data_table,
         pairs_repo=args.pairs_repo,
         **flags,
@@ -444,15 +538,58 @@ def push_selector(hub, args, training_args, data, backbone, summary, save_dir) -
     return [pairs, model]
 
 
+def settings_table(args: ScriptArguments, training_args: SelectorTrainingConfig) -> list[dict]:
+    """The settings that decide the selector, as the card shows them (every one set in the recipe's config)."""
+    clip = training_args.max_grad_norm
+    optimizer = _value(training_args.optim)
+    if optimizer.startswith("adamw") and not training_args.weight_decay:
+        optimizer += " with weight_decay 0 (Adam)"
+    batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    clinician_heldout = args.clinician_heldout_preferences or (
+        f"{args.clinician_heldout_fraction:g} of clinician_preferences, by figure"
+    )
+    rows = [
+        ("optimizer", optimizer),
+        ("learning rate", f"{training_args.learning_rate:g}"),
+        ("lr schedule", _value(training_args.lr_scheduler_type)),
+        ("warmup", f"{training_args.warmup_steps:g}"),
+        (
+            "training length",
+            f"{training_args.max_steps} steps"
+            if training_args.max_steps and training_args.max_steps > 0
+            else f"{training_args.num_train_epochs:g} epochs",
+        ),
+        ("batch size per device x accumulation", f"{batch} (x {training_args.world_size} processes)"),
+        ("gradient clipping (max_grad_norm)", f"{clip:g}" if clip and clip > 0 else "off"),
+        ("loss", f"{training_args.loss_type}, margin {training_args.margin:g}"),
+        ("pair-weight normalisation", training_args.weight_normalization),
+        ("head output", args.head_activation or "raw score"),
+        ("normalised features", str(args.normalize_features).lower()),
+        ("scored text", f"`{args.text_template}`" if args.text_template else " + ".join(args.text_fields)),
+        ("judge pair sampling", f"{args.pair_sampling}, {args.judge_turns} turn(s)"),
+        ("clinician training pairs", f"first {args.clinician_train_limit}" if args.clinician_train_limit else "all"),
+        ("clinician alignment pairs", clinician_heldout),
+        ("mean rank", args.mean_rank),
+        ("precision", "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"),
+    ]
+    return [{"name": name, "value": value} for name, value in rows]
+
+
+def _value(option) -> str:
+    return str(getattr(option, "value", option))
+
+
 def metrics_table(summary: dict, counts: dict) -> list[dict]:
     judge_on = f"held-out judge pairs ({counts['heldout']['model']})"
+    clinician_on = summary.get("clinician_alignment_on", "")
     rows = [
         ("judge pair accuracy", "judge_accuracy", judge_on),
         ("AUC", "auc", judge_on),
-        ("normalised mean rank", "mean_rank", judge_on),
         ("MAP", "map", judge_on),
-        ("clinician alignment", "clinician_alignment", summary.get("clinician_alignment_on", "")),
-        ("clinician AUC", "clinician_auc", summary.get("clinician_alignment_on", "")),
+        ("normalised mean rank", "mean_rank", summary.get("mean_rank_on", "")),
+        ("clinician alignment", "clinician_alignment", clinician_on),
+        ("clinician AUC", "clinician_auc", clinician_on),
+        ("clinician MAP", "clinician_map", clinician_on),
         ("train loss", "train_loss", "training pairs"),
     ]
     return [{"name": n, "value": f"{summary[k]:.4f}", "on": on} for n, k, on in rows if k in summary]

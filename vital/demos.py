@@ -12,7 +12,9 @@ the demonstrations; at generation time one demonstration per modality is drawn a
   ``hashing`` (text default)  hashed bag of words and character trigrams (512 dims, ``hashing:<dim>`` for another size);
                               deterministic across processes and machines (crc32, not Python's salted ``hash()``)
   ``clip:<dir or hub id>``    a transformers CLIP-family dual encoder (CLIP, SigLIP, ...) through ``AutoModel`` +
-                              ``AutoProcessor``: ``get_image_features`` / ``get_text_features``; one load serves both
+                              ``AutoProcessor``: ``get_image_features`` / ``get_text_features``; one load serves both;
+                              ``clip:open_clip:<name>`` an open_clip model, e.g. BiomedCLIP
+                              (``clip:open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``)
   ``vit:<dir or id>``         image only: a ViT through ``AutoModel`` (the paper: google/vit-base-patch16-224-in21k),
                               its last hidden state average-pooled 6 x 6 as in the official clustering script
   ``openai:<model>``          text only: an OpenAI(-compatible) embeddings endpoint (the paper: text-embedding-ada-002);
@@ -205,14 +207,21 @@ class ClipEncoder:
 
         self.path = path
         self.device = device or _default_device()
-        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
-        self.processor = AutoProcessor.from_pretrained(path)
+        if path.startswith(("open_clip:", "hf-hub:")):  # BiomedCLIP and other open_clip models (extra: biomedclip)
+            from vital.selector.modeling import OpenClipBackbone
+
+            name, _, tag = path.partition("@")
+            backbone = OpenClipBackbone(name, pretrained=tag or True)
+            self.model, self.processor = backbone.to(self.device).eval(), backbone.build_processor()
+        else:
+            self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+            self.processor = AutoProcessor.from_pretrained(path)
         if not hasattr(self.model, "get_image_features") or not hasattr(self.model, "get_text_features"):
             raise ValueError(
                 f"{path} ({type(self.model).__name__}) is not a dual encoder with image and text features"
             )
         # SigLIP-style text towers were trained on max-length padding; CLIP pads to the longest text of the batch.
-        model_type = getattr(self.model.config, "model_type", "")
+        model_type = getattr(getattr(self.model, "config", None), "model_type", "")
         self.text_padding = (
             {"padding": "max_length", "max_length": 64} if "siglip" in model_type else {"padding": True}
         )

@@ -8,7 +8,8 @@
   whose conversation is malformed, is **quarantined** with the reason: never scored, never dropped silently.
 - :func:`rank_candidates` orders the scored candidates: score descending (as stored, float32), then candidate id
   ascending, so ties break the same way on every run and machine.
-- :func:`select_top_ratios` keeps the best ``ceil(ratio * n)`` candidates for every ratio (``n``: the scored,
+- :func:`select_top_ratios` keeps the best ``ceil(ratio * n)`` (or, as the official code, ``floor``) candidates for
+  every ratio (``n``: the scored,
   not quarantined candidates), one dataset per ratio (``top10``, ``top40``, ...), best first, with ``selector_score``.
 - :func:`build_mixture` merges a selection with other instruction sets (LLaVA-Med's in TRL format, an earlier
   selection) into one dataset with a ``provenance`` column naming each row's source at its commit.
@@ -67,8 +68,14 @@ AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "mean": lambda scores: float(np.mean(scores)),
     "min": lambda scores: float(np.min(scores)),
     "max": lambda scores: float(np.max(scores)),
+    "first": lambda scores: float(scores[0]),
 }
-"""How a candidate's turn scores become its score."""
+"""How a candidate's turn scores become its score. ``first`` scores the first turn only (the official code: one text
+per candidate, its first question-answer turn); the other turns are not scored at all."""
+
+CUTS: dict[str, Callable[[float], int]] = {"ceil": math.ceil, "floor": math.floor}
+"""How ``ratio * n`` becomes a count: ``ceil`` (ours, the fewest that make at least the ratio) or ``floor`` (the
+official ``int()``)."""
 
 TURN_SCORES = "selector_turn_scores"
 MIXTURE_FEATURES = Features({**SELECTED_FEATURES, TURN_SCORES: List(Value("float32")), "provenance": Value("string")})
@@ -321,7 +328,7 @@ def score_candidates(
         candidates: the candidates (``id``, ``images``, ``messages``, and ``caption`` / ``mentions`` when the
             selector's ``text_fields`` name them). Images may be decoded or not; they are read per batch.
         batch_size: candidates read per step, and (image, text) inputs per forward pass.
-        aggregate: ``mean``, ``min`` or ``max`` of the turn scores.
+        aggregate: ``mean``, ``min`` or ``max`` of the turn scores, or ``first`` (only the first turn is scored).
         text_fields: the texts joined for scoring; default the model's ``config.text_fields``.
         max_length: token limit per text (default the tokenizer's ``model_max_length``).
         state: an ``accelerate.PartialState``; with several processes each scores a contiguous run of whole batches
@@ -341,6 +348,7 @@ def score_candidates(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     fields = list(text_fields or getattr(model.config, "text_fields", None) or ("question", "answer"))
+    template = getattr(model.config, "text_template", None) if text_fields is None else None
     # Arrow batches: image cells stay as stored bytes (decoded below, one batch at a time) and nothing is copied; a cast
     # of the list-of-images column to decode=False would rewrite the whole dataset first.
     raw = candidates.select_columns([c for c in _SCORED_COLUMNS if c in candidates.column_names])
@@ -360,7 +368,8 @@ def score_candidates(
             try:
                 opened = _open_images(row, rid)
                 validate_messages(row.get("messages"), rid, "messages", n_images=len(opened))
-                turns = [candidate_turn_text(row, t, fields) for t in range(_n_turns(row))]
+                n_scored = 1 if aggregate == "first" else _n_turns(row)
+                turns = [candidate_turn_text(row, t, fields, template) for t in range(min(n_scored, _n_turns(row)))]
                 if not turns:
                     raise RecordError(rid, "messages", "no question-answer turn to score")
             except RecordError as error:
@@ -433,11 +442,14 @@ def rank_candidates(candidate_ids: Sequence[str], scores: Sequence[float]) -> li
     return sorted(range(len(stored)), key=lambda i: (-stored[i], candidate_ids[i]))
 
 
-def kept_count(n: int, ratio: float) -> int:
-    """How many of ``n`` candidates a ratio keeps: ``ceil(ratio * n)``, the fewest that make at least ``ratio``."""
+def kept_count(n: int, ratio: float, cut: str = "ceil") -> int:
+    """How many of ``n`` candidates a ratio keeps: ``ceil(ratio * n)``, the fewest that make at least ``ratio``
+    (``cut="ceil"``, ours), or ``floor(ratio * n)``, the official ``int()`` (``cut="floor"``)."""
     if not 0 < ratio <= 1:
         raise ValueError(f"a kept ratio must lie in (0, 1], got {ratio}")
-    return min(n, math.ceil(round(ratio * n, 9)))
+    if cut not in CUTS:
+        raise ValueError(f"cut must be one of {sorted(CUTS)}, got {cut!r}")
+    return min(n, CUTS[cut](round(ratio * n, 9)))
 
 
 def ratio_config_name(ratio: float) -> str:
@@ -446,21 +458,22 @@ def ratio_config_name(ratio: float) -> str:
     return "top" + f"{percent:g}".replace(".", "_")
 
 
-def cut_scores(scored: CandidateScores, ratios: Sequence[float]) -> dict[str, float]:
+def cut_scores(scored: CandidateScores, ratios: Sequence[float], cut: str = "ceil") -> dict[str, float]:
     """The lowest kept score of every ratio's config (where the histogram draws its cut line)."""
     order = rank_candidates(scored.candidate_ids, scored.scores)
     out = {}
     for ratio in sorted(ratios):
-        k = kept_count(len(order), ratio)
+        k = kept_count(len(order), ratio, cut)
         if k:
             out[ratio_config_name(ratio)] = scored.scores[order[k - 1]]
     return out
 
 
 def select_top_ratios(
-    candidates: Dataset, scored: CandidateScores, ratios: Sequence[float], turn_scores: bool = True
+    candidates: Dataset, scored: CandidateScores, ratios: Sequence[float], turn_scores: bool = True, cut: str = "ceil"
 ) -> dict[str, Dataset]:
-    """One dataset per ratio (``top10``, ...): the best ``ceil(ratio * n)`` scored candidates, best first.
+    """One dataset per ratio (``top10``, ...): the best ``ceil(ratio * n)`` scored candidates (``floor`` with
+    ``cut="floor"``), best first.
 
     Each holds the candidates' columns plus ``selector_score`` (float32) and, with ``turn_scores``,
     ``selector_turn_scores``. ``n`` counts the scored candidates only: quarantined ones are neither kept nor counted.
@@ -471,7 +484,7 @@ def select_top_ratios(
     order = rank_candidates(scored.candidate_ids, scored.scores)
     out = {}
     for ratio in sorted(ratios):
-        keep = order[: kept_count(len(order), ratio)]
+        keep = order[: kept_count(len(order), ratio, cut)]
         subset = candidates.select([scored.indices[p] for p in keep])
         subset = subset.add_column("selector_score", [scored.scores[p] for p in keep], feature=Value("float32"))
         if turn_scores:

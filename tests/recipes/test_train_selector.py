@@ -120,9 +120,10 @@ def test_sweep_prints_and_draws(rated_hub, tmp_path, capsys):
     args += ["--weights", "1", "100", "--max_steps", "6", "--results_repo", "test/sweep"]
     (pushed,) = load_recipe("sweep_clinician_weight").cli(args)
     out = capsys.readouterr().out
-    assert "weight  judge acc  clinician     AUC" in out
+    assert "weight  judge acc  clinician     95% interval     AUC     MAP" in out
     table = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "100 "))]
-    assert [row[0] for row in table] == ["1", "100"] and all(0 <= float(v) <= 1 for row in table for v in row[1:])
+    numbers = [[row[1], row[2], row[3].strip("[,"), row[4].strip("]"), row[5], row[6]] for row in table]
+    assert [row[0] for row in table] == ["1", "100"] and all(0 <= float(v) <= 1 for row in numbers for v in row)
 
     hub = LocalHub(rated_hub / "hub")
     results = hub.load_dataset("test/sweep", revision=pushed.commit, split="train")

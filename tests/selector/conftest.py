@@ -9,6 +9,9 @@ sentence holding one keyword. Two pair families:
 - ``brightness`` (judge) and ``contradiction`` (clinician): the judge prefers the bright image whatever the text; the
   clinicians prefer a dark image whose text says "effusion" over a bright one whose text says "normal", against the
   judge.
+- ``judge_wording`` and ``clinician_wording``: two images of the same brightness whose texts differ; the judge prefers
+  the one saying "normal", clinicians the one saying "effusion". Only the text tells them apart, so the clinicians'
+  rule can be learnt without touching the judge's brightness rule.
 """
 
 import numpy as np
@@ -91,6 +94,13 @@ def synthetic_pairs(kind: str, n: int, seed: int, weight: float = 1.0) -> Datase
             chosen = (_image(False, rng), _text("effusion", rng))
             rejected = (_image(True, rng), _text("normal", rng))
             rows.append(_row(i, chosen, rejected, source="clinician", weight=weight))
+        elif kind in ("judge_wording", "clinician_wording"):
+            # Same brightness on both sides: only the text differs. The judge prefers "normal", clinicians "effusion".
+            bright = bool(rng.integers(2))
+            words = ("normal", "effusion") if kind == "judge_wording" else ("effusion", "normal")
+            chosen, rejected = ((_image(bright, rng), _text(word, rng)) for word in words)
+            source = "model" if kind == "judge_wording" else "clinician"
+            rows.append(_row(i, chosen, rejected, source=source, weight=weight if source == "clinician" else 1.0))
         else:
             raise ValueError(kind)
     return Dataset.from_list(rows, features=SYNTHETIC_FEATURES)

@@ -13,6 +13,7 @@ Importing this package registers ``vital_selector`` with transformers' Auto clas
 
 from vital.selector.data import (
     JUDGE_PAIR_FEATURES,
+    OFFICIAL_TEXT_TEMPLATE,
     TEXT_FIELDS,
     SelectorCollator,
     build_judge_pairs,
@@ -23,11 +24,13 @@ from vital.selector.data import (
     preference_side,
 )
 from vital.selector.metrics import (
+    alignment_interval,
     average_precision,
     clinician_alignment,
     compute_metrics,
     mean_average_precision,
     normalized_mean_rank,
+    official_mean_rank,
     pair_accuracy,
     preference_metrics,
     roc_auc,
@@ -35,8 +38,10 @@ from vital.selector.metrics import (
 from vital.selector.modeling import OpenClipBackbone, SelectorConfig, SelectorModel, score_texts_images
 from vital.selector.trainer import (
     LOSS_TYPES,
+    WEIGHT_NORMALIZATIONS,
     SelectorTrainer,
     SelectorTrainingConfig,
+    clipping_caps_weights,
     pairwise_loss,
     selector_lora_config,
 )
@@ -45,6 +50,8 @@ from vital.selector.trainer import (
 __all__ = [
     "JUDGE_PAIR_FEATURES",
     "LOSS_TYPES",
+    "OFFICIAL_TEXT_TEMPLATE",
+    "WEIGHT_NORMALIZATIONS",
     "TEXT_FIELDS",
     "OpenClipBackbone",
     "SelectorCollator",
@@ -52,16 +59,19 @@ __all__ = [
     "SelectorModel",
     "SelectorTrainer",
     "SelectorTrainingConfig",
+    "alignment_interval",
     "average_precision",
     "build_judge_pairs",
     "candidate_turn_text",
     "clinician_alignment",
+    "clipping_caps_weights",
     "compose_text",
     "compute_metrics",
     "encode_texts_images",
     "load_clinician_pairs",
     "mean_average_precision",
     "normalized_mean_rank",
+    "official_mean_rank",
     "pair_accuracy",
     "pairwise_loss",
     "preference_metrics",

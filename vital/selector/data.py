@@ -2,14 +2,14 @@
 
 - **Text to score.** A candidate turn is (image, question, answer) plus the pair's caption and mentions; the selector
   scores one image and one text made by joining the fields named in ``SelectorConfig.text_fields`` (newline-separated,
-  in that order). :func:`candidate_turn_text` and :func:`preference_side` build it from a candidate row and from one
+  in that order), or by filling ``SelectorConfig.text_template`` (the official :data:`OFFICIAL_TEXT_TEMPLATE`). :func:`candidate_turn_text` and :func:`preference_side` build it from a candidate row and from one
   side of a preference row.
 - **Collator.** :class:`SelectorCollator` turns preference rows into one batch of ``2 * B`` inputs, the ``B`` chosen
   sides first and then the ``B`` rejected sides (TRL's reward-model layout), plus the per-pair ``weights`` and
   ``sources`` (1.0 for clinician pairs, 0.0 for model pairs).
 - **Judge pairs.** :func:`build_judge_pairs` pairs candidate turns whose judge scores differ by at least ``min_gap``
   (the paper's pairs from different score levels) and splits them into train and held-out sets with disjoint
-  candidates.
+  candidates; ``sampling="score_levels"`` draws them as the official code does (a level first, then an item).
 - **Clinician pairs.** :func:`load_clinician_pairs` reads clinicians' choices from JSON / JSON lines / CSV.
 
 Both pair builders write the preferences schema (``vital.data.schemas.PREFERENCE_FEATURES``). Judge pairs usually
@@ -29,7 +29,9 @@ import hashlib
 import io
 import json
 import logging
+import math
 import random
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "JUDGE_PAIR_FEATURES",
+    "JUDGE_TURNS",
+    "OFFICIAL_TEXT_TEMPLATE",
+    "PAIR_SAMPLINGS",
     "TEXT_FIELDS",
     "SelectorCollator",
     "build_judge_pairs",
@@ -65,6 +70,7 @@ __all__ = [
     "encode_texts_images",
     "load_clinician_pairs",
     "preference_side",
+    "template_fields",
 ]
 
 TEXT_FIELDS = ("question", "answer", "caption", "mentions")
@@ -81,6 +87,8 @@ JUDGE_PAIR_FEATURES = Features(
         "rejected_images": List(Image()),
         "chosen_caption": Value("string"),
         "rejected_caption": Value("string"),
+        "chosen_mentions": List(Value("string")),
+        "rejected_mentions": List(Value("string")),
         "chosen_id": Value("string"),  # candidate id
         "rejected_id": Value("string"),
         "chosen_turn": Value("int32"),
@@ -89,19 +97,66 @@ JUDGE_PAIR_FEATURES = Features(
         "rejected_score": Value("float32"),
     }
 )
-"""Judge pairs: the preferences schema plus each side's own prompt, images and caption, and where they came from."""
+"""Judge pairs: the preferences schema plus each side's own prompt, images, caption and mentions, and where they came
+from."""
+
+PAIR_SAMPLINGS = ("uniform_pairs", "score_levels")
+"""How :func:`build_judge_pairs` draws pairs: uniformly over all pairs with a large enough score gap (ours), or the
+official way: a score level first, uniformly, then an item within it (``score_levels``)."""
+
+JUDGE_TURNS = ("all", "first")
+"""Which rated turns make judge-pair units: every turn (ours), or each candidate's first turn (the official code scores
+only the first question-answer turn of a sample)."""
+
+OFFICIAL_TEXT_TEMPLATE = "{caption}{mentions}Question:{question}Answer:{answer}"
+"""The text the official selector scores: caption, in-text mention, ``Question:`` and ``Answer:``, with no separators."""
+
+_TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
+_OPTIONAL_IN_TEMPLATE = ("caption", "mentions")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The text to score
 # ---------------------------------------------------------------------------------------------------------------------
-def compose_text(values: Mapping[str, Any], text_fields: Sequence[str], record_id: Any = None) -> str:
-    """Join ``values[f]`` for ``f`` in ``text_fields`` with newlines (``mentions`` may be a list of sentences).
+def template_fields(template: str) -> list[str]:
+    """The fields a text template names, in order (``"{caption}Question:{question}"`` -> ``[caption, question]``).
 
     Raises:
-        RecordError: a field is missing (None) in ``values``; an empty string is accepted.
-        ValueError: a name in ``text_fields`` is not one of :data:`TEXT_FIELDS`.
+        ValueError: the template names a field that is not one of :data:`TEXT_FIELDS`, or none at all.
     """
+    names = _TEMPLATE_FIELD.findall(template)
+    unknown = [n for n in names if n not in TEXT_FIELDS]
+    if unknown or not names:
+        raise ValueError(f"text_template must name fields from {TEXT_FIELDS}, got {template!r}")
+    return names
+
+
+def compose_text(
+    values: Mapping[str, Any], text_fields: Sequence[str], record_id: Any = None, template: str | None = None
+) -> str:
+    """The text the selector scores.
+
+    Without ``template``: ``values[f]`` for ``f`` in ``text_fields``, stripped and joined with newlines (``mentions``
+    may be a list of sentences, joined with spaces). With ``template`` (e.g. :data:`OFFICIAL_TEXT_TEMPLATE`): the
+    template filled with the values as they are; a ``caption`` or ``mentions`` the row does not have (clinician pairs
+    carry neither) is filled with an empty string, as the official code scores its clinician training pairs as
+    ``Question:...Answer:...`` only.
+
+    Raises:
+        RecordError: a field is missing (None) in ``values`` (with a template: ``question`` or ``answer``); an empty
+            string is accepted.
+        ValueError: a name in ``text_fields`` (or the template) is not one of :data:`TEXT_FIELDS`.
+    """
+    if template is not None:
+        filled = {}
+        for name in template_fields(template):
+            value = values.get(name)
+            if value is None and name not in _OPTIONAL_IN_TEMPLATE:
+                raise RecordError(record_id, name, f"missing, but text_template asks for {name!r}")
+            if isinstance(value, list | tuple):
+                value = " ".join(str(v) for v in value)
+            filled[name] = "" if value is None else str(value)
+        return _TEMPLATE_FIELD.sub(lambda m: filled[m.group(1)], template)
     parts = []
     for name in text_fields:
         if name not in TEXT_FIELDS:
@@ -115,8 +170,11 @@ def compose_text(values: Mapping[str, Any], text_fields: Sequence[str], record_i
     return "\n".join(parts)
 
 
-def candidate_turn_text(candidate: Mapping[str, Any], turn: int, text_fields: Sequence[str]) -> str:
-    """The text of a candidate's question–answer ``turn`` (from 0), as the selector scores it."""
+def candidate_turn_text(
+    candidate: Mapping[str, Any], turn: int, text_fields: Sequence[str], template: str | None = None
+) -> str:
+    """The text of a candidate's question–answer ``turn`` (from 0), as the selector scores it (see
+    :func:`compose_text`)."""
     rid = candidate.get("id")
     turns = qa_turns(candidate["messages"])
     if not 0 <= turn < len(turns):
@@ -128,7 +186,7 @@ def candidate_turn_text(candidate: Mapping[str, Any], turn: int, text_fields: Se
         "caption": candidate.get("caption"),
         "mentions": candidate.get("mentions"),
     }
-    return compose_text(values, text_fields, rid)
+    return compose_text(values, text_fields, rid, template)
 
 
 def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
@@ -138,12 +196,14 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def preference_side(row: Mapping[str, Any], side: str, text_fields: Sequence[str]) -> tuple[Any, str]:
+def preference_side(
+    row: Mapping[str, Any], side: str, text_fields: Sequence[str], template: str | None = None
+) -> tuple[Any, str]:
     """``(image, text)`` of the ``chosen`` or ``rejected`` side of a preference row.
 
     The image is the first of ``<side>_images`` if the row has that column, else of ``images``. The question is the
     last user message of ``<side>_prompt`` (else ``prompt``), the answer is the side's assistant text, the caption is
-    ``<side>_caption`` (else ``caption``) and the mentions ``mentions``.
+    ``<side>_caption`` (else ``caption``) and the mentions ``<side>_mentions`` (else ``mentions``).
     """
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
@@ -156,9 +216,9 @@ def preference_side(row: Mapping[str, Any], side: str, text_fields: Sequence[str
         "question": _last_user_text(prompt),
         "answer": "\n".join(message_text(m) for m in row[side] if m["role"] == "assistant"),
         "caption": row.get(f"{side}_caption") or row.get("caption"),
-        "mentions": row.get("mentions"),
+        "mentions": row.get(f"{side}_mentions") or row.get("mentions"),
     }
-    return images[0], compose_text(values, text_fields, rid)
+    return images[0], compose_text(values, text_fields, rid, template)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -217,6 +277,7 @@ class SelectorCollator:
         max_length: token limit per text (default: the tokenizer's ``model_max_length``).
         text_fields: fields joined into the scored text; use the model's ``config.text_fields``.
         padding: the tokenizer's padding (``"max_length"`` for SigLIP: the model's ``config.text_padding``).
+        text_template: fills the scored text instead of joining ``text_fields`` (the model's ``config.text_template``).
 
     ``columns`` lists the dataset columns the collator reads; the trainer keeps them when it drops unused columns.
     """
@@ -225,10 +286,13 @@ class SelectorCollator:
     max_length: int | None = None
     text_fields: Sequence[str] = ("question", "answer")
     padding: bool | str = True
+    text_template: str | None = None
     columns: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
         compose_text(dict.fromkeys(self.text_fields, ""), self.text_fields)  # validates the names
+        if self.text_template is not None:
+            template_fields(self.text_template)
         self.columns = (
             "id",
             "prompt",
@@ -238,14 +302,14 @@ class SelectorCollator:
             "weight",
             "caption",
             "mentions",
-            *(f"{side}_{what}" for side in SIDES for what in ("prompt", "images", "caption")),
+            *(f"{side}_{what}" for side in SIDES for what in ("prompt", "images", "caption", "mentions")),
         )
 
     def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         images, texts = [], []
         for side in SIDES:
             for row in rows:
-                image, text = preference_side(row, side, self.text_fields)
+                image, text = preference_side(row, side, self.text_fields, self.text_template)
                 images.append(image)
                 texts.append(text)
         batch = encode_texts_images(self.processor, images, texts, self.max_length, self.padding)
@@ -310,6 +374,55 @@ def _sample_pairs(turns: list[_Turn], n: int, min_gap: float, rng: random.Random
     return pairs
 
 
+def _level_rank(seed: int, unit: _Turn) -> str:
+    return hashlib.sha256(f"{seed}:{unit.candidate_id}#{unit.turn}".encode()).hexdigest()
+
+
+def _split_levels(
+    units: Iterable[_Turn], heldout_fraction: float, seed: int
+) -> tuple[dict[float, list[_Turn]], dict[float, list[_Turn]]]:
+    """Per score level, the first ``floor((1 - heldout_fraction) * n)`` units (ordered by a seeded hash) train, the
+    rest are held out: the official 80/20 split per level (which takes the first 4/5 of each level's list)."""
+    levels: dict[float, list[_Turn]] = {}
+    for unit in units:
+        levels.setdefault(unit.score, []).append(unit)
+    train, heldout = {}, {}
+    for level, members in levels.items():
+        members.sort(key=lambda u: _level_rank(seed, u))
+        cut = math.floor(round(len(members) * (1 - heldout_fraction), 9))
+        train[level], heldout[level] = members[:cut], members[cut:]
+    return train, heldout
+
+
+def _sample_by_levels(
+    levels: Mapping[float, list[_Turn]], n: int, min_gap: float, rng: random.Random
+) -> list[tuple[_Turn, _Turn]]:
+    """Up to ``n`` distinct pairs drawn the official way: two different score levels uniformly (levels with a single
+    unit are never drawn, as in the official code), then one unit uniformly within each; the higher level is
+    ``chosen``. Level pairs closer than ``min_gap`` are redrawn."""
+    eligible = sorted(level for level, members in levels.items() if len(members) >= 2)
+    if len(eligible) < 2 or n <= 0:
+        return []
+    if not any(b - a >= min_gap for a in eligible for b in eligible):
+        return []
+    seen: set[tuple[tuple[str, int], tuple[str, int]]] = set()
+    pairs: list[tuple[_Turn, _Turn]] = []
+    attempts, limit = 0, 50 * n + 1000
+    while len(pairs) < n and attempts < limit:
+        attempts += 1
+        first, second = rng.sample(eligible, 2)
+        if abs(first - second) < min_gap:
+            continue
+        a, b = rng.choice(levels[first]), rng.choice(levels[second])
+        better, worse = (a, b) if first > second else (b, a)
+        key = ((better.candidate_id, better.turn), (worse.candidate_id, worse.turn))
+        if key in seen:  # the official code may draw a pair twice; one row per pair here
+            continue
+        seen.add(key)
+        pairs.append((better, worse))
+    return pairs
+
+
 def build_judge_pairs(
     ratings: Any,
     candidates: Any,
@@ -318,14 +431,25 @@ def build_judge_pairs(
     min_gap: float = 2.0,
     seed: int = 0,
     heldout_fraction: float | None = None,
+    sampling: str = "uniform_pairs",
+    turns: str = "all",
 ) -> DatasetDict:
-    """Pairs of candidate turns from different judge-score levels, split by candidate into train and held-out.
+    """Pairs of candidate turns from different judge-score levels, split into train and held-out.
 
-    Every rated turn (non-null ``score``) is a unit. Candidates are first split in two, ordered by a hash of
+    Every rated turn (non-null ``score``) is a unit (with ``turns="first"``, only each candidate's first turn).
+
+    ``sampling="uniform_pairs"`` (ours): candidates are first split in two, ordered by a hash of
     ``(seed, candidate id)``, so no candidate has turns on both sides of the split and the split does not depend on the
     input order. Within each side, pairs of turns whose scores differ by at least ``min_gap`` are drawn uniformly
-    without repetition (all of them, shuffled, when there are fewer than asked for; a warning says so). The better
-    turn is ``chosen``; rows get ``source="model"``, ``weight=1.0`` and the judge model as ``annotator``.
+    without repetition (all of them, shuffled, when there are fewer than asked for; a warning says so).
+
+    ``sampling="score_levels"`` (the official code): each score level's units are split
+    ``1 - heldout_fraction`` / ``heldout_fraction`` (official 80/20; ordered by a seeded hash of the unit rather than
+    file order), then a pair is two different levels drawn uniformly and one unit drawn uniformly within each. Level
+    pairs are equally likely however many units they hold, so rare levels are over-represented. With
+    ``turns="first"`` every candidate is one unit, so no candidate is on both sides.
+
+    The better turn is ``chosen``; rows get ``source="model"``, ``weight=1.0`` and the judge model as ``annotator``.
 
     Args:
         ratings: rating rows (``candidate_id``, ``turn``, ``score``, ``judge``), a `Dataset` or a list of dicts.
@@ -334,7 +458,10 @@ def build_judge_pairs(
         n_heldout: number of held-out pairs wanted.
         min_gap: smallest score difference that makes a pair (the paper pairs different score levels: 1 or more).
         seed: seeds the split and the sampling; the same inputs and seed give the same pairs.
-        heldout_fraction: share of candidates held out; default ``n_heldout / (n_train + n_heldout)``.
+        heldout_fraction: share of candidates (``uniform_pairs``) or of each level's units (``score_levels``) held
+            out; default ``n_heldout / (n_train + n_heldout)``.
+        sampling: ``"uniform_pairs"`` or ``"score_levels"`` (:data:`PAIR_SAMPLINGS`).
+        turns: ``"all"`` or ``"first"`` (:data:`JUDGE_TURNS`).
 
     Returns:
         A `DatasetDict` with ``train`` and ``heldout`` splits in :data:`JUDGE_PAIR_FEATURES`.
@@ -345,6 +472,10 @@ def build_judge_pairs(
     """
     if min_gap <= 0:
         raise ValueError(f"min_gap must be positive, got {min_gap}")
+    if sampling not in PAIR_SAMPLINGS:
+        raise ValueError(f"sampling must be one of {PAIR_SAMPLINGS}, got {sampling!r}")
+    if turns not in JUDGE_TURNS:
+        raise ValueError(f"turns must be one of {JUDGE_TURNS}, got {turns!r}")
     if heldout_fraction is None:
         heldout_fraction = n_heldout / max(n_train + n_heldout, 1)
     if not 0 <= heldout_fraction <= 1:
@@ -353,7 +484,7 @@ def build_judge_pairs(
     by_id: dict[str, Mapping[str, Any]] = {}
     for row in _rows(_undecoded(candidates)):
         by_id[row["id"]] = row
-    turns: dict[tuple[str, int], _Turn] = {}
+    turns_by_key: dict[tuple[str, int], _Turn] = {}
     skipped = 0
     for row in _rows(ratings):
         validate_rating(row)
@@ -367,21 +498,43 @@ def build_judge_pairs(
         n_turns = len(qa_turns(candidate["messages"]))
         if turn >= n_turns:
             raise RecordError(cid, "turn", f"turn {turn} rated, but the conversation has {n_turns} turn(s)")
-        if (cid, turn) in turns:
+        if (cid, turn) in turns_by_key:
             raise RecordError(cid, "turn", f"turn {turn} is rated twice; deduplicate the ratings first")
         judge = (row.get("judge") or {}).get("model") or ""
-        turns[(cid, turn)] = _Turn(cid, turn, float(row["score"]), judge)
+        turns_by_key[(cid, turn)] = _Turn(cid, turn, float(row["score"]), judge)
     if skipped:
         logger.info("build_judge_pairs: %d rating(s) without a score skipped", skipped)
+    if turns == "first":
+        later = [key for key in turns_by_key if key[1] != 0]
+        if later:
+            logger.info(
+                "build_judge_pairs: %d rating(s) of turns after the first left out (turns='first')", len(later)
+            )
+        turns_by_key = {key: unit for key, unit in turns_by_key.items() if key[1] == 0}
 
-    rated_ids = sorted({t.candidate_id for t in turns.values()}, key=lambda cid: _split_rank(seed, cid))
+    rng = random.Random(seed)
+    if sampling == "score_levels":
+        train_levels, heldout_levels = _split_levels(turns_by_key.values(), heldout_fraction, seed)
+        level_splits = {}
+        for split, wanted, levels in (("train", n_train, train_levels), ("heldout", n_heldout, heldout_levels)):
+            pairs = _sample_by_levels(levels, wanted, min_gap, rng)
+            if len(pairs) < wanted:
+                logger.warning(
+                    "build_judge_pairs: only %d distinct %s pair(s) drawn by score level, %d asked for",
+                    len(pairs),
+                    split,
+                    wanted,
+                )
+            level_splits[split] = _dataset([_judge_pair_row(b, w, by_id) for b, w in pairs], JUDGE_PAIR_FEATURES)
+        return DatasetDict(level_splits)
+
+    rated_ids = sorted({t.candidate_id for t in turns_by_key.values()}, key=lambda cid: _split_rank(seed, cid))
     n_heldout_ids = round(heldout_fraction * len(rated_ids))
     heldout_ids = set(rated_ids[:n_heldout_ids])
 
-    rng = random.Random(seed)
     splits = {}
     for split, wanted, keep in (("train", n_train, False), ("heldout", n_heldout, True)):
-        units = [t for t in turns.values() if (t.candidate_id in heldout_ids) == keep]
+        units = [t for t in turns_by_key.values() if (t.candidate_id in heldout_ids) == keep]
         pairs = _sample_pairs(units, wanted, min_gap, rng)
         if len(pairs) < wanted:
             logger.warning(
@@ -417,6 +570,7 @@ def _judge_pair_row(better: _Turn, worse: _Turn, by_id: Mapping[str, Mapping[str
             "answer": [{"role": "assistant", "content": [text_part(answer)]}],
             "images": list(candidate.get("images") or []),
             "caption": candidate.get("caption"),
+            "mentions": candidate.get("mentions"),
         }
     judges = dict.fromkeys(j for j in (better.judge, worse.judge) if j)
     return {
@@ -428,7 +582,11 @@ def _judge_pair_row(better: _Turn, worse: _Turn, by_id: Mapping[str, Mapping[str
         "source": "model",
         "annotator": "|".join(judges),
         "weight": 1.0,
-        **{f"{side}_{what}": sides[side][what] for side in SIDES for what in ("prompt", "images", "caption")},
+        **{
+            f"{side}_{what}": sides[side][what]
+            for side in SIDES
+            for what in ("prompt", "images", "caption", "mentions")
+        },
         "chosen_id": better.candidate_id,
         "rejected_id": worse.candidate_id,
         "chosen_turn": better.turn,

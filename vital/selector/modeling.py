@@ -38,10 +38,11 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from vital.selector.data import TEXT_FIELDS, encode_texts_images
+from vital.selector.data import TEXT_FIELDS, encode_texts_images, template_fields
 
 
 __all__ = [
+    "HEAD_ACTIVATIONS",
     "OPEN_CLIP_MODEL_TYPE",
     "OpenClipBackbone",
     "SelectorConfig",
@@ -53,6 +54,9 @@ OPEN_CLIP_MODEL_TYPE = "open_clip"
 """``backbone_model_type`` of a backbone built by open_clip rather than transformers."""
 
 _OPEN_CLIP_PREFIXES = ("hf-hub:", "open_clip:")
+_OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")  # names that carry their own config and weights
+HEAD_ACTIVATIONS = (None, "sigmoid")
+"""What ends the head: nothing (raw scores, ours) or a sigmoid (the official selector)."""
 _OPEN_CLIP_INSTALL = (
     "BiomedCLIP and other open_clip backbones need the optional package open_clip_torch: "
     "`pip install open_clip_torch` (it also needs torchvision that imports beside your torch)."
@@ -90,6 +94,15 @@ class SelectorConfig(PreTrainedConfig):
             Which texts of a candidate turn are joined (with newlines, in this order) into the text the selector
             scores: ``"question"`` (the user turn), ``"answer"`` (the assistant turn), ``"caption"`` (the figure
             caption) and ``"mentions"`` (the in-text sentences). The collator and the scoring helpers read it.
+        text_template (`str`, *optional*):
+            Fills the scored text instead of joining ``text_fields`` with newlines, e.g. the official
+            ``"{caption}{mentions}Question:{question}Answer:{answer}"``
+            (:data:`vital.selector.data.OFFICIAL_TEXT_TEMPLATE`). ``text_fields`` must then list the template's
+            fields in order (it is filled from the template when not given).
+        head_activation (`str`, *optional*):
+            ``"sigmoid"`` ends the head in a sigmoid, as the official selector does: scores lie in (0, 1), so no pair
+            can ever reach a hinge margin of 1 and every pair keeps contributing to the hinge loss. ``None`` (ours):
+            raw scores.
         freeze_backbone (`bool`, *optional*, defaults to `False`):
             Train the head only (the backbone's parameters get ``requires_grad=False``).
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -107,6 +120,8 @@ class SelectorConfig(PreTrainedConfig):
     dropout: float = 0.1
     normalize_features: bool = False
     text_fields: list[str] | None = None
+    text_template: str | None = None
+    head_activation: str | None = None
     freeze_backbone: bool = False
     initializer_range: float = 0.02
 
@@ -122,9 +137,19 @@ class SelectorConfig(PreTrainedConfig):
         if self.hidden_sizes is None:
             self.hidden_sizes = [512, 512, 512]
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
+        if self.text_template is not None:
+            in_template = template_fields(self.text_template)
+            if self.text_fields is None:
+                self.text_fields = in_template
+            elif list(self.text_fields) != in_template:
+                raise ValueError(
+                    f"text_fields {list(self.text_fields)} do not match the fields of text_template {in_template}"
+                )
         if self.text_fields is None:
             self.text_fields = ["question", "answer"]
         self.text_fields = list(self.text_fields)
+        if self.head_activation not in HEAD_ACTIVATIONS:
+            raise ValueError(f"head_activation must be one of {HEAD_ACTIVATIONS}, got {self.head_activation!r}")
         unknown = [f for f in self.text_fields if f not in TEXT_FIELDS]
         if unknown or not self.text_fields:
             raise ValueError(f"text_fields must be a non-empty list drawn from {TEXT_FIELDS}, got {self.text_fields}")
@@ -212,10 +237,12 @@ class OpenClipBackbone(nn.Module):
     ImportError that says so.
 
     Args:
-        model_name: open_clip model name, e.g. ``"hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"``.
+        model_name: open_clip model name, e.g. ``"hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"``,
+            or ``"local-dir:<folder>"`` (a folder laid out as such a Hub repo).
         model_cfg: the architecture config (open_clip's ``model_cfg`` dict); looked up from ``model_name`` if None.
-        pretrained: load pretrained weights: ``True`` for an ``hf-hub:`` name (its own checkpoint), or an open_clip
-            pretrained tag (``"openai"``) or a local checkpoint path; ``False`` builds the architecture only.
+        pretrained: load pretrained weights: ``True`` for an ``hf-hub:`` or ``local-dir:`` name (its own checkpoint),
+            or an open_clip pretrained tag (``"openai"``) or a local checkpoint path; ``False`` builds the
+            architecture only (no tower fetches pretrained weights: a saved selector's weights are loaded after).
     """
 
     def __init__(self, model_name: str, model_cfg: Mapping[str, Any] | None = None, pretrained: bool | str = False):
@@ -225,17 +252,23 @@ class OpenClipBackbone(nn.Module):
         if model_cfg is None:
             model_cfg = _open_clip_model_cfg(open_clip, name)
         self.model_name = model_name
-        self.model_cfg = dict(model_cfg)
+        self.model_cfg = copy.deepcopy(dict(model_cfg))
         if pretrained:
             tag = None if pretrained is True else pretrained
-            if tag is None and not name.startswith("hf-hub:"):
+            if tag is None and not name.startswith(_OPEN_CLIP_SCHEMAS):
                 raise ValueError(f"name the pretrained weights of {name!r}: an open_clip tag or a checkpoint path")
             self.model = open_clip.create_model(name, pretrained=tag)
         else:
             from open_clip.model import CLIP, CustomTextCLIP
 
-            cls = CustomTextCLIP if "hf_model_name" in self.model_cfg.get("text_cfg", {}) else CLIP
-            self.model = cls(**self.model_cfg)
+            # The architecture only: no tower downloads its own pretrained weights (the selector's weights follow).
+            cfg = copy.deepcopy(self.model_cfg)
+            custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+            if "timm_model_name" in cfg.get("vision_cfg", {}):
+                cfg["vision_cfg"]["timm_model_pretrained"] = False
+            if "hf_model_name" in cfg.get("text_cfg", {}):
+                cfg["text_cfg"]["hf_model_pretrained"] = False
+            self.model = (CustomTextCLIP if custom_text else CLIP)(**cfg)
 
     @property
     def config_dict(self) -> dict[str, Any]:
@@ -280,6 +313,11 @@ def _open_clip_model_cfg(open_clip, name: str) -> dict[str, Any]:
         from open_clip.factory import _get_hf_config
 
         return _get_hf_config(name.removeprefix("hf-hub:"))["model_cfg"]
+    if name.startswith("local-dir:"):  # a folder laid out as an open_clip Hub repo (open_clip_config.json + weights)
+        import json
+
+        path = Path(name.removeprefix("local-dir:")) / "open_clip_config.json"
+        return json.loads(path.read_text(encoding="utf-8"))["model_cfg"]
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ValueError(f"unknown open_clip model {name!r}")
@@ -319,6 +357,8 @@ class SelectorModel(PreTrainedModel):
         for d_in, d_out in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(d_in, d_out), ACT2FN[config.hidden_act], nn.Dropout(config.dropout)]
         layers.append(nn.Linear(dims[-1], 1))
+        if config.head_activation == "sigmoid":
+            layers.append(nn.Sigmoid())
         self.head = nn.Sequential(*layers)
         # Parameters outside the feature path (CLIP's logit_scale, SigLIP's logit_bias) get no gradient; freezing
         # them keeps DistributedDataParallel from waiting for it.
@@ -447,7 +487,7 @@ def score_texts_images(
         processor: its processor (``tokenizer`` + ``image_processor``), e.g. ``AutoProcessor.from_pretrained(folder)``.
         images: one image per text: PIL images, ``{"bytes"/"path"}`` cells or a one-image list (the first is used).
         texts: the texts to score, built with :func:`vital.selector.data.candidate_turn_text` and the model's
-            ``config.text_fields``.
+            ``config.text_fields`` and ``config.text_template``.
         batch_size: inputs per forward pass.
         max_length: token limit (defaults to the tokenizer's ``model_max_length``).
         padding: the tokenizer's padding; default ``model.config.text_padding`` (``"max_length"`` for SigLIP).

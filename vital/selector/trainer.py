@@ -22,6 +22,7 @@ Example (also under ``accelerate launch``, and with ``peft_config=selector_lora_
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +36,22 @@ from vital.selector.data import SelectorCollator
 from vital.selector.metrics import compute_metrics as selector_compute_metrics
 
 
-__all__ = ["LOSS_TYPES", "SelectorTrainer", "SelectorTrainingConfig", "pairwise_loss", "selector_lora_config"]
+__all__ = [
+    "LOSS_TYPES",
+    "WEIGHT_NORMALIZATIONS",
+    "SelectorTrainer",
+    "SelectorTrainingConfig",
+    "clipping_caps_weights",
+    "pairwise_loss",
+    "selector_lora_config",
+]
+
+logger = logging.getLogger(__name__)
 
 LOSS_TYPES = ("bradley_terry", "hinge")
+WEIGHT_NORMALIZATIONS = ("training_set", "none")
+"""How the weighted pair losses of a batch become its loss: ``training_set`` (ours) divides ``mean(w l)`` by the
+training set's mean weight; ``none`` (the official code) is ``mean(w l)`` over the batch."""
 
 
 @dataclass
@@ -50,11 +64,14 @@ class SelectorTrainingConfig(RewardConfig):
 
     Args:
         loss_type: ``"bradley_terry"``: ``-w * logsigmoid(r_c - r_r)``; ``"hinge"`` (the paper's ranking loss):
-            ``w * max(0, margin - (r_c - r_r))``. Either is a weighted mean over the *training set*,
+            ``w * max(0, margin - (r_c - r_r))``. How the batch's losses are combined is ``weight_normalization``.
+        weight_normalization: ``"training_set"`` (default, ours): a weighted mean over the *training set*,
             ``sum(w l) / sum(w)``: a batch contributes ``sum_batch(w l) / (batch size * mean training weight)``.
             (A per-batch ``sum(w l) / sum(w)`` would cap the influence of rare, heavily weighted pairs at the share of
             batches that contain one, whatever their weight.) The mean training weight is read from the train
             dataset's ``weight`` / ``source`` columns; for an ``IterableDataset`` the per-batch weighted mean is used.
+            ``"none"`` (the official code): ``mean_batch(w l)``, so a batch holding a pair of weight 400 has a loss
+            (and gradient) hundreds of times larger than one without: the learning rate acts per weight.
         margin: the hinge's margin (the paper's 1.0); unused by ``bradley_terry``.
         clinician_weight: if set, the weight of every clinician pair (``source == "clinician"``), replacing the
             ``weight`` stored in the data; ``None`` uses the stored weights (set by ``load_clinician_pairs``).
@@ -69,6 +86,14 @@ class SelectorTrainingConfig(RewardConfig):
         },
     )
     margin: float = field(default=1.0, metadata={"help": "Margin of the hinge loss (the paper uses 1.0)."})
+    weight_normalization: str = field(
+        default="training_set",
+        metadata={
+            "help": "'training_set': batch loss = mean(w*l) / (the training set's mean weight), a weighted mean over "
+            "the training set (ours); 'none': mean(w*l) over the batch (the official code).",
+            "choices": list(WEIGHT_NORMALIZATIONS),
+        },
+    )
     clinician_weight: float | None = field(
         default=None,
         metadata={
@@ -90,6 +115,10 @@ class SelectorTrainingConfig(RewardConfig):
         super().__post_init__()
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
+            raise ValueError(
+                f"weight_normalization must be one of {WEIGHT_NORMALIZATIONS}, got {self.weight_normalization!r}"
+            )
         if self.margin < 0:
             raise ValueError(f"margin must be non-negative, got {self.margin}")
         if self.clinician_weight is not None and not self.clinician_weight > 0:
@@ -195,6 +224,7 @@ class SelectorTrainer(RewardTrainer):
                 max_length=args.max_length,
                 text_fields=list(getattr(config, "text_fields", None) or ("question", "answer")),
                 padding=getattr(config, "text_padding", True),
+                text_template=getattr(config, "text_template", None),
             )
         super().__init__(
             model=model,
@@ -208,7 +238,20 @@ class SelectorTrainer(RewardTrainer):
         )
         # Saved with the model (Trainer._save writes processing_class), so the folder reloads with AutoProcessor.
         self.processing_class = processing_class
-        self.mean_pair_weight = _mean_pair_weight(self.train_dataset, self.args.clinician_weight)
+        self.mean_pair_weight = (
+            _mean_pair_weight(self.train_dataset, self.args.clinician_weight)
+            if self.args.weight_normalization == "training_set"
+            else 1.0
+        )
+        self.max_pair_weight = _max_pair_weight(self.train_dataset, self.args.clinician_weight)
+        if clipping_caps_weights(self.args, self.max_pair_weight):
+            logger.warning(
+                "gradient clipping is on (max_grad_norm=%g) and pairs weigh up to %g: clipping caps the gradient of "
+                "every batch that holds a heavy pair, so raising the weight further barely changes the model. Set "
+                "max_grad_norm: 0 to let the weight act.",
+                self.args.max_grad_norm,
+                self.max_pair_weight,
+            )
         # The pair sources are the evaluation labels: prediction_step then returns them, and compute_metrics can tell
         # clinician pairs from model pairs.
         self.label_names = ["sources"]
@@ -263,15 +306,33 @@ class SelectorTrainer(RewardTrainer):
         return loss
 
 
-def _mean_pair_weight(dataset: Any, clinician_weight: float | None) -> float | None:
-    """Mean effective pair weight of the training set; None (batch weighted mean) when it cannot be read."""
+def clipping_caps_weights(args: Any, max_pair_weight: float | None) -> bool:
+    """Whether gradient clipping is on (``max_grad_norm > 0``) while some pair weighs more than 1: then clipping caps
+    the heavy pairs' batches and the clinician weight stops acting above some value."""
+    clip = getattr(args, "max_grad_norm", None)
+    return bool(clip) and clip > 0 and max_pair_weight is not None and max_pair_weight > 1
+
+
+def _effective_weights(dataset: Any, clinician_weight: float | None) -> list[float] | None:
     columns = getattr(dataset, "column_names", None) or []
     if not isinstance(dataset, Dataset) or len(dataset) == 0 or "weight" not in columns:
         return None
     weights = [1.0 if w is None else float(w) for w in dataset["weight"]]
     if clinician_weight is not None and "source" in columns:
         weights = [clinician_weight if s == "clinician" else w for w, s in zip(weights, dataset["source"])]
-    return sum(weights) / len(weights)
+    return weights
+
+
+def _max_pair_weight(dataset: Any, clinician_weight: float | None) -> float | None:
+    """Largest effective pair weight of the training set; for an unreadable set, the clinician weight (or None)."""
+    weights = _effective_weights(dataset, clinician_weight)
+    return max(weights) if weights else clinician_weight
+
+
+def _mean_pair_weight(dataset: Any, clinician_weight: float | None) -> float | None:
+    """Mean effective pair weight of the training set; None (batch weighted mean) when it cannot be read."""
+    weights = _effective_weights(dataset, clinician_weight)
+    return sum(weights) / len(weights) if weights else None
 
 
 def _selector_config(model: Any) -> Any:

@@ -85,7 +85,8 @@ def resolve_backbone(hub: Hub, spec: str, revision: str = "main") -> BackboneSou
     * ``hub:<repo>[@<revision>]``: a model repo on the recipe's hub, read at a pinned commit (the quickstart's
       ``hub:quickstart/tiny-clip``, pushed by the ``tiny_models`` stage).
     * ``open_clip:<name>[@<tag>]`` or ``hf-hub:<repo>``: an open_clip model (BiomedCLIP:
-      ``open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``; needs the ``biomedclip`` extra).
+      ``open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``; needs the ``biomedclip`` extra),
+      or ``open_clip:local-dir:<folder>``, a folder in open_clip's Hub layout (lineage: its fingerprint).
     * an existing folder: used as is (lineage: its path and fingerprint).
     * anything else: a Hugging Face Hub id of a CLIP-family dual encoder (``openai/clip-vit-base-patch16``,
       ``google/siglip-base-patch16-224``, ...), loaded at ``revision``.
@@ -95,7 +96,11 @@ def resolve_backbone(hub: Hub, spec: str, revision: str = "main") -> BackboneSou
         ref = hub.ref(repo_id, rev, "model")
         return BackboneSource(spec, str(hub.snapshot(repo_id, ref.commit, "model")), None, ref)
     if spec.startswith(_OPEN_CLIP_PREFIXES):
-        return BackboneSource(spec, spec, None, {"source": spec, "repo_type": "model", "library": "open_clip"})
+        lineage = {"source": spec, "repo_type": "model", "library": "open_clip"}
+        local = spec.removeprefix("open_clip:")
+        if local.startswith("local-dir:"):  # a folder in open_clip's Hub layout: record what it holds
+            lineage["sha256"] = folder_fingerprint(local.removeprefix("local-dir:").partition("@")[0])
+        return BackboneSource(spec, spec, None, lineage)
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return BackboneSource(
@@ -291,16 +296,33 @@ def fit_selector(
     return trainer, metrics
 
 
-def summarize_metrics(metrics: Mapping[str, float], clinician_set: str | None, n_clinician: int = 0) -> dict[str, Any]:
+def summarize_metrics(
+    metrics: Mapping[str, float], clinician_set: str | None, n_clinician: int = 0, mean_rank: str = "ours"
+) -> dict[str, Any]:
     """The headline figures of a fit: held-out judge accuracy, AUC, normalised mean rank and MAP, and clinician
-    alignment with where it was measured (``heldout``, or ``train (not held out)`` when too few clinician pairs)."""
+    alignment, AUC, MAP and mean rank with where they were measured (``heldout``, or ``train (not held out)`` when
+    too few clinician pairs).
+
+    ``mean_rank="ours"``: ``mean_rank`` is the 1-based mean rank over n on the held-out judge pairs;
+    ``"official"``: the official code's 0-based mean rank over n on the clinician pairs (``mean_rank_on`` says which).
+    """
+    if mean_rank not in ("ours", "official"):
+        raise ValueError(f"mean_rank must be 'ours' or 'official', got {mean_rank!r}")
     out: dict[str, Any] = {}
-    for key, name in (("pair_accuracy", "judge_accuracy"), ("auc", "auc"), ("mean_rank", "mean_rank"), ("map", "map")):
+    for key, name in (("pair_accuracy", "judge_accuracy"), ("auc", "auc"), ("map", "map")):
         if f"judge_{key}" in metrics:
             out[name] = float(metrics[f"judge_{key}"])
+    if mean_rank == "ours" and "judge_mean_rank" in metrics:
+        out["mean_rank"], out["mean_rank_on"] = float(metrics["judge_mean_rank"]), "judge, 1-based over n"
     if clinician_set is not None and f"{clinician_set}_pair_accuracy" in metrics:
         out["clinician_alignment"] = float(metrics[f"{clinician_set}_pair_accuracy"])
-        out["clinician_auc"] = float(metrics[f"{clinician_set}_auc"])
+        for key in ("auc", "map"):
+            if f"{clinician_set}_{key}" in metrics:
+                out[f"clinician_{key}"] = float(metrics[f"{clinician_set}_{key}"])
+        if mean_rank == "official" and f"{clinician_set}_mean_rank_0based" in metrics:
+            out["mean_rank"] = float(metrics[f"{clinician_set}_mean_rank_0based"])
+            out["mean_rank_on"] = "clinician, 0-based over n (official)"
+        out["clinician_alignment_n"] = int(n_clinician)
         out["clinician_alignment_on"] = (
             f"heldout ({n_clinician} pairs)"
             if clinician_set == "clinician"
