@@ -42,6 +42,7 @@ from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.runs import FingerprintCallback, check_not_base_weights, prepare_output_dir, run_figures, run_fingerprint
 from vital.sft import (
     FREEZE_CHOICES,
+    SKIPPED_ROWS_FILE,
     SFTRunTrainer,
     ThroughputCallback,
     base_model_folder,
@@ -57,7 +58,9 @@ from vital.sft import (
     parse_dataset_specs,
     resolve_model,
     same_finished_run,
+    skipped_rows_note,
     stage_output,
+    write_skipped_rows,
 )
 
 
@@ -140,9 +143,15 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
         eval_dataset = None
         if script_args.dataset_eval_split:
             eval_dataset, _ = load_sft_mixture(hub, specs, training_args.seed, script_args.dataset_eval_split, False)
-            eval_dataset, _ = check_sft_rows(eval_dataset, script_args.errors)
+            eval_dataset, eval_quarantine = check_sft_rows(eval_dataset, script_args.errors)
+            quarantine.extend(eval_quarantine)
     if len(quarantine):
-        logger.warning("%d row(s) skipped: %s", len(quarantine), quarantine.counts())
+        logger.warning(
+            "%d row(s) skipped, by reason: %s (listed in %s of the pushed model)",
+            len(quarantine),
+            quarantine.summary(),
+            SKIPPED_ROWS_FILE,
+        )
     logger.info("training on %d rows from %s", len(train_dataset), ", ".join(map(str, data_refs)))
 
     # 4. Processor and model (optionally quantized for QLoRA; optionally partly frozen).
@@ -256,6 +265,8 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
             check_not_base_weights(
                 training_args.output_dir, base_model_folder(source), trainer.state.global_step, bool(adapter)
             )
+        # Skip mode drops nothing silently: every skipped row, with its reason, travels with the weights.
+        write_skipped_rows(quarantine, training_args.output_dir)
         card = model_card(
             "model",
             lineage=Lineage(
@@ -288,7 +299,8 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
                 metrics,
                 len(train_dataset),
                 resumed_from=os.path.basename(checkpoint) if checkpoint else None,
-            ),
+            )
+            + skipped_rows_note(quarantine),
             repo_id=script_args.output_repo,
         )
         card.save(os.path.join(training_args.output_dir, "README.md"))

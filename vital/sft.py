@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -565,6 +566,33 @@ def check_run_branch(hub: Hub, repo_id: str, branch: str, overwrite: bool = Fals
             "`overwrite_branch: true` to replace it"
         )
     logger.warning("overwriting the finished run on %s@%s", repo_id, branch)
+
+
+SKIPPED_ROWS_FILE = "skipped_rows.jsonl"
+
+
+def write_skipped_rows(quarantine: Quarantine, output_dir: str | os.PathLike) -> Path | None:
+    """Write the rows that skip mode dropped (record_id, field, reason, the record) as JSON lines into ``output_dir``,
+    so they are pushed with the weights; removes a stale file of an earlier run when nothing was skipped."""
+    path = Path(output_dir) / SKIPPED_ROWS_FILE
+    if not len(quarantine):
+        path.unlink(missing_ok=True)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in quarantine.to_rows():
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def skipped_rows_note(quarantine: Quarantine) -> str:
+    """The card's sentence on skipped rows ("" when none were skipped)."""
+    if not len(quarantine):
+        return ""
+    return (
+        f"\n\n**{len(quarantine)} row(s) of the data were skipped** (`errors: skip`), by reason: {quarantine.summary()}. "
+        f"Each is listed with its reason in [`{SKIPPED_ROWS_FILE}`]({SKIPPED_ROWS_FILE})."
+    )
 
 
 def stage_output(

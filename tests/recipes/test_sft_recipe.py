@@ -221,8 +221,15 @@ def test_bad_rows_stop_the_run_before_training(env, tmp_path):
     assert not list(out.glob("checkpoint-*"))
     # errors: skip trains on the good rows and says how many were dropped.
     sft.cli(args_for(env, out, "t/sft-bad", dataset="t/bad", errors="skip", max_steps=2))
-    extra = lineage_of(env.hub.read_card("t/sft-bad", "quickstart", "model"))["extra"]
+    card = env.hub.read_card("t/sft-bad", "quickstart", "model")
+    extra = lineage_of(card)["extra"]
     assert extra["skipped_rows"] == 1 and extra["metrics"]["train_rows"] == 3
+    # ... and pushes each dropped row with its reason beside the weights, linked from the card.
+    snapshot = env.hub.snapshot("t/sft-bad", "quickstart", "model")
+    skipped = [json.loads(line) for line in (snapshot / "skipped_rows.jsonl").read_text().splitlines()]
+    assert [(row["record_id"].split(" ")[0], row["field"]) for row in skipped] == [("c9", skipped[0]["field"])]
+    assert "empty assistant turn" in skipped[0]["reason"] and json.loads(skipped[0]["record"])["id"] == "c9"
+    assert "skipped_rows.jsonl" in card.text and "1 row(s) of the data were skipped" in card.text
 
 
 def test_a_branch_with_a_finished_run_is_not_overwritten(env, tmp_path):
