@@ -423,7 +423,9 @@ def test_hf_folder_branch_and_tag_calls(hf, tmp_path):
     )
     assert result.commit == "c" * 40
     hf.create_tag("org/model", "v1", "run-3", "model")
-    hf.api.create_tag.assert_called_once_with("org/model", tag="v1", revision="run-3", repo_type="model")
+    hf.api.create_tag.assert_called_once_with(
+        "org/model", tag="v1", tag_message=None, revision="run-3", repo_type="model", exist_ok=False
+    )
 
 
 def test_hf_endpoint_and_token_from_environment(monkeypatch):

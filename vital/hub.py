@@ -241,7 +241,15 @@ class Hub(ABC):
         """Create ``branch`` at ``revision`` (default: the head of ``main``)."""
 
     @abstractmethod
-    def create_tag(self, repo_id: str, tag: str, revision: str = "main", repo_type: RepoType = "dataset") -> None:
+    def create_tag(
+        self,
+        repo_id: str,
+        tag: str,
+        revision: str = "main",
+        repo_type: RepoType = "dataset",
+        tag_message: str | None = None,
+        exist_ok: bool = False,
+    ) -> None:
         """Tag the commit that ``revision`` points to. Tags never move."""
 
     @abstractmethod
@@ -733,7 +741,7 @@ class LocalHub(Hub):
         repo = self._existing_repo(repo_id, repo_type)
         validate_name("tag", tag)
         with self._lock(repo), self._writer(repo) as staging:
-            commit = self.resolve(repo_id, revision, repo_type)
+            commit = self.resolve(repo_id, revision or "main", repo_type)
             current = self._read_commit_file(repo, f"refs/{tag}", repo_id)
             if current is not None and not self._is_tag(repo, tag):
                 raise HubError(f"{repo_id}: {tag!r} is a branch; a tag cannot have a branch's name")
@@ -1271,8 +1279,18 @@ class HfHub(Hub):
     ) -> None:
         self.api.create_branch(repo_id, branch=branch, revision=revision, repo_type=repo_type, exist_ok=exist_ok)
 
-    def create_tag(self, repo_id: str, tag: str, revision: str = "main", repo_type: RepoType = "dataset") -> None:
-        self.api.create_tag(repo_id, tag=tag, revision=revision, repo_type=repo_type)
+    def create_tag(
+        self,
+        repo_id: str,
+        tag: str,
+        revision: str = "main",
+        repo_type: RepoType = "dataset",
+        tag_message: str | None = None,
+        exist_ok: bool = False,
+    ) -> None:
+        self.api.create_tag(
+            repo_id, tag=tag, tag_message=tag_message, revision=revision, repo_type=repo_type, exist_ok=exist_ok
+        )
 
     def upload_folder(
         self,
