@@ -1,13 +1,13 @@
 """Versioned artifacts: push, load and resolve datasets and models by repo id and revision.
 
-Every stage reads ``repo_id@revision`` and writes a new commit of its own repo (``DESIGN.md`` §4). One interface, two
-backends:
+Every stage reads ``repo_id@revision`` and writes a new commit of its own repo. One interface, two backends:
 
 * `HfHub`: the Hugging Face Hub (or any ``HF_ENDPOINT``), through ``datasets.push_to_hub`` and ``HfApi``.
-* `LocalHub`: the embedded default, a directory with the same repo layout. Commits are immutable snapshots named by a
-  hash; branches and tags are refs; a snapshot folder is what ``datasets.load_dataset(path, name=...)`` and
-  ``from_pretrained(path)`` read directly. Writes are atomic and serialised per repo by a file lock, so two processes
-  pushing to one repo both land, one after the other, and a crash never leaves a half-written commit behind a ref.
+* `LocalHub`: the embedded default, a directory laid out as a Hugging Face cache, so ``snapshot_download`` and
+  ``from_pretrained(repo_id, revision=..., cache_dir=<dir>, local_files_only=True)`` and ``scan_cache_dir(<dir>)``
+  read it by repo id. Commits are immutable snapshots named by a hash; branches and tags are refs; history and tags
+  are kept beside the cache. Writes are atomic and serialised per repo by a file lock, so two processes pushing to
+  one repo both land, one after the other, and a crash never leaves a half-written commit behind a ref.
 
 Pick a backend with `get_hub`: ``"local:<dir>"`` or ``"hf"``; the ``VITAL_HUB`` environment variable sets the default.
 

@@ -42,7 +42,9 @@ def assert_every_config_loads_at_every_commit(hub: LocalHub, repo_id: str, revis
         assert listed == on_disk, f"{repo_id}@{info['sha'][:12]}: card lists {sorted(listed)}, tree {sorted(on_disk)}"
         snapshot = hub.snapshot(repo_id, info["sha"])
         for config in listed:
-            rows = datasets.load_dataset(str(snapshot), config, split="train", cache_dir=str(hub.datasets_cache(repo_id)))
+            rows = datasets.load_dataset(
+                str(snapshot), config, split="train", cache_dir=str(hub.datasets_cache(repo_id))
+            )
             assert len(rows) and set(rows["config"]) == {config}
     return len(history)
 
