@@ -206,3 +206,18 @@ def test_an_old_layout_hub_says_to_migrate_and_vital_hub_migrate_converts_it(wor
     assert old.load_dataset(PAIRS, revision="v1", split="train")["id"] == ["a", "b"]
     assert scan_cache_dir(old_root).warnings == []
     assert vital_main(["hub", "migrate", "--hub", f"local:{old_root}"]) == 0  # nothing left to do: a no-op
+
+
+def test_a_migration_that_finds_a_corrupt_repo_leaves_it_as_it_was(world, tmp_path, capsys):
+    hub, _, _ = world
+    old_root = tmp_path / "old"
+    make_old_layout(hub, old_root)
+    blob = next((old_root / "datasets" / PAIRS / "blobs").iterdir())
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"tampered")
+    assert vital_main(["hub", "migrate", "--hub", f"local:{old_root}"]) == 1
+    assert "did not convert cleanly, left as it was" in capsys.readouterr().err
+    assert (old_root / "datasets" / PAIRS / "repo.json").is_file()
+    assert not (old_root / "datasets--quickstart--pairs").exists()
+    with pytest.raises(HubError, match="vital hub migrate"):
+        LocalHub(old_root).resolve(PAIRS)

@@ -537,7 +537,8 @@ class LocalHub(Hub):
         if repo_type not in ("dataset", "model"):
             raise HubError(f"unknown repo type {repo_type!r}")
         validate_name("repo_id", repo_id)
-        if not self._migrating and ((self.root / "datasets").is_dir() or (self.root / "models").is_dir()):
+        old_dirs = (self.root / "datasets").is_dir() or (self.root / "models").is_dir()
+        if old_dirs and not self._migrating and self.old_layout_repos():
             raise HubError(
                 f"{self.root} is a hub in the old layout (<hub>/datasets/<org>/<name>): run "
                 f"`vital hub migrate --hub local:{self.root}` once to convert it to the Hugging Face cache layout"
