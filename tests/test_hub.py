@@ -170,8 +170,8 @@ def test_a_crash_before_the_ref_moves_leaves_the_repo_as_it_was(hub, tmp_path, m
 def test_new_repos_are_private_by_default(hub):
     hub.create_repo("a")
     hub.create_repo("b", private=False)
-    assert json.loads((hub.repo_dir("a") / "repo.json").read_text())["private"] is True
-    assert json.loads((hub.repo_dir("b") / "repo.json").read_text())["private"] is False
+    assert json.loads((hub.repo_dir("a") / ".vital" / "repo.json").read_text())["private"] is True
+    assert json.loads((hub.repo_dir("b") / ".vital" / "repo.json").read_text())["private"] is False
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ def test_concurrent_pushes_from_processes_all_land(tmp_path):
         assert set(info["tree"]) == {p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()}
     last = (hub.snapshot("org/contended") / "shared.txt").read_text()
     assert last.endswith(f"-{n - 1}")
-    assert not list((hub.repo_dir("org/contended") / "tmp").iterdir())  # no staging left behind
+    assert not list((hub.repo_dir("org/contended") / ".vital" / "tmp").iterdir())  # no staging left behind
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -423,7 +423,9 @@ def test_hf_folder_branch_and_tag_calls(hf, tmp_path):
     )
     assert result.commit == "c" * 40
     hf.create_tag("org/model", "v1", "run-3", "model")
-    hf.api.create_tag.assert_called_once_with("org/model", tag="v1", revision="run-3", repo_type="model")
+    hf.api.create_tag.assert_called_once_with(
+        "org/model", tag="v1", tag_message=None, revision="run-3", repo_type="model", exist_ok=False
+    )
 
 
 def test_hf_endpoint_and_token_from_environment(monkeypatch):

@@ -117,13 +117,13 @@ def test_hostile_names_neither_read_nor_write_outside_the_hub(world):
         assert "TOPSECRET" not in str(error.value)
     assert outside_files(tmp_path) == before
     assert hub.resolve("org/r") == pushed.commit  # and nothing moved inside
-    assert [p.name for p in (hub.repo_dir("org/r") / "refs" / "heads").iterdir()] == ["main"]
+    assert [p.name for p in (hub.repo_dir("org/r") / "refs").iterdir()] == ["main"]
 
 
 def test_a_ref_holding_a_path_points_nowhere(world):
     hub, _, _ = world
-    (hub.repo_dir("org/r") / "refs" / "heads" / "evil").write_text("../../other/snapshots/x")
-    with pytest.raises(HubIntegrityError, match=r"org/r: refs/heads/evil: holds '\.\./\.\./other"):
+    (hub.repo_dir("org/r") / "refs" / "evil").write_text("../../other/snapshots/x")
+    with pytest.raises(HubIntegrityError, match=r"org/r: refs/evil: holds '\.\./\.\./other"):
         hub.snapshot("org/r", "evil")
 
 
@@ -181,17 +181,17 @@ def test_an_extra_file_in_a_snapshot_is_refused(world):
 
 def test_a_corrupt_commit_record_names_repo_commit_and_file(world):
     hub, pushed, _ = world
-    (hub.repo_dir("org/r") / "commits" / f"{pushed.commit}.json").write_text('{"tree": {')
+    (hub.repo_dir("org/r") / ".vital" / "commits" / f"{pushed.commit}.json").write_text('{"tree": {')
     with pytest.raises(HubIntegrityError) as error:
         hub.load_dataset("org/r", split="train")
     assert (error.value.repo_id, error.value.commit, error.value.file) == (
         "org/r",
         pushed.commit,
-        f"commits/{pushed.commit}.json",
+        f".vital/commits/{pushed.commit}.json",
     )
     assert "corrupt commit record" in str(error.value)
     # A record edited to point at other blobs no longer hashes to its id.
-    (hub.repo_dir("org/r") / "commits" / f"{pushed.commit}.json").write_text(
+    (hub.repo_dir("org/r") / ".vital" / "commits" / f"{pushed.commit}.json").write_text(
         json.dumps({"sha": pushed.commit, "parents": [], "message": "m", "time": 0, "tree": {}})
     )
     with pytest.raises(HubIntegrityError, match="does not hash to its commit id"):
@@ -235,12 +235,12 @@ def test_a_writer_killed_before_its_ref_moves_leaves_nothing_visible_and_gc_recl
     assert proc.returncode == -9, proc.stderr.decode()
     repo = hub.repo_dir("org/r")
     assert hub.list_refs("org/r") == {"branches": {"main": pushed.commit}, "tags": {}}
-    assert [p.name for p in (repo / "refs" / "heads").iterdir()] == ["main"]  # no temporary among the refs
-    assert list((repo / "tmp").iterdir())  # the dead writer's staging is there...
+    assert [p.name for p in (repo / "refs").iterdir()] == ["main"]  # no temporary among the refs
+    assert list((repo / ".vital" / "tmp").iterdir())  # the dead writer's staging is there...
     assert any("leftover" in p for p in hub.fsck("org/r"))
     reclaimed = hub.gc("org/r")  # ...until gc (or the next writer) takes it
     assert reclaimed["temporaries"] == 1 and reclaimed["commits"] == 1 and reclaimed["snapshots"] == 1
-    assert not list((repo / "tmp").iterdir()) and hub.fsck("org/r") == []
+    assert not list((repo / ".vital" / "tmp").iterdir()) and hub.fsck("org/r") == []
     assert hub.load_dataset("org/r", split="train")["id"] == ["a", "b"]
 
 
@@ -249,12 +249,12 @@ def test_the_next_writer_reclaims_a_dead_writers_staging(world):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", KILLED_AT_REF, str(hub.root)], env=env, capture_output=True)
     hub.push_dataset(Dataset.from_dict({"id": ["c"]}), "org/r", "next")
-    assert not list((hub.repo_dir("org/r") / "tmp").iterdir())
+    assert not list((hub.repo_dir("org/r") / ".vital" / "tmp").iterdir())
 
 
 def test_an_old_temporary_among_the_refs_is_never_listed(world):
     hub, pushed, _ = world
-    (hub.repo_dir("org/r") / "refs" / "heads" / f".main.{'a' * 32}.tmp").write_text(pushed.commit)
+    (hub.repo_dir("org/r") / "refs" / f".main.{'a' * 32}.tmp").write_text(pushed.commit)
     assert hub.list_refs("org/r")["branches"] == {"main": pushed.commit}
     assert hub.gc("org/r")["temporaries"] == 1
-    assert [p.name for p in (hub.repo_dir("org/r") / "refs" / "heads").iterdir()] == ["main"]
+    assert [p.name for p in (hub.repo_dir("org/r") / "refs").iterdir()] == ["main"]

@@ -5,6 +5,7 @@
     vital hub refs quickstart/pairs --hub local:outputs/hub
     vital hub log quickstart/pairs --hub local:outputs/hub
     vital hub fsck quickstart/pairs --hub local:outputs/hub   # verify every commit's bytes; gc reclaims leftovers
+    vital hub migrate --hub local:outputs/hub                 # convert a hub of the old layout to the HF cache one
 
 ``vital <stage> ...`` runs ``recipes/<stage>.py`` with the same arguments, so the command and the script never differ.
 """
@@ -27,14 +28,28 @@ def _hub_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="vital hub", description="Inspect, verify and clean a hub's repos.", allow_abbrev=False
     )
-    parser.add_argument("action", choices=["resolve", "refs", "log", "path", "fsck", "gc"])
-    parser.add_argument("repo", help="repo id, optionally with @revision")
+    parser.add_argument("action", choices=["resolve", "refs", "log", "path", "fsck", "gc", "migrate"])
+    parser.add_argument("repo", nargs="?", help="repo id, optionally with @revision (every action but migrate)")
     parser.add_argument("--hub", default=None, help="local:<dir> or hf (default: $VITAL_HUB or ~/.cache/vital/hub)")
     parser.add_argument("--repo-type", default="dataset", choices=["dataset", "model"])
     args = parser.parse_args(argv)
     from vital.hub import parse_repo_ref
 
     hub = get_hub(args.hub)
+    if args.action == "migrate":
+        if not isinstance(hub, LocalHub):
+            raise SystemExit("'vital hub migrate' converts a local hub (--hub local:<dir>)")
+        try:
+            converted = hub.migrate()
+        except HubError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        for name in converted:
+            print(f"migrated {name}")
+        print(f"{hub.root}: {len(converted)} repo(s) migrated to the Hugging Face cache layout")
+        return 0
+    if not args.repo:
+        parser.error(f"'vital hub {args.action}' needs a repo id")
     try:
         repo_id, revision = parse_repo_ref(args.repo)
         if args.action == "resolve":

@@ -1,13 +1,13 @@
 """Versioned artifacts: push, load and resolve datasets and models by repo id and revision.
 
-Every stage reads ``repo_id@revision`` and writes a new commit of its own repo (``DESIGN.md`` §4). One interface, two
-backends:
+Every stage reads ``repo_id@revision`` and writes a new commit of its own repo. One interface, two backends:
 
 * `HfHub`: the Hugging Face Hub (or any ``HF_ENDPOINT``), through ``datasets.push_to_hub`` and ``HfApi``.
-* `LocalHub`: the embedded default, a directory with the same repo layout. Commits are immutable snapshots named by a
-  hash; branches and tags are refs; a snapshot folder is what ``datasets.load_dataset(path, name=...)`` and
-  ``from_pretrained(path)`` read directly. Writes are atomic and serialised per repo by a file lock, so two processes
-  pushing to one repo both land, one after the other, and a crash never leaves a half-written commit behind a ref.
+* `LocalHub`: the embedded default, a directory laid out as a Hugging Face cache, so ``snapshot_download`` and
+  ``from_pretrained(repo_id, revision=..., cache_dir=<dir>, local_files_only=True)`` and ``scan_cache_dir(<dir>)``
+  read it by repo id. Commits are immutable snapshots named by a hash; branches and tags are refs; history and tags
+  are kept beside the cache. Writes are atomic and serialised per repo by a file lock, so two processes pushing to
+  one repo both land, one after the other, and a crash never leaves a half-written commit behind a ref.
 
 Pick a backend with `get_hub`: ``"local:<dir>"`` or ``"hf"``; the ``VITAL_HUB`` environment variable sets the default.
 
@@ -62,6 +62,7 @@ _REF_CHARS_RE = re.compile(r"[A-Za-z0-9_.+/-]+")
 _CONFIG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")  # `datasets.naming`'s split rule, ASCII only
 _PATH_BAD_CHARS_RE = re.compile(r"[\x00-\x1f\x7f\\]")
+_META = ".vital"  # a repo's history, tag markers, settings, lock and staging: ignored by the HF libraries
 _WRITER_PREFIX = "w-"  # tmp/w-<id>/: one writer's staging folder; tmp/w-<id>.lock is held while it lives
 
 
@@ -240,7 +241,15 @@ class Hub(ABC):
         """Create ``branch`` at ``revision`` (default: the head of ``main``)."""
 
     @abstractmethod
-    def create_tag(self, repo_id: str, tag: str, revision: str = "main", repo_type: RepoType = "dataset") -> None:
+    def create_tag(
+        self,
+        repo_id: str,
+        tag: str,
+        revision: str = "main",
+        repo_type: RepoType = "dataset",
+        tag_message: str | None = None,
+        exist_ok: bool = False,
+    ) -> None:
         """Tag the commit that ``revision`` points to. Tags never move."""
 
     @abstractmethod
@@ -484,17 +493,22 @@ def merge_card(current: str | None, card: RepoCard) -> str:
 # Local directory backend
 # ----------------------------------------------------------------------------------------------------------------------
 class LocalHub(Hub):
-    """A hub in a local directory, laid out per repo as::
+    """A hub in a local directory laid out as a Hugging Face cache, so ``snapshot_download``, ``from_pretrained``,
+    ``hf_hub_download`` (``cache_dir=<root>, local_files_only=True``) and ``scan_cache_dir(<root>)`` read it by repo
+    id, with its history, branches and tags kept beside it in a ``.vital`` folder the Hugging Face libraries ignore::
 
-        <root>/<datasets|models>/<namespace>/<name>/
-            refs/heads/<branch>        commit id (text)
-            refs/tags/<tag>            commit id (text)
-            commits/<id>.json          parents, message, time, tree {path: blob sha256}; <id> = sha1 of the record
-            snapshots/<id>/...         the files of that commit (read-only; load_dataset / from_pretrained read here)
-            blobs/<sha256>             file contents, shared between commits
-            tmp/w-<x>/, tmp/w-<x>.lock one writer's staging folder, and the lock it holds while it is alive
-            repo.json                  repo settings (private, created)
-        <root>/.cache/datasets/        the `datasets` cache of this hub (never shared with another hub)
+        <root>/<datasets|models>--<namespace>--<name>/
+            refs/<branch or tag>       commit id (40 hex digits, no newline: what the HF libraries read)
+            snapshots/<id>/<path>      a relative symlink to ../../blobs/<sha256> per file of commit <id>
+            blobs/<sha256>             file contents (read-only), shared between commits
+            .vital/repo.json           repo settings (private, created)
+            .vital/commits/<id>.json   parents, message, time, tree {path: blob sha256}; <id> = sha1 of the record
+            .vital/tags/<tag>          the commit a tag was made at: which refs are tags (they never move)
+            .vital/tmp/w-<x>/, w-<x>.lock  one writer's staging folder, and the lock it holds while it is alive
+            .vital/lock                the repo's write lock
+            .vital/datasets/           the `datasets` cache of this repo (never shared with another hub)
+
+    A branch and a tag share the ``refs/`` namespace (as in the Hugging Face cache), so a name is one or the other.
 
     Guarantees: every read-modify-write of a commit (tree, card, metadata) happens under the repo's lock against the
     branch head it replaces; a ref moves last, so a killed writer leaves no visible trace (its staging folder is
@@ -504,35 +518,48 @@ class LocalHub(Hub):
     """
 
     name = "local"
+    _migrating = False
 
     def __init__(self, root: str | Path):
         self.root = Path(os.path.expanduser(str(root))).resolve()
+
+    def old_layout_repos(self) -> list[Path]:
+        """The repo folders of the layout before the Hugging Face cache one (``<root>/datasets/<org>/<name>``), which
+        `migrate` converts."""
+        return sorted(p.parent for kind in ("datasets", "models") for p in (self.root / kind).glob("**/repo.json"))
 
     def __repr__(self) -> str:
         return f"LocalHub({str(self.root)!r})"
 
     # -- paths --------------------------------------------------------------------------------------------------------
     def repo_dir(self, repo_id: str, repo_type: RepoType = "dataset") -> Path:
+        """``<root>/<repo_type>s--<namespace>--<name>``: the Hugging Face cache's folder for the repo."""
         if repo_type not in ("dataset", "model"):
             raise HubError(f"unknown repo type {repo_type!r}")
         validate_name("repo_id", repo_id)
-        return _confined(self.root, f"{repo_type}s", *repo_id.split("/"))
+        old_dirs = (self.root / "datasets").is_dir() or (self.root / "models").is_dir()
+        if old_dirs and not self._migrating and self.old_layout_repos():
+            raise HubError(
+                f"{self.root} is a hub in the old layout (<hub>/datasets/<org>/<name>): run "
+                f"`vital hub migrate --hub local:{self.root}` once to convert it to the Hugging Face cache layout"
+            )
+        return _confined(self.root, f"{repo_type}s--" + repo_id.replace("/", "--"))
 
     def _existing_repo(self, repo_id: str, repo_type: RepoType) -> Path:
         path = self.repo_dir(repo_id, repo_type)
-        if not (path / "repo.json").is_file():
+        if not (path / _META / "repo.json").is_file():
             raise HubError(f"{repo_type} repo {repo_id!r} not found in {self.root}")
         return path
 
-    @property
-    def datasets_cache(self) -> Path:
-        """The `datasets` cache this hub loads through: under the hub, so another hub (a copy, a tampered copy) with
-        the same commit ids can never serve its rows here."""
-        return self.root / ".cache" / "datasets"
+    def datasets_cache(self, repo_id: str) -> Path:
+        """The `datasets` cache a dataset repo loads through: inside the repo's folder, so another hub (a copy, a
+        tampered copy) with the same commit ids can never serve its rows here."""
+        return self.repo_dir(repo_id, "dataset") / _META / "datasets"
 
     @contextmanager
     def _lock(self, repo: Path) -> Iterator[None]:
-        with FileLock(str(repo / ".lock"), timeout=600):
+        (repo / _META).mkdir(parents=True, exist_ok=True)
+        with FileLock(str(repo / _META / "lock"), timeout=600):
             yield
 
     @contextmanager
@@ -540,7 +567,7 @@ class LocalHub(Hub):
         """A staging folder ``tmp/w-<x>`` (same file system as the repo, so renames are atomic) whose lock file
         ``tmp/w-<x>.lock`` this process holds until it is done: a folder whose lock can be taken belongs to a dead
         writer and is reclaimed."""
-        tmp = repo / "tmp"
+        tmp = repo / _META / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         for _attempt in range(10):
             name = f"{_WRITER_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -568,7 +595,7 @@ class LocalHub(Hub):
         """Remove what killed writers left: staging folders whose lock no live process holds, and stray temp files
         of older versions (``tmp/*``, ``.<name>.<x>.tmp``) older than ``min_age_s``. Returns (entries, bytes)."""
         count = size = 0
-        tmp = repo / "tmp"
+        tmp = repo / _META / "tmp"
         now = time.time()
         entries = sorted(tmp.iterdir()) if tmp.is_dir() else []
         for lock_path in [p for p in entries if p.name.startswith(_WRITER_PREFIX) and p.suffix == ".lock"]:
@@ -589,7 +616,7 @@ class LocalHub(Hub):
         candidates = [p for p in (tmp.iterdir() if tmp.is_dir() else []) if p.suffix != ".lock"]
         live = {p.with_suffix("").name for p in tmp.glob(f"{_WRITER_PREFIX}*.lock")} if tmp.is_dir() else set()
         strays = [p for p in candidates if p.name not in live]
-        for kind in ("refs/heads", "refs/tags", "commits"):
+        for kind in ("refs", f"{_META}/tags", f"{_META}/commits"):
             base = repo / kind
             strays += list(base.rglob(".*.tmp")) if base.is_dir() else []
         for stray in strays:
@@ -610,59 +637,69 @@ class LocalHub(Hub):
     # -- refs and commits ---------------------------------------------------------------------------------------------
     def create_repo(self, repo_id: str, repo_type: RepoType = "dataset", private: bool | None = None) -> None:
         repo = self.repo_dir(repo_id, repo_type)
-        if (repo / "repo.json").exists():
+        if (repo / _META / "repo.json").exists():
             return
-        for sub in ("refs/heads", "refs/tags", "commits", "snapshots", "blobs", "tmp"):
+        for sub in ("refs", "snapshots", "blobs", f"{_META}/commits", f"{_META}/tags", f"{_META}/tmp"):
             (repo / sub).mkdir(parents=True, exist_ok=True)
         settings = {"repo_id": repo_id, "repo_type": repo_type, "private": True if private is None else private}
         with self._lock(repo):
-            if not (repo / "repo.json").exists():
+            if not (repo / _META / "repo.json").exists():
                 with self._writer(repo) as staging:
-                    _atomic_write(repo / "repo.json", json.dumps(settings, indent=2), staging)
+                    _atomic_write(repo / _META / "repo.json", json.dumps(settings, indent=2), staging)
 
-    def _read_ref(self, repo: Path, kind: str, name: str, repo_id: str = "") -> str | None:
-        """The commit a ref names, checked: a ref file holding anything but a commit id is a named error."""
-        validate_name("branch" if kind == "heads" else "tag", name)
-        path = _confined(repo / "refs" / kind, *name.split("/"))
+    def _read_commit_file(self, repo: Path, rel: str, repo_id: str) -> str | None:
+        """The commit id a ref file (``refs/<name>`` or ``.vital/tags/<name>``) holds, checked; None if absent."""
+        path = _confined(repo, *rel.split("/"))
         if not path.is_file():
             return None
         try:
             text = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:
-            raise HubIntegrityError(repo_id or repo.name, None, f"refs/{kind}/{name}", f"unreadable ({e})") from e
+            raise HubIntegrityError(repo_id or repo.name, None, rel, f"unreadable ({e})") from e
         if not _COMMIT_RE.fullmatch(text):
-            raise HubIntegrityError(
-                repo_id or repo.name, None, f"refs/{kind}/{name}", f"holds {text[:80]!r}, not a commit id"
-            )
+            raise HubIntegrityError(repo_id or repo.name, None, rel, f"holds {text[:80]!r}, not a commit id")
         return text
 
+    def _is_tag(self, repo: Path, name: str) -> bool:
+        return _confined(repo / _META / "tags", *name.split("/")).is_file()
+
+    def _read_ref(self, repo: Path, kind: str, name: str, repo_id: str = "") -> str | None:
+        """The commit the branch (``kind="heads"``) or tag (``kind="tags"``) ``name`` points at, checked: a ref file
+        holding anything but a commit id is a named error. ``refs/<name>`` is the ref; ``.vital/tags/<name>`` marks
+        it as a tag."""
+        validate_name("branch" if kind == "heads" else "tag", name)
+        if (kind == "tags") != self._is_tag(repo, name):
+            return None
+        return self._read_commit_file(repo, f"refs/{name}", repo_id)
+
+    def _ref_names(self, repo: Path) -> list[str]:
+        """Every valid ref name in ``refs/`` (a file that is not one, a temporary a killed writer of an older version
+        left, is never a ref)."""
+        base = repo / "refs"
+        names = (p.relative_to(base).as_posix() for p in sorted(base.rglob("*")) if p.is_file())
+        return [name for name in names if _is_valid("branch", name)]
+
     def list_refs(self, repo_id: str, repo_type: RepoType = "dataset") -> dict[str, dict[str, str]]:
-        """``{"branches": {name: commit}, "tags": {name: commit}}``. Only valid ref names are refs: a file that is
-        not one (a temporary a killed writer of an older version left) is never listed."""
+        """``{"branches": {name: commit}, "tags": {name: commit}}``."""
         repo = self._existing_repo(repo_id, repo_type)
-        out = {}
-        for kind, key in (("heads", "branches"), ("tags", "tags")):
-            base, refs = repo / "refs" / kind, {}
-            for path in sorted(base.rglob("*")):
-                name = path.relative_to(base).as_posix()
-                if not path.is_file() or not _is_valid("branch", name):
-                    continue
-                refs[name] = self._read_ref(repo, kind, name, repo_id)
-            out[key] = refs
+        out: dict[str, dict[str, str]] = {"branches": {}, "tags": {}}
+        for name in self._ref_names(repo):
+            commit = self._read_commit_file(repo, f"refs/{name}", repo_id)
+            out["tags" if self._is_tag(repo, name) else "branches"][name] = commit
         return out
 
     def resolve(self, repo_id: str, revision: str = "main", repo_type: RepoType = "dataset") -> str:
         repo = self._existing_repo(repo_id, repo_type)
         validate_name("revision", revision)
         if _is_valid("branch", revision):
-            for kind in ("heads", "tags"):
-                commit = self._read_ref(repo, kind, revision, repo_id)
-                if commit:
-                    return commit
+            commit = self._read_commit_file(repo, f"refs/{revision}", repo_id)
+            if commit:
+                return commit
         if _SHA_RE.fullmatch(revision):
-            if (repo / "commits" / f"{revision}.json").is_file():
+            commits = repo / _META / "commits"
+            if (commits / f"{revision}.json").is_file():
                 return revision
-            matches = [p.stem for p in (repo / "commits").glob(f"{revision}*.json") if _is_valid("commit", p.stem)]
+            matches = [p.stem for p in commits.glob(f"{revision}*.json") if _is_valid("commit", p.stem)]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
@@ -672,9 +709,12 @@ class LocalHub(Hub):
     def create_branch(
         self, repo_id: str, branch: str, revision: str | None = None, repo_type: RepoType = "dataset", exist_ok=True
     ) -> None:
+        """`HfApi.create_branch` on the local hub: ``branch`` at ``revision`` (default: the head of ``main``)."""
         repo = self._existing_repo(repo_id, repo_type)
         validate_name("branch", branch)
         with self._lock(repo), self._writer(repo) as staging:
+            if self._is_tag(repo, branch):
+                raise HubError(f"{repo_id}: {branch!r} is a tag; a branch cannot have a tag's name")
             if self._read_ref(repo, "heads", branch, repo_id) is not None:
                 if exist_ok:
                     return
@@ -687,21 +727,38 @@ class LocalHub(Hub):
                     raise
                 commit = None  # empty repo: the branch starts with its first commit
             if commit:
-                _atomic_write(repo / "refs" / "heads" / branch, commit, staging)
+                _atomic_write(repo / "refs" / branch, commit, staging)
 
-    def create_tag(self, repo_id: str, tag: str, revision: str = "main", repo_type: RepoType = "dataset") -> None:
+    def create_tag(
+        self,
+        repo_id: str,
+        tag: str,
+        revision: str = "main",
+        repo_type: RepoType = "dataset",
+        tag_message: str | None = None,
+        exist_ok: bool = False,
+    ) -> None:
+        """`HfApi.create_tag` on the local hub: tag the commit ``revision`` points at. Tags never move."""
         repo = self._existing_repo(repo_id, repo_type)
         validate_name("tag", tag)
         with self._lock(repo), self._writer(repo) as staging:
-            if self._read_ref(repo, "tags", tag, repo_id) is not None:
+            commit = self.resolve(repo_id, revision or "main", repo_type)
+            current = self._read_commit_file(repo, f"refs/{tag}", repo_id)
+            if current is not None and not self._is_tag(repo, tag):
+                raise HubError(f"{repo_id}: {tag!r} is a branch; a tag cannot have a branch's name")
+            if current is not None:
+                if exist_ok and current == commit:
+                    return
                 raise HubError(f"tag {tag!r} already exists in {repo_id!r}; tags never move")
-            _atomic_write(repo / "refs" / "tags" / tag, self.resolve(repo_id, revision, repo_type), staging)
+            # The marker first, the ref last: a killed writer leaves a marker without a ref, which is no tag.
+            _atomic_write(_confined(repo / _META / "tags", *tag.split("/")), commit, staging)
+            _atomic_write(repo / "refs" / tag, commit, staging)
 
     def _record(self, repo: Path, repo_id: str, commit: str) -> dict[str, Any]:
         """The commit record of ``commit``, checked: parseable, its id the hash of its content, every tree path a
         valid path and every blob id a sha256. Errors name the repo, the commit and the file."""
         validate_name("commit", commit)
-        file = f"commits/{commit}.json"
+        file = f"{_META}/commits/{commit}.json"
         try:
             record = json.loads((repo / file).read_text(encoding="utf-8"))
         except FileNotFoundError as e:
@@ -746,18 +803,30 @@ class LocalHub(Hub):
 
     # -- verified reads -----------------------------------------------------------------------------------------------
     def _verify_file(self, repo: Path, repo_id: str, commit: str, path: str, blob: str) -> Path:
-        """The snapshot file ``path`` of ``commit`` after checking its bytes hash to ``blob``."""
+        """The snapshot file ``path`` of ``commit`` after checking it is the symlink to ``blobs/<blob>`` and the blob's
+        bytes hash to ``blob``."""
         file = repo / "snapshots" / commit / path
         where = f"snapshots/{commit}/{path}"
         try:
-            st = file.lstat()
+            target = os.readlink(file)
         except FileNotFoundError as e:
             raise HubIntegrityError(repo_id, commit, path, f"missing ({where})") from e
+        except OSError as e:
+            raise HubIntegrityError(repo_id, commit, path, f"not a link to its blob ({where})") from e
+        if target != _blob_link(path, blob):
+            raise HubIntegrityError(
+                repo_id, commit, path, f"links to {target!r}, not to its blob {blob[:12]} ({where})"
+            )
+        blob_file = repo / "blobs" / blob
+        try:
+            st = blob_file.lstat()
+        except FileNotFoundError as e:
+            raise HubIntegrityError(repo_id, commit, path, f"its blob {blob[:12]} is missing") from e
         if not stat.S_ISREG(st.st_mode):
-            raise HubIntegrityError(repo_id, commit, path, f"not a regular file ({where})")
-        key = (str(file), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            raise HubIntegrityError(repo_id, commit, path, f"its blob {blob[:12]} is not a regular file")
+        key = (str(blob_file), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if _VERIFIED.get(key) != blob:
-            digest = sha256_file(file)
+            digest = sha256_file(blob_file)
             if digest != blob:
                 raise HubIntegrityError(
                     repo_id, commit, path, f"content sha256 {digest[:12]} differs from the recorded {blob[:12]}"
@@ -854,6 +923,8 @@ class LocalHub(Hub):
             with self._lock(repo):
                 # ...and everything that reads or moves the head under it, against the head it replaces.
                 self._reclaim_temps(repo, min_age_s=3600)
+                if self._is_tag(repo, revision):
+                    raise HubError(f"{repo_id}: {revision!r} is a tag, and tags never move: push to a branch")
                 parent = self._read_ref(repo, "heads", revision, repo_id)
                 if parent is None and revision != "main":
                     parent = self._read_ref(repo, "heads", "main", repo_id)  # a new branch starts from main
@@ -881,7 +952,7 @@ class LocalHub(Hub):
                 if parent is not None and tree == parent_tree:
                     logger.info("%s@%s already holds this content: no new commit", repo_id, revision)
                     if self._read_ref(repo, "heads", revision, repo_id) != parent:
-                        _atomic_write(repo / "refs" / "heads" / revision, parent, staging)
+                        _atomic_write(repo / "refs" / revision, parent, staging)
                     return PushResult(repo_id, repo_type, revision, parent, f"{location}/{parent}", created=False)
                 for blob in set(tree.values()) - set(parent_tree.values()):
                     if not (repo / "blobs" / blob).is_file() and (staging / "blobs" / blob).is_file():
@@ -900,12 +971,12 @@ class LocalHub(Hub):
                 for path, blob in tree.items():
                     target = snapshot / path
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(repo / "blobs" / blob, target)
+                    os.symlink(_blob_link(path, blob), target)  # relative: valid once renamed into snapshots/
                 if (repo / "snapshots" / commit).exists():  # a leftover of a writer killed before its ref moved
                     shutil.rmtree(repo / "snapshots" / commit)
                 os.replace(snapshot, repo / "snapshots" / commit)
-                _atomic_write(repo / "commits" / f"{commit}.json", json.dumps(record, indent=1), staging)
-                _atomic_write(repo / "refs" / "heads" / revision, commit, staging)  # the commit becomes visible here
+                _atomic_write(repo / _META / "commits" / f"{commit}.json", json.dumps(record, indent=1), staging)
+                _atomic_write(repo / "refs" / revision, commit, staging)  # the commit becomes visible here
         logger.info("pushed %s %s@%s -> %s", repo_type, repo_id, revision, commit[:12])
         return PushResult(repo_id, repo_type, revision, commit, f"{location}/{commit}")
 
@@ -977,28 +1048,37 @@ class LocalHub(Hub):
     # -- maintenance --------------------------------------------------------------------------------------------------
     def fsck(self, repo_id: str, repo_type: RepoType = "dataset") -> list[str]:
         """Everything wrong with a repo, one line each (empty when it is sound): refs that are not valid names or do
-        not hold a commit id, commit records that are corrupt or do not hash to their id, blobs and snapshot files
-        whose bytes differ from their recorded sha256, missing or extra files, temporaries a killed writer left."""
+        not hold a commit id, tags that moved, commit records that are corrupt or do not hash to their id, blobs whose
+        bytes differ from their recorded sha256, snapshot files that are not links to their blob, missing or extra
+        files, temporaries a killed writer left."""
         repo = self._existing_repo(repo_id, repo_type)
         problems: list[str] = []
-        for kind in ("heads", "tags"):
-            base = repo / "refs" / kind
-            for path in sorted(p for p in base.rglob("*") if p.is_file()):
-                name = path.relative_to(base).as_posix()
-                if not _is_valid("branch", name):
-                    problems.append(f"refs/{kind}/{name}: not a valid ref name (a leftover temporary?)")
-                    continue
-                try:
-                    commit = self._read_ref(repo, kind, name, repo_id)
-                    if not (repo / "commits" / f"{commit}.json").is_file():
-                        problems.append(f"refs/{kind}/{name}: points at a missing commit {commit}")
-                except HubError as e:
-                    problems.append(str(e))
+        base = repo / "refs"
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            name = path.relative_to(base).as_posix()
+            if not _is_valid("branch", name):
+                problems.append(f"refs/{name}: not a valid ref name (a leftover temporary?)")
+                continue
+            try:
+                commit = self._read_commit_file(repo, f"refs/{name}", repo_id)
+                if not (repo / _META / "commits" / f"{commit}.json").is_file():
+                    problems.append(f"refs/{name}: points at a missing commit {commit}")
+                if self._is_tag(repo, name):
+                    tagged = self._read_commit_file(repo, f"{_META}/tags/{name}", repo_id)
+                    if tagged != commit:
+                        problems.append(f"refs/{name}: the tag was made at {tagged} but points at {commit}")
+            except HubError as e:
+                problems.append(str(e))
+        tags = repo / _META / "tags"
+        for path in sorted(p for p in tags.rglob("*") if p.is_file()):
+            name = path.relative_to(tags).as_posix()
+            if _is_valid("tag", name) and not (repo / "refs" / name).is_file():
+                problems.append(f"{_META}/tags/{name}: a tag marker without its ref (a killed `create_tag`?)")
         blobs_checked: set[str] = set()
-        for record_file in sorted((repo / "commits").glob("*.json")):
+        for record_file in sorted((repo / _META / "commits").glob("*.json")):
             commit = record_file.stem
             if not _is_valid("commit", commit):
-                problems.append(f"commits/{record_file.name}: not a commit record name")
+                problems.append(f"{_META}/commits/{record_file.name}: not a commit record name")
                 continue
             try:
                 tree = self._record(repo, repo_id, commit)["tree"]
@@ -1017,9 +1097,10 @@ class LocalHub(Hub):
                 self.verify(repo_id, commit, repo_type)
             except HubError as e:
                 problems.append(str(e))
-        leftovers = [p.name for p in (repo / "tmp").iterdir()] if (repo / "tmp").is_dir() else []
+        tmp = repo / _META / "tmp"
+        leftovers = [p.name for p in tmp.iterdir()] if tmp.is_dir() else []
         if leftovers:
-            problems.append(f"tmp/: {len(leftovers)} leftover temporaries (run `vital hub gc`)")
+            problems.append(f"{_META}/tmp/: {len(leftovers)} leftover temporaries (run `vital hub gc`)")
         return problems
 
     def gc(self, repo_id: str, repo_type: RepoType = "dataset") -> dict[str, int]:
@@ -1038,7 +1119,7 @@ class LocalHub(Hub):
                     parents = self._record(repo, repo_id, commit)["parents"]
                     commit = parents[0] if parents else None
             used: set[str] = set()
-            for record_file in sorted((repo / "commits").glob("*.json")):
+            for record_file in sorted((repo / _META / "commits").glob("*.json")):
                 if record_file.stem in reachable:
                     used.update(self._record(repo, repo_id, record_file.stem)["tree"].values())
                     continue
@@ -1047,7 +1128,7 @@ class LocalHub(Hub):
                 out["commits"] += 1
             for snapshot in sorted((repo / "snapshots").iterdir()):
                 if snapshot.name not in reachable:
-                    shutil.rmtree(snapshot)  # hard links: the bytes are counted with the blobs
+                    shutil.rmtree(snapshot)  # symlinks: the bytes are counted with the blobs
                     out["snapshots"] += 1
             for blob in sorted((repo / "blobs").iterdir()):
                 if blob.name not in used:
@@ -1056,12 +1137,75 @@ class LocalHub(Hub):
                     out["blobs"] += 1
         return out
 
+    def migrate(self) -> list[str]:
+        """Convert every repo of the old layout (``<root>/datasets/<org>/<name>`` with ``refs/heads``, ``refs/tags``,
+        ``commits``, hard-linked snapshots) to the Hugging Face cache layout. Commit ids, history, branches and tags
+        are kept; each converted repo must pass `fsck` before its old folder is removed, so a failure (or a kill)
+        leaves the old repo whole and the migration can run again. Returns the ``<type>:<repo_id>`` converted."""
+        done = []
+        for old in self.old_layout_repos():
+            settings = json.loads((old / "repo.json").read_text(encoding="utf-8"))
+            repo_id, repo_type = settings["repo_id"], settings["repo_type"]
+            validate_name("repo_id", repo_id)
+            new = _confined(self.root, f"{repo_type}s--" + repo_id.replace("/", "--"))
+            shutil.rmtree(new, ignore_errors=True)  # a previous, interrupted run's partial copy
+            refs = {}
+            for kind in ("heads", "tags"):
+                base = old / "refs" / kind
+                for path in sorted(p for p in base.rglob("*") if p.is_file()):
+                    name = path.relative_to(base).as_posix()
+                    if not _is_valid("branch", name):
+                        continue  # a temporary a killed writer left
+                    if name in refs:
+                        raise HubError(
+                            f"{repo_type} repo {repo_id!r}: {name!r} is both a branch and a tag, and the Hugging Face "
+                            f"cache has one namespace for both: delete or rename one in {old / 'refs'} and run again"
+                        )
+                    refs[name] = (kind, path.read_text(encoding="utf-8").strip())
+            for sub in ("refs", "snapshots", "blobs", f"{_META}/commits", f"{_META}/tags", f"{_META}/tmp"):
+                (new / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(old / "repo.json", new / _META / "repo.json")
+            for blob in (old / "blobs").iterdir():
+                if _BLOB_RE.fullmatch(blob.name):
+                    _link_or_copy(blob, new / "blobs" / blob.name)
+            for record_file in (old / "commits").glob("*.json"):
+                if not _is_valid("commit", record_file.stem):
+                    continue
+                shutil.copyfile(record_file, new / _META / "commits" / record_file.name)
+                record = self._record(new, repo_id, record_file.stem)
+                snapshot = new / "snapshots" / record_file.stem
+                for path, blob in record["tree"].items():
+                    (snapshot / path).parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(_blob_link(path, blob), snapshot / path)
+            for name, (kind, commit) in refs.items():
+                if kind == "tags":
+                    _atomic_write(_confined(new / _META / "tags", *name.split("/")), commit)
+                _atomic_write(new / "refs" / name, commit)
+            self._migrating = True  # repo_dir serves the new folder while old ones remain
+            try:
+                problems = self.fsck(repo_id, repo_type)
+            finally:
+                self._migrating = False
+            if problems:
+                shutil.rmtree(new, ignore_errors=True)
+                raise HubError(f"{repo_type} repo {repo_id!r} did not convert cleanly, left as it was: {problems[0]}")
+            shutil.rmtree(old)
+            done.append(f"{repo_type}:{repo_id}")
+        for kind in ("datasets", "models"):  # the now empty namespace folders
+            for folder in sorted((self.root / kind).glob("**/"), key=lambda p: -len(p.parts)):
+                with _suppress(OSError):
+                    folder.rmdir()
+        shutil.rmtree(self.root / ".cache" / "datasets", ignore_errors=True)  # the old hub-wide `datasets` cache
+        with _suppress(OSError):
+            (self.root / ".cache").rmdir()
+        return done
+
     # -- datasets -----------------------------------------------------------------------------------------------------
     def _load_dataset(self, repo_id, name, commit, split, **kwargs):
         import datasets
 
         path = self.verify(repo_id, commit, "dataset")
-        kwargs.setdefault("cache_dir", str(self.datasets_cache))
+        kwargs.setdefault("cache_dir", str(self.datasets_cache(repo_id)))
         return datasets.load_dataset(str(path), name=name, split=split, **kwargs)
 
 
@@ -1136,8 +1280,18 @@ class HfHub(Hub):
     ) -> None:
         self.api.create_branch(repo_id, branch=branch, revision=revision, repo_type=repo_type, exist_ok=exist_ok)
 
-    def create_tag(self, repo_id: str, tag: str, revision: str = "main", repo_type: RepoType = "dataset") -> None:
-        self.api.create_tag(repo_id, tag=tag, revision=revision, repo_type=repo_type)
+    def create_tag(
+        self,
+        repo_id: str,
+        tag: str,
+        revision: str = "main",
+        repo_type: RepoType = "dataset",
+        tag_message: str | None = None,
+        exist_ok: bool = False,
+    ) -> None:
+        self.api.create_tag(
+            repo_id, tag=tag, tag_message=tag_message, revision=revision, repo_type=repo_type, exist_ok=exist_ok
+        )
 
     def upload_folder(
         self,
@@ -1338,6 +1492,12 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, dst)
         os.chmod(dst, 0o444)
+
+
+def _blob_link(path: str, blob: str) -> str:
+    """The relative symlink target of snapshot file ``path`` (in ``snapshots/<commit>/``): ``../../blobs/<blob>``,
+    one more ``../`` per folder in ``path``, as the Hugging Face cache writes it."""
+    return "../" * (path.count("/") + 2) + f"blobs/{blob}"
 
 
 def sha256_file(path: Path) -> str:

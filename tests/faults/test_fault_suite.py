@@ -66,24 +66,31 @@ def assert_unique_keys(folder: Path) -> list[str]:
 
 
 def assert_hub_complete(root: Path) -> int:
-    """Every ref of every repo points at a commit whose every file (and every ancestor's) exists with its content."""
+    """Every ref of every repo points at a commit whose every file (and every ancestor's) is a snapshot symlink to a
+    blob with its content, and ``scan_cache_dir`` reads the hub as a Hugging Face cache without a warning."""
+    from huggingface_hub import scan_cache_dir
+
     hub, commits = LocalHub(root), 0
-    for repo_json in sorted(root.glob("*s/**/repo.json")):
-        repo = repo_json.parent
-        repo_type = repo.relative_to(root).parts[0][:-1]
-        repo_id = repo.relative_to(root / f"{repo_type}s").as_posix()
+    for repo_json in sorted(root.glob("*s--*/.vital/repo.json")):
+        repo = repo_json.parent.parent
+        settings = json.loads(repo_json.read_text())
+        repo_id, repo_type = settings["repo_id"], settings["repo_type"]
+        assert hub.repo_dir(repo_id, repo_type) == repo
         refs = hub.list_refs(repo_id, repo_type)
         for name, commit in [*refs["branches"].items(), *refs["tags"].items()]:
-            assert (repo / "commits" / f"{commit}.json").is_file(), f"{repo_id}@{name} points at a missing commit"
+            assert (repo / ".vital" / "commits" / f"{commit}.json").is_file(), f"{repo_id}@{name}: missing commit"
+            assert (repo / "refs" / name).read_text() == commit, f"{repo_id}@{name}: the HF ref differs"
             for info in hub.history(repo_id, commit, repo_type):
                 snapshot = repo / "snapshots" / info["sha"]
                 for path, blob in info["tree"].items():
                     file = snapshot / path
-                    assert file.is_file(), f"{repo_id}@{info['sha'][:12]}: {path} is missing"
-                    assert (repo / "blobs" / blob).is_file(), f"{repo_id}: blob of {path} is missing"
+                    assert file.is_symlink() and file.is_file(), f"{repo_id}@{info['sha'][:12]}: {path} is missing"
+                    assert file.resolve() == (repo / "blobs" / blob).resolve(), f"{repo_id}: {path} is not its blob"
                     assert hashlib.sha256(file.read_bytes()).hexdigest() == blob, f"{repo_id}: {path} is corrupt"
                 commits += 1
     assert commits, f"no commits found under {root}"
+    scan = scan_cache_dir(root)
+    assert not scan.warnings, scan.warnings
     return commits
 
 

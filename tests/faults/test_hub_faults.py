@@ -42,7 +42,9 @@ def assert_every_config_loads_at_every_commit(hub: LocalHub, repo_id: str, revis
         assert listed == on_disk, f"{repo_id}@{info['sha'][:12]}: card lists {sorted(listed)}, tree {sorted(on_disk)}"
         snapshot = hub.snapshot(repo_id, info["sha"])
         for config in listed:
-            rows = datasets.load_dataset(str(snapshot), config, split="train", cache_dir=str(hub.datasets_cache))
+            rows = datasets.load_dataset(
+                str(snapshot), config, split="train", cache_dir=str(hub.datasets_cache(repo_id))
+            )
             assert len(rows) and set(rows["config"]) == {config}
     return len(history)
 
@@ -115,10 +117,11 @@ LOOPER = textwrap.dedent(
 @pytest.mark.slow
 def test_writers_killed_at_random_points_leave_no_visible_temporaries(tmp_path):
     rng, root, kills = random.Random(SEED), tmp_path / "hub", 8
-    tmp, left_by_kill, commits = root / "datasets" / "org" / "looped" / "tmp", [], [0]
+    repo_folder = root / "datasets--org--looped"
+    tmp, left_by_kill, commits = repo_folder / ".vital" / "tmp", [], [0]
 
     def count_commits() -> int:
-        return len(LocalHub(root).history("org/looped")) if (tmp.parent / "refs/heads/main").exists() else 0
+        return len(LocalHub(root).history("org/looped")) if (repo_folder / "refs/main").exists() else 0
 
     for k in range(kills):
         proc = subprocess.Popen(
@@ -141,13 +144,13 @@ def test_writers_killed_at_random_points_leave_no_visible_temporaries(tmp_path):
     hub = LocalHub(root)
     repo = hub.repo_dir("org/looped")
     # Never a temporary among the refs, whatever the kill point.
-    assert [p.name for p in (repo / "refs" / "heads").rglob("*")] == ["main"]
+    assert [p.name for p in (repo / "refs").rglob("*")] == ["main"]
     assert list(hub.list_refs("org/looped")["branches"]) == ["main"]
     # Whatever is wrong is only leftovers, which gc reclaims; afterwards the repo is sound.
     assert all("leftover" in p for p in hub.fsck("org/looped")), hub.fsck("org/looped")
-    leftovers = len(list((repo / "tmp").glob("w-*.lock")))
+    leftovers = len(list((repo / ".vital" / "tmp").glob("w-*.lock")))
     assert hub.gc("org/looped")["temporaries"] == leftovers
-    assert not list((repo / "tmp").iterdir()) and hub.fsck("org/looped") == []
+    assert not list((repo / ".vital" / "tmp").iterdir()) and hub.fsck("org/looped") == []
     # Every ref loads, at every commit.
     assert assert_every_config_loads_at_every_commit(hub, "org/looped") > 0
 

@@ -53,6 +53,19 @@ def test_quickstart_pipeline(tmp_path, capsys, monkeypatch):
     stages_seen = {a["stage"] for a in artifacts}
     assert {"ingest", "generate", "rate", "train_selector", "select", "sft", "evaluate"} <= stages_seen
 
+    # The hub is a Hugging Face cache: every artifact opens by repo id with plain huggingface_hub / transformers calls.
+    from huggingface_hub import scan_cache_dir, snapshot_download
+    from transformers import AutoModelForImageTextToText
+
+    assert scan_cache_dir(hub.root).warnings == []
+    for a in artifacts:
+        kwargs = {"repo_type": a["repo_type"], "cache_dir": hub.root, "local_files_only": True}
+        assert Path(snapshot_download(a["repo_id"], revision=a["revision"], **kwargs)).name == a["commit"]
+    sft = next(a for a in artifacts if a["stage"] == "sft")
+    assert AutoModelForImageTextToText.from_pretrained(
+        sft["repo_id"], revision=sft["revision"], cache_dir=hub.root, local_files_only=True
+    )
+
     # Idempotent: the same inputs and configs make no new commits.
     again = recipe.cli(common)
     assert not any(p.created for p in again), [p.repo_id for p in again if p.created]
