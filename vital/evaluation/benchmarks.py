@@ -25,7 +25,6 @@ into `CHAT_FEATURES` (``domain`` becomes one name, LLaVA-Med's first true flag; 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from typing import Any
 from datasets import Dataset, Features, Image, List, Value
 
 from vital.data.inputs import require_columns
-from vital.hub import ArtifactRef, Hub, HubError, parse_repo_ref
+from vital.hub import ArtifactRef, Hub, HubError, parse_repo_ref, sha256_file
 
 
 logger = logging.getLogger(__name__)
@@ -370,7 +369,9 @@ def _image_root(hub: Hub, ref: ArtifactRef, cache_dir: Path) -> Path:
     archive = snapshot / "imgs.zip"
     if not archive.is_file():
         raise HubError(f"{ref}: the rows name image files but the repo has no imgs/ folder or imgs.zip")
-    target = cache_dir / hashlib.sha256(f"{ref.repo_id}@{ref.commit}".encode()).hexdigest()[:16]
+    # Keyed by the archive's content (which the hub has just verified), never by repo@commit alone: another hub with
+    # the same repo id and commit id but other bytes must not reuse this extraction.
+    target = cache_dir / sha256_file(archive)[:32]
     done = target / ".extracted"
     if not done.exists():
         target.mkdir(parents=True, exist_ok=True)
