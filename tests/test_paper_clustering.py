@@ -143,7 +143,7 @@ def test_curate_demos_with_the_paper_embedders_leaves_out_gross_and_histology(ti
     )
     local = LocalHub(tmp_path / "hub")
     pairs = local.load_dataset("quickstart/pairs", split="train")
-    commit = pushed[1].commit  # default, then review (with the card)
+    (commit,) = [p.commit for p in pushed if p.repo_id == "quickstart/clusters"]  # default and review: one commit
     clusters = local.load_dataset("quickstart/clusters", "default", split="train", revision=commit)
     assert clusters["id"] == pairs["id"]  # every pair has a row, the left-out ones too
     left_out = {m for m, c in zip(clusters["modality"], clusters["cluster"], strict=True) if c == -1}

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trl import TrlParser
 
 from vital.llm.estimate import PROFILE_SETTINGS, UNSET
-from vital.runner import load_recipe
+from vital.runner import load_recipe, recipe_parser
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,17 +64,18 @@ def parsed(profile: Path, stage: str) -> dict:
     """The stage's arguments as its recipe parses the profile's YAML (every dataclass of its command line)."""
     from vital.evaluation.answering import GenerationSettings
     from vital.llm import EndpointConfig
+    from vital.llm.batch import BatchConfig
 
     module = load_recipe(stage)
     classes = {
-        "generate": ("GenerateArguments", EndpointConfig),
+        "generate": ("GenerateArguments", EndpointConfig, BatchConfig),
         "curate_demos": ("CurateDemosArguments",),
-        "rate": ("RateArguments", EndpointConfig),
-        "evaluate": ("EvaluateArguments", GenerationSettings, EndpointConfig),
+        "rate": ("RateArguments", EndpointConfig, BatchConfig),
+        "evaluate": ("EvaluateArguments", GenerationSettings, EndpointConfig, BatchConfig),
     }[stage]
     classes = tuple(getattr(module, c) if isinstance(c, str) else c for c in classes)
     out = {}
-    for args in TrlParser(classes).parse_args_and_config(["--config", str(profile / f"{stage}.yaml")]):
+    for args in recipe_parser(classes).parse_args_and_config(["--config", str(profile / f"{stage}.yaml")]):
         out |= vars(args)
     return out
 
@@ -117,6 +117,7 @@ def _show(value) -> str:
 def readme_rows() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     section = text.split("### Paper vs ours: generation, clustering, rating, evaluation", 1)[1].split("\n## ", 1)[0]
+    section = section.split("\n### ", 1)[0]  # this table only (the selector's has its own test)
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
     return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
 
@@ -167,7 +168,7 @@ def test_plus_sft_config_trains_on_the_plus_selection():
     from trl import ModelConfig, SFTConfig
 
     sft = load_recipe("sft")
-    parser = TrlParser((sft.ScriptArguments, SFTConfig, ModelConfig))
+    parser = recipe_parser((sft.ScriptArguments, SFTConfig, ModelConfig))
     plus, training, _ = parser.parse_args_and_config(
         ["--config", str(OURS / "sft/config_llava15_7b.yaml"), "--use_cpu", "true"]
     )
