@@ -1,7 +1,7 @@
 """The select recipe end to end on a local hub: one config per ratio, best first; the same selector and candidates
 commits give the same `selected` content (rerun: no new commit; another hub: the same files); bad images are
-quarantined with the reason; two processes push once and select the same rows; and a script in recipes/ still gets
-the standard library's `select`."""
+quarantined with the reason; two processes push once and select the same rows; and no script in recipes/ shadows a
+standard library module (`select_data.py` runs the `select` stage)."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def test_two_processes_push_once_and_select_the_same_rows(inputs, tmp_path):
     select(one, yaml_path)
     env = {**os.environ, "PYTHONPATH": str(Path.cwd()), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml"]
-    command += ["recipes/select.py", "--config", yaml_path, "--hub", f"local:{two}"]
+    command += ["recipes/select_data.py", "--config", yaml_path, "--hub", f"local:{two}"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("test/selected  dataset") == 1  # only the main process pushed and printed
@@ -190,10 +190,14 @@ def test_two_processes_push_once_and_select_the_same_rows(inputs, tmp_path):
         assert rows_a["selector_score"] == pytest.approx(rows_b["selector_score"], abs=1e-6)
 
 
-def test_scripts_in_recipes_still_get_the_standard_select(tmp_path):
-    # `python recipes/x.py` puts recipes/ first on sys.path, where this stage's select.py lives.
-    code = "import sys; sys.path.insert(0, 'recipes'); import select, subprocess; assert hasattr(select, 'poll')"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
-    for script in ("recipes/ingest.py", "recipes/select.py"):
-        done = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
+def test_no_recipe_script_shadows_a_standard_library_module():
+    # `python recipes/x.py` puts recipes/ first on sys.path: a recipes/select.py hid the standard `select` module.
+    from vital.runner import RECIPES_DIR, available_recipes
+
+    shadowing = {p.stem for p in RECIPES_DIR.glob("*.py")} & set(sys.stdlib_module_names)
+    assert not shadowing, f"recipes/ scripts named like standard library modules: {sorted(shadowing)}"
+    assert "select" in available_recipes()  # the stage keeps its command name
+    done = subprocess.run(
+        [sys.executable, "recipes/select_data.py", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
