@@ -1,7 +1,7 @@
 """Versioned artifacts: push, load and resolve datasets and models by repo id and revision.
 
-Every stage reads ``repo_id@revision`` and writes a new commit of its own repo (``DESIGN.md`` §4). One interface, two
-backends:
+Every stage reads ``repo_id@revision`` and writes a new commit of its own repo (``docs/design.md``, Hub layer). One
+interface, two backends:
 
 * `HfHub`: the Hugging Face Hub (or any ``HF_ENDPOINT``), through ``datasets.push_to_hub`` and ``HfApi``.
 * `LocalHub`: the embedded default, a directory with the same repo layout. Commits are immutable snapshots named by a
