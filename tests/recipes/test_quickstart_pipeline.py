@@ -4,6 +4,7 @@ what is on disk, the lineage ties each artifact to its inputs, and a rerun makes
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from datasets import load_dataset
 from transformers import AutoConfig
@@ -11,6 +12,9 @@ from transformers import AutoConfig
 import vital.selector  # noqa: F401  (registers the selector with the Auto classes)
 from vital.hub import LocalHub
 from vital.runner import load_recipe
+
+
+pytestmark = pytest.mark.slow  # the whole quickstart, twice (about a minute)
 
 
 def test_quickstart_pipeline(tmp_path, capsys, monkeypatch):

@@ -242,6 +242,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(env, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_branch_with_a_finished_run_is_not_overwritten(env, tmp_path):
     first = sft.cli(args_for(env, tmp_path / "a", "t/sft-branch", run_branch="r1", max_steps=2))[0]
     with pytest.raises(RunBranchError, match="already holds a finished SFT run"):

@@ -5,10 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vital.cards import lineage_of
 from vital.hub import LocalHub
 from vital.runner import load_recipe
 
+
+pytestmark = pytest.mark.slow  # a pipeline, then two DDP processes (about 30 s)
 
 ROOT = Path(__file__).resolve().parents[2]
 
