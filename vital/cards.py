@@ -1,8 +1,9 @@
 """Dataset and model cards from the Jinja templates in ``dataset_cards/`` and ``model_cards/``, with a lineage block.
 
-Every push writes a card (``DESIGN.md`` §1). The card's metadata carries the Hub fields (licence, task categories,
-tags, base model, datasets) and a machine-readable ``lineage`` entry: each input at its commit, the stage's config
-(secrets redacted), the seed and the versions of the stack. The text repeats the lineage as a table for people.
+Every push writes a card (``docs/design.md``, Artifacts and schemas). The card's metadata carries the Hub fields
+(licence, task categories, tags, base model, datasets) and a machine-readable ``lineage`` entry: each input at its
+commit, the stage's config (secrets redacted), the seed and the versions of the stack. The text repeats the lineage as
+a table for people.
 
 Example::
 

@@ -1,6 +1,7 @@
 """Versioned artifacts: push, load and resolve datasets and models by repo id and revision.
 
-Every stage reads ``repo_id@revision`` and writes a new commit of its own repo. One interface, two backends:
+Every stage reads ``repo_id@revision`` and writes a new commit of its own repo (``docs/design.md``, Hub layer). One
+interface, two backends:
 
 * `HfHub`: the Hugging Face Hub (or any ``HF_ENDPOINT``), through ``datasets.push_to_hub`` and ``HfApi``.
 * `LocalHub`: the embedded default, a directory laid out as a Hugging Face cache, so ``snapshot_download`` and

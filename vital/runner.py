@@ -115,16 +115,21 @@ def _recipe_parser_class() -> type:
 
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# Stages whose script has another name: a `recipes/select.py` would shadow the standard library's `select` module
+# for `python recipes/<stage>.py` (recipes/ comes first on sys.path), so the select stage lives in select_data.py.
+STAGE_SCRIPTS = {"select": "select_data"}
 
 
 def available_recipes() -> list[str]:
-    """Stage names: the ``recipes/<name>.py`` scripts."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.py") if not p.stem.startswith("_"))
+    """Stage names: the ``recipes/<name>.py`` scripts, under their stage name (``select`` for ``select_data.py``)."""
+    stage_of = {script: stage for stage, script in STAGE_SCRIPTS.items()}
+    return sorted(stage_of.get(p.stem, p.stem) for p in RECIPES_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
 def load_recipe(name: str) -> ModuleType:
-    """Import ``recipes/<name>.py`` (``-`` and ``_`` are interchangeable) as a module."""
+    """Import the script of stage ``name`` (``-`` and ``_`` are interchangeable) as a module."""
     stem = name.replace("-", "_")
+    stem = STAGE_SCRIPTS.get(stem, stem)
     path = RECIPES_DIR / f"{stem}.py"
     if not path.is_file():
         raise SystemExit(f"unknown stage {name!r}; available: {', '.join(available_recipes())}")

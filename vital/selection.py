@@ -1,4 +1,4 @@
-"""Selection (``DESIGN.md`` §2, ``selected``): score every candidate with the selector and keep the top ratios.
+"""Selection: score every candidate with the selector and keep the top ratios (``docs/design.md``, Selector).
 
 - :func:`score_candidates` streams the candidates from disk in batches (``Dataset.iter``: only one batch of rows and
   images is in memory at a time), scores every question–answer turn with :func:`score_image_turns` (each image

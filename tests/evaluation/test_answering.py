@@ -38,6 +38,7 @@ def tiny(tmp_path_factory):
     return folder, model, processor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llava", "idefics3"])
 def test_batched_answers_equal_unbatched_greedy_answers(questions, tiny, family):
     vqa, chat = questions

@@ -1,7 +1,8 @@
-"""VQA metrics: `legacy` behaves like LLaVA-Med's published metric (shared/reference/llava_med_metrics.md), flaws
-included; `strict` differs from it exactly where the reference names a flaw, and nowhere else.
+"""VQA metrics: `legacy` behaves like LLaVA-Med's published metric (microsoft/LLaVA-Med `llava/eval/run_eval.py`),
+flaws included; `strict` differs from it exactly where one of its flaws is fixed (docs/design.md, Evaluation
+integrity), and nowhere else.
 
-Every expected value below is worked out by hand from the reference page; the comment on a row shows the working.
+Every expected value below is worked out by hand from that script's rules; the comment on a row shows the working.
 """
 
 import os

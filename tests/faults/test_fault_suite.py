@@ -118,6 +118,7 @@ def stage_args(name: str, root: Path, journals: Path, *extra: str) -> list[str]:
 
 
 # -- SIGKILL and resume -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_generate_killed_twice_then_resumed(ingested, rng):
     journals = ingested / "gen"
     args = stage_args("generate", ingested, journals, "--answer_pairs", "0", "--stand_in_faults", "0.1")
@@ -146,6 +147,7 @@ def test_generate_killed_twice_then_resumed(ingested, rng):
     assert_hub_complete(ingested / "hub")
 
 
+@pytest.mark.slow
 def test_rate_killed_twice_then_resumed(ingested, rng):
     if not (ingested / "hub/datasets/quickstart/candidates").exists():
         load_recipe("generate").cli(stage_args("generate", ingested, ingested / "gen", "--answer_pairs", "0"))
@@ -192,6 +194,7 @@ def pipeline_hub(tmp_path_factory, rng):
     return work, killed_mid_run
 
 
+@pytest.mark.slow
 def test_pipeline_killed_once_then_rerun(pipeline_hub):
     work, _ = pipeline_hub
     hub = LocalHub(work / "hub")
@@ -215,6 +218,7 @@ def test_pipeline_killed_once_then_rerun(pipeline_hub):
     assert_hub_complete(work / "hub")
 
 
+@pytest.mark.slow
 def test_evaluate_killed_then_resumed(pipeline_hub, rng):
     work, _ = pipeline_hub
     out = work / "eval-killed"
@@ -302,6 +306,7 @@ def test_a_truncated_journal_line_is_tolerated_and_counted(tmp_path):
 
 
 # -- a faulty endpoint ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_faulty_endpoint_ends_in_success_or_recorded_failures(ingested, tmp_path):
     hub_args = ["--hub", f"local:{ingested}/hub", "--stand_in_faults", "0.6", "--concurrency", "4"]
     gen = ["--config", "recipes/quickstart/generate.yaml", *hub_args, "--journal_dir", str(tmp_path / "gen")]

@@ -13,6 +13,9 @@ from vital.runner import load_recipe
 from vital.testing.tiny_models import build_tiny_llava
 
 
+pytestmark = pytest.mark.slow  # every test shares a tiny evaluation run (about 30 s), one adds a hub model (1 min)
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")

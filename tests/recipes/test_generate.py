@@ -37,6 +37,7 @@ def journal_lines(tmp_path):
     return [json.loads(line) for p in sorted((tmp_path / "journals").glob("*.jsonl")) for line in p.open()]
 
 
+@pytest.mark.slow
 def test_generate_on_the_stand_in(hub_dir):
     pushed = run(hub_dir, "--stand_in_faults", "0")
     hub = LocalHub(hub_dir / "hub")
@@ -146,6 +147,7 @@ load_recipe("generate").cli(sys.argv[1:])
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume(hub_dir):
     args = ["--config", QUICKSTART, "--hub", f"local:{hub_dir}/hub", "--journal_dir", f"{hub_dir}/journals"]
     args += ["--stand_in_latency_ms", "400", "--concurrency", "2", "--answer_pairs", "0", "--stand_in_faults", "0"]

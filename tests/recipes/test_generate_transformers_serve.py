@@ -19,6 +19,9 @@ from vital.runner import load_recipe
 from vital.testing.tiny_models import build_tiny_llava
 
 
+pytestmark = pytest.mark.slow  # starts `transformers serve` (about 30 s)
+
+
 ingest = load_recipe("ingest")
 generate = load_recipe("generate")
 

@@ -91,7 +91,7 @@ def test_ingest_llava_med_records_raise_or_quarantine(tmp_path):
 def test_pipeline_runs_stages_and_cli_reads_the_hub(tmp_path, capsys):
     config = tmp_path / "pipeline.yaml"
     config.write_text(f"hub: local:{tmp_path}/hub\nstages:\n  - ingest=recipes/quickstart/ingest.yaml\n")
-    pushed = pipeline.cli(["--config", str(config)])
+    pushed = pipeline.cli(["--config", str(config), "--report_dir", str(tmp_path / "report")])
     assert [p.repo_id for p in pushed] == ["quickstart/pairs", "quickstart/demos"]
     assert "Artifacts" in capsys.readouterr().out
     with pytest.raises(ValueError, match="does not have"):

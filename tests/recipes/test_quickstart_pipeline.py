@@ -4,6 +4,7 @@ what is on disk, the lineage ties each artifact to its inputs, and a rerun makes
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from datasets import load_dataset
 from transformers import AutoConfig
@@ -13,11 +14,16 @@ from vital.hub import LocalHub
 from vital.runner import load_recipe
 
 
+pytestmark = pytest.mark.slow  # the whole quickstart, twice (about a minute)
+
+
 def test_quickstart_pipeline(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the configs name outputs/ paths relative to the repo
-    config = yaml.safe_load(Path("recipes/quickstart/pipeline.yaml").read_text())
-    # The same stages, pointed at a hub, journals and outputs in tmp (the stage YAMLs stay as they are).
-    stages = list(config["stages"])
+    repo = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((repo / "recipes/quickstart/pipeline.yaml").read_text())
+    # The same stages and stage YAMLs, run from tmp: the hub, and the outputs/ paths the YAMLs name (journals,
+    # checkpoints, reports), land there and never in the checkout.
+    stages = [f"{name}={repo / path}" for name, path in (s.split("=", 1) for s in config["stages"])]
+    monkeypatch.chdir(tmp_path)
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({"hub": f"local:{tmp_path}/hub", "stages": stages}))
     monkeypatch.setenv("VITAL_CACHE", str(tmp_path / "cache"))

@@ -66,6 +66,7 @@ def test_every_turn_is_rated(candidates_hub, tmp_path):
 SCRIPT = "import sys\nfrom vital.runner import load_recipe\nload_recipe('rate').cli(sys.argv[1:])\n"
 
 
+@pytest.mark.slow
 def test_killed_rating_run_resumes_without_reasking(candidates_hub, tmp_path):
     journals = tmp_path / "j"
     args = ["--config", "recipes/quickstart/rate.yaml", "--hub", f"local:{candidates_hub}/hub"]

@@ -1,7 +1,6 @@
 """The select recipe end to end on a local hub: one config per ratio, best first; the same selector and candidates
 commits give the same `selected` content (rerun: no new commit; another hub: the same files); bad images are
-quarantined with the reason; two processes push once and select the same rows; and a script in recipes/ still gets
-the standard library's `select`."""
+quarantined with the reason; two processes push once and select the same rows."""
 
 from __future__ import annotations
 
@@ -25,6 +24,8 @@ from vital.runner import load_recipe
 from vital.selector import SelectorModel
 from vital.testing.tiny_models import build_tiny_clip
 
+
+pytestmark = pytest.mark.slow  # a tiny pipeline up to the candidates, then a two-process run (about a minute)
 
 RATIOS = [0.1, 0.4, 0.8, 0.9]
 
@@ -177,7 +178,7 @@ def test_two_processes_push_once_and_select_the_same_rows(inputs, tmp_path):
     select(one, yaml_path)
     env = {**os.environ, "PYTHONPATH": str(Path.cwd()), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml"]
-    command += ["recipes/select.py", "--config", yaml_path, "--hub", f"local:{two}"]
+    command += ["recipes/select_data.py", "--config", yaml_path, "--hub", f"local:{two}"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("test/selected  dataset") == 1  # only the main process pushed and printed
@@ -188,12 +189,3 @@ def test_two_processes_push_once_and_select_the_same_rows(inputs, tmp_path):
         rows_b = b.load_dataset("test/selected", name, split="train")
         assert rows_a["id"] == rows_b["id"]
         assert rows_a["selector_score"] == pytest.approx(rows_b["selector_score"], abs=1e-6)
-
-
-def test_scripts_in_recipes_still_get_the_standard_select(tmp_path):
-    # `python recipes/x.py` puts recipes/ first on sys.path, where this stage's select.py lives.
-    code = "import sys; sys.path.insert(0, 'recipes'); import select, subprocess; assert hasattr(select, 'poll')"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
-    for script in ("recipes/ingest.py", "recipes/select.py"):
-        done = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]

@@ -157,6 +157,7 @@ def generate(model, processor) -> torch.Tensor:
     return out
 
 
+@pytest.mark.slow
 def test_full_sft_lowers_the_loss_and_pushes_a_loadable_model(env, tmp_path):
     (pushed,) = sft.cli(args_for(env, tmp_path / "out", "t/sft-full", dataset_eval_split="test"))
     assert pushed.repo_id == "t/sft-full" and pushed.revision == "quickstart"
@@ -191,6 +192,7 @@ def test_full_sft_lowers_the_loss_and_pushes_a_loadable_model(env, tmp_path):
     generate(model, processor)
 
 
+@pytest.mark.slow
 def test_lora_adapter_saves_and_reloads(env, tmp_path):
     from peft import PeftModel
 
@@ -214,6 +216,7 @@ def test_lora_adapter_saves_and_reloads(env, tmp_path):
     assert parameters["trainable"] == sum(w.numel() for w in adapter.values()) < parameters["total"] / 10
 
 
+@pytest.mark.slow
 def test_bad_rows_stop_the_run_before_training(env, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RecordError, match=r"record 'c9 \(from t/bad@[0-9a-f]{12}\)'.*empty assistant turn"):
@@ -232,6 +235,7 @@ def test_bad_rows_stop_the_run_before_training(env, tmp_path):
     assert "skipped_rows.jsonl" in card.text and "1 row(s) of the data were skipped" in card.text
 
 
+@pytest.mark.slow
 def test_a_branch_with_a_finished_run_is_not_overwritten(env, tmp_path):
     first = sft.cli(args_for(env, tmp_path / "a", "t/sft-branch", run_branch="r1", max_steps=2))[0]
     with pytest.raises(RunBranchError, match="already holds a finished SFT run"):
@@ -246,6 +250,7 @@ def test_a_branch_with_a_finished_run_is_not_overwritten(env, tmp_path):
     assert refs["r1"] == again.commit and refs["r2"] == other.commit
 
 
+@pytest.mark.slow
 def test_idefics3_with_a_frozen_vision_tower(env, tmp_path):
     sft.cli(
         args_for(
@@ -267,6 +272,7 @@ def test_idefics3_with_a_frozen_vision_tower(env, tmp_path):
     generate(tuned, AutoProcessor.from_pretrained(snapshot))
 
 
+@pytest.mark.slow
 def test_llava_med_alignment_then_instruction_through_the_hub(env, tmp_path):
     # Step 1: caption conversations from pairs; only the projector trains.
     stage1 = sft.cli(

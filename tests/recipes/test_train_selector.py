@@ -18,6 +18,9 @@ from vital.runner import load_recipe
 from vital.selector import SelectorModel
 
 
+pytestmark = pytest.mark.slow  # every test shares a rated hub; each trains a selector
+
+
 CONFIG = "recipes/quickstart/train_selector.yaml"
 
 

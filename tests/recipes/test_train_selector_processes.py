@@ -5,15 +5,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vital.cards import lineage_of
 from vital.hub import LocalHub
 from vital.runner import load_recipe
 
 
+pytestmark = pytest.mark.slow  # a pipeline, then two DDP processes (about 30 s)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_two_processes_train_and_push_once(tmp_path):
+def test_two_processes_train_and_push_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the stage YAMLs' outputs/ paths (journals) land here, not in the checkout
     hub_spec = f"local:{tmp_path}/hub"
     stages = ["ingest", "tiny_models", "curate_demos", "generate", "rate"]
     config = tmp_path / "pipeline.yaml"

@@ -137,6 +137,7 @@ def _heldout_accuracy(model, processor, dataset):
     return float(np.mean((chosen > rejected) + 0.5 * (chosen == rejected)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_type", ["bradley_terry", "hinge"])
 def test_selector_learns_a_rule_over_image_and_text(make_selector, processor, pairs, tmp_path, loss_type):
     model = make_selector(text_fields=["answer"])
@@ -159,6 +160,7 @@ def test_selector_learns_a_rule_over_image_and_text(make_selector, processor, pa
     assert metrics["eval_auc"] > 0.8
 
 
+@pytest.mark.slow
 def test_raising_the_clinician_weight_raises_clinician_alignment(make_selector, processor, pairs, tmp_path):
     # Judges prefer bright images; clinicians prefer a dark image saying "effusion" over a bright one saying "normal".
     # A quarter of the judge pairs are exactly that comparison the other way round, and outnumber the clinicians.

@@ -1,4 +1,5 @@
-r"""Converters between the released LLaVA-style JSON records and the project's datasets (``DESIGN.md`` §2).
+r"""Converters between the released LLaVA-style JSON records and the project's datasets (``docs/design.md``,
+Artifacts and schemas).
 
 Two formats come in, both as a JSON list (``.json``, parsed one record at a time), JSON lines (``.jsonl``), a JSON
 ``{group: [records]}`` object (LLaVA-Med's released figure-caption file: ``{domain: [records]}``, read as upstream reads

@@ -1,4 +1,5 @@
-"""The data contracts between stages (``DESIGN.md`` §2) as `datasets.Features`, with row validators.
+"""The data contracts between stages as `datasets.Features`, with row validators (``docs/design.md``, Artifacts and
+schemas).
 
 Conversations are TRL's conversational format with typed content parts, the form `SFTTrainer` reads for vision data::
 

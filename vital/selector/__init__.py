@@ -1,4 +1,5 @@
-"""The selector (``DESIGN.md`` §6): an image+text scorer trained on judge and clinician pairwise preferences.
+"""The selector: an image+text scorer trained on judge and clinician pairwise preferences (``docs/design.md``,
+Selector).
 
 - :mod:`vital.selector.modeling`: :class:`SelectorConfig`, :class:`SelectorModel` (any CLIP-family dual encoder, or
   BiomedCLIP through open_clip, plus an MLP head), :func:`score_texts_images` for batched scoring.

@@ -1,4 +1,4 @@
-"""Selector metrics (``DESIGN.md`` §6): pair accuracy, clinician alignment, AUC, mean rank, MAP.
+"""Selector metrics (``docs/design.md``, Selector): pair accuracy, clinician alignment, AUC, mean rank, MAP.
 
 Conventions, the same in every function:
 

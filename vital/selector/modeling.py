@@ -1,4 +1,4 @@
-"""The selection model: a CLIP-family dual encoder with a scalar head (``DESIGN.md`` §6).
+"""The selection model: a CLIP-family dual encoder with a scalar head (``docs/design.md``, Selector).
 
 BioMed-VITAL's selector embeds a candidate's image and text with BiomedCLIP, concatenates the two feature vectors and
 maps them through an MLP (1024 -> 512 -> 512 -> 512 -> 1) to one score. Here the backbone is any dual encoder that

@@ -1,13 +1,16 @@
-"""Stage 3b — select: score every candidate with the trained selector and keep the best at each ratio.
+"""Stage 3b — select (`vital select`): score every candidate with the trained selector and keep the best at each ratio.
+
+The script is `select_data.py`, not `select.py`: `python recipes/<stage>.py` puts recipes/ first on `sys.path`, where
+a `select.py` would shadow the standard library's `select` module (which subprocess, socket and asyncio import).
 
 Usage:
 
-    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/select.py --config recipes/quickstart/select.yaml
-    python recipes/select.py --config recipes/quickstart/select.yaml
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/select_data.py --config recipes/quickstart/select.yaml
+    python recipes/select_data.py --config recipes/quickstart/select.yaml
     vital select --config recipes/quickstart/select.yaml --hub local:outputs/hub
 
     # paper settings (top 10 / 40 / 80 / 90 %, the 150K and 210K mixtures with LLaVA-Med's data), GPUs:
-    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/select.py \\
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/select_data.py \\
         --config recipes/biomed_vital/select.yaml
 
 Every question–answer turn is scored (candidates streamed from disk in batches; under `accelerate launch` each
@@ -24,48 +27,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+import torch
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-def _standard_library_select():
-    """The standard library's ``select`` module, found on ``sys.path`` without this file's folder."""
-    import importlib.machinery
-    import importlib.util
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-    spec = importlib.machinery.PathFinder.find_spec("select", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# `python recipes/<stage>.py` and `accelerate launch recipes/<stage>.py` put recipes/ first on sys.path, so the
-# standard library's `import select` (socket, subprocess and asyncio need it) finds this file. Imported under that
-# name, it puts the real module in its place (the import system returns what sys.modules holds) and imports nothing
-# else: the modules that asked for `select` are still half-imported.
-if __name__ == "select":
-    sys.modules["select"] = _standard_library_select()
-else:
-    import numpy as np
-    import torch
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    from vital.cards import Lineage, dataset_card
-    from vital.data.inputs import require_columns
-    from vital.hub import HubError, PushResult, get_hub, parse_repo_ref
-    from vital.runner import artifact_table, recipe_parser, setup_logging
-    from vital.selection import (
-        build_mixture,
-        cut_scores,
-        parse_mixture_spec,
-        plot_score_histogram,
-        score_candidates,
-        select_top_ratios,
-    )
+from vital.cards import Lineage, dataset_card
+from vital.data.inputs import require_columns
+from vital.hub import HubError, PushResult, get_hub, parse_repo_ref
+from vital.runner import artifact_table, recipe_parser, setup_logging
+from vital.selection import (
+    build_mixture,
+    cut_scores,
+    parse_mixture_spec,
+    plot_score_histogram,
+    score_candidates,
+    select_top_ratios,
+)
 
 
 logger = logging.getLogger("vital.select")
