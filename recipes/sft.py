@@ -38,6 +38,7 @@ from vital.runner import artifact_table, last_complete_checkpoint, setup_logging
 from vital.sft import (
     FREEZE_CHOICES,
     ThroughputCallback,
+    base_reference,
     check_cpu_launch,
     check_run_branch,
     check_sft_rows,
@@ -48,6 +49,7 @@ from vital.sft import (
     load_sft_mixture,
     model_lineage,
     parse_dataset_specs,
+    record_adapter_base,
     resolve_model,
     same_finished_run,
     stage_output,
@@ -219,6 +221,8 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
 
     # 8. Save: full weights or the LoRA adapter, the processor (chat template included) and the trainer state.
     trainer.save_model(training_args.output_dir)
+    if model_args.use_peft and trainer.is_world_process_zero():  # the adapter names its base by repo id and commit
+        record_adapter_base(trainer.model, source, training_args.output_dir)
     trainer.save_state()
 
     # 9. Card and push, from the main process only.
@@ -251,6 +255,9 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
             tags=["sft", "trl", *(["lora"] if adapter else [])],
             description=describe_run(source.base_model or source.path, adapter, metrics, len(train_dataset)),
             repo_id=script_args.output_repo,
+            revision=run_branch,
+            adapter=adapter,
+            **dict(zip(("base_model_path", "base_revision"), base_reference(source, model))),
         )
         card.save(os.path.join(training_args.output_dir, "README.md"))
         if script_args.push:

@@ -202,13 +202,17 @@ def eval_results(
     relative scores (whole set) and the win rates per benchmark. Pooled and macro rows stay in the eval dataset."""
     from huggingface_hub import EvalResult
 
+    from vital.cards import web_url
+
+    source_url = web_url(source_url)  # a local hub's folder is no URL: the card names no path on this machine
     out = []
     for row in summary:
         if row["value"] is None or row["group"] or row["benchmark"] in ("overall", "macro"):
             continue
         name = METRIC_LABELS.get(row["metric"], row["metric"])
         if row["task"] == "vqa":
-            metric_type = "accuracy" if row["metric"] == "closed_accuracy" else "recall"
+            # Legacy and strict scoring are different metrics: distinct types, so the Hub never ranks them together.
+            metric_type = f"vqa_{row['mode']}_{row['metric']}"  # e.g. vqa_strict_closed_accuracy
             metric_name = f"{name} ({row['mode']})"
             task_name = "Medical visual question answering"
         elif row["task"] == "chat":
