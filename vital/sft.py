@@ -431,6 +431,16 @@ def base_reference(source: ModelSource, model: Any = None) -> tuple[str, str | N
     return source.base_model, lineage.get("commit") or source.revision
 
 
+def display_name(source: ModelSource) -> str:
+    """How tables and charts name a model: ``repo_id@revision`` for a hub or Hub model (the revision asked for: a
+    run branch, a tag or a commit), a bare local folder's name (never a path on this machine)."""
+    if isinstance(source.lineage, ArtifactRef):
+        return f"{source.lineage.repo_id}@{source.lineage.revision}"
+    if source.base_model:
+        return f"{source.base_model}@{source.revision}" if source.revision else source.base_model
+    return Path(source.path).name
+
+
 def record_adapter_base(model: Any, source: ModelSource, output_dir: str | os.PathLike) -> None:
     """Rewrite the ``adapter_config.json`` a PEFT model saved in ``output_dir`` so that it names its base by repo id
     (``base_model_name_or_path``) and commit (``revision``) instead of the local snapshot folder it was loaded from;
