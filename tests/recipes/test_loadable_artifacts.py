@@ -2,7 +2,6 @@
 model card's "use" snippet runs as written (against a local hub), and the run's TensorBoard logs go with the model."""
 
 import json
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,34 +15,12 @@ from vital.cards import Lineage, model_card
 from vital.data.schemas import SELECTED_FEATURES
 from vital.hub import LocalHub
 from vital.runner import load_recipe
+from vital.testing.card_snippets import python_blocks, run_on_local_hub
 from vital.testing.tiny_models import build_tiny_llava
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sft = load_recipe("sft")
-_LOAD_CALL = re.compile(r'"(?P<repo>[\w.-]+/[\w.-]+)"(?P<middle>[^()]*?), revision="(?P<rev>[^"]+)"')
-
-
-def python_blocks(card_text: str) -> list[str]:
-    """The ```python blocks of a card."""
-    return re.findall(r"```python\n(.*?)```", card_text, flags=re.DOTALL)
-
-
-def run_on_local_hub(code: str, hub: LocalHub, repo_type: str, namespace: dict | None = None) -> dict:
-    """Execute a card snippet as written, except that each ``"org/name", ..., revision="rev"`` (what the Hub resolves)
-    becomes the local hub's snapshot folder of that repo at that revision. Every call in the snippet must name a
-    revision that exists, or this fails."""
-    calls = list(_LOAD_CALL.finditer(code))
-    assert calls, f"no repo id with a revision in:\n{code}"
-    assert "<" not in code, f"a placeholder is left in:\n{code}"
-
-    def local(match: re.Match) -> str:
-        folder = hub.snapshot(match["repo"], match["rev"], repo_type)
-        return f'"{folder}"{match["middle"]}'
-
-    namespace = dict(namespace or {})
-    exec(compile(_LOAD_CALL.sub(local, code), "<card snippet>", "exec"), namespace)
-    return namespace
 
 
 def _row(i: int) -> dict:

@@ -112,3 +112,31 @@ def test_package_and_remote_classes_score_identically_in_process(make_selector, 
     assert score_texts_images(remote, processor, images, TEXTS) == score_texts_images(local, processor, images, TEXTS)
     assert sorted(remote.state_dict()) == sorted(local.state_dict())
     assert Path(tmp_path / "modeling_vital_selector.py").is_file()
+
+
+def test_the_selector_cards_use_snippet_runs_as_written(make_selector, processor, tmp_path):
+    """The selector card's snippet (plain transformers, trust_remote_code) loads the pushed selector at its branch
+    from a local hub and scores as the package does."""
+    import jinja2
+
+    from vital.cards import TEMPLATE_DIRS
+    from vital.hub import LocalHub
+    from vital.testing.card_snippets import python_blocks, run_on_local_hub
+
+    model = make_selector()
+    folder = tmp_path / "selector"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    hub = LocalHub(tmp_path / "hub")
+    hub.create_repo("org/selector", "model")
+    hub.create_branch("org/selector", "w0.5", repo_type="model")
+    hub.push_folder(folder, "org/selector", "model", revision="w0.5")
+    template = (TEMPLATE_DIRS["model"] / "selector.md").read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    context = {"repo_id": "org/selector", "revision": "w0.5", "text_fields": ["question", "answer"]}
+    (code,) = [env.from_string(block).render(**context) for block in python_blocks(template)]
+    assert "vital" not in code and "trust_remote_code=True" in code
+    images = _images()
+    scope = run_on_local_hub(code, hub, "model", {"images": images, "texts": TEXTS})
+    expected = score_texts_images(model, processor, images, TEXTS)
+    np.testing.assert_allclose(scope["scores"].tolist(), expected, rtol=1e-5, atol=1e-6)

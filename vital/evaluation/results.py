@@ -205,6 +205,7 @@ def eval_results(
     from vital.cards import web_url
 
     source_url = web_url(source_url)  # a local hub's folder is no URL: the card names no path on this machine
+    source_name = source_name if source_url else None  # the Hub's schema wants both or neither
     out = []
     for row in summary:
         if row["value"] is None or row["group"] or row["benchmark"] in ("overall", "macro"):
