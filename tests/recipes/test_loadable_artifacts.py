@@ -138,3 +138,11 @@ def test_paper_configs_log_to_tensorboard():
         assert yaml.safe_load(path.read_text())["report_to"] == "tensorboard", path
     extras = (REPO_ROOT / "setup.cfg").read_text().split("tracking =")[1].split("\n#")[0]
     assert "tensorboard" in extras and "trackio" in extras
+
+
+def test_the_tracking_extra_provides_both_trackers():
+    """`report_to: trackio` and `report_to: tensorboard` resolve to transformers' callbacks with the extra installed."""
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    names = {cls.__name__ for cls in get_reporting_integration_callbacks(["tensorboard", "trackio"])}
+    assert names == {"TensorBoardCallback", "TrackioCallback"}
