@@ -146,3 +146,30 @@ def test_the_tracking_extra_provides_both_trackers():
 
     names = {cls.__name__ for cls in get_reporting_integration_callbacks(["tensorboard", "trackio"])}
     assert names == {"TensorBoardCallback", "TrackioCallback"}
+
+
+def test_the_selector_folder_carries_its_training_logs(tmp_path):
+    """train_selector's saved (and pushed) folder holds the trainer state and TensorBoard's event files."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import CLIPConfig, CLIPModel, TrainerState
+
+    from vital.selector import SelectorModel
+
+    tiny = CLIPConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 16},
+        projection_dim=8,
+    )  # fmt: skip
+    model = SelectorModel.from_backbone(CLIPModel(tiny), hidden_sizes=[8])
+    out = tmp_path / "out"
+    with SummaryWriter(out / "runs" / "run-1") as writer:
+        for step, loss in enumerate([0.7, 0.6, 0.5], 1):
+            writer.add_scalar("train/loss", loss, step)
+    state = TrainerState(global_step=3, log_history=[{"loss": 0.5, "step": 3}])
+    trainer = SimpleNamespace(model=model, state=state, args=SimpleNamespace(output_dir=str(out)))
+    processor = SimpleNamespace(save_pretrained=lambda folder: None)
+    folder = Path(load_recipe("train_selector").save_selector(trainer, processor, str(out / "selector")))
+    assert json.loads((folder / "trainer_state.json").read_text())["log_history"] == [{"loss": 0.5, "step": 3}]
+    assert list(folder.glob("runs/run-1/events.out.tfevents.*"))
+    assert (folder / "modeling_vital_selector.py").is_file()
