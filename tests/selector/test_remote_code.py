@@ -140,3 +140,17 @@ def test_the_selector_cards_use_snippet_runs_as_written(make_selector, processor
     scope = run_on_local_hub(code, hub, "model", {"images": images, "texts": TEXTS})
     expected = score_texts_images(model, processor, images, TEXTS)
     np.testing.assert_allclose(scope["scores"].tolist(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_remote_config_has_the_same_fields_and_defaults_as_the_package_config(tmp_path):
+    """A field added to vital's SelectorConfig (a new head option, say) must be added to the remote copy too."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    from vital.selector import SelectorConfig
+    from vital.selector.remote_code import write_remote_code
+
+    write_remote_code(tmp_path)
+    remote = get_class_from_dynamic_module(AUTO_MAP["AutoConfig"], tmp_path)
+    assert remote.__annotations__.keys() == SelectorConfig.__annotations__.keys()
+    for name in SelectorConfig.__annotations__:
+        assert getattr(remote, name) == getattr(SelectorConfig, name), name
