@@ -14,8 +14,11 @@ def _per_request(records) -> list[logging.LogRecord]:
 
 
 @pytest.mark.slow
-def test_a_generate_run_logs_no_per_request_info_lines(tmp_path, caplog):
+def test_a_generate_run_logs_no_per_request_info_lines(tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)  # capture everything the loggers let through
+    for name in ("httpx", "httpx2"):  # as in a fresh process, whatever earlier tests configured
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        caplog.set_level(logging.NOTSET, logger=name)
     hub = f"local:{tmp_path}/hub"
     load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
     args = ["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir", str(tmp_path / "gen")]
@@ -26,8 +29,10 @@ def test_a_generate_run_logs_no_per_request_info_lines(tmp_path, caplog):
     assert [r for r in caplog.records if r.name.startswith("vital") and r.levelno == logging.INFO]  # progress stays
 
 
-def test_per_request_lines_are_debug_and_shown_only_at_debug(caplog):
+def test_per_request_lines_are_debug_and_shown_only_at_debug(caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.NOTSET, logger="httpx")  # whatever an earlier test set, the filter alone decides here
+    monkeypatch.setattr(logging.getLogger("httpx"), "disabled", False)  # a dictConfig elsewhere may have disabled it
     setup_logging()
     logging.getLogger("httpx").info('HTTP Request: POST http://127.0.0.1/v1/chat/completions "HTTP/1.1 200 OK"')
     assert _per_request(caplog.records) == []
