@@ -135,6 +135,7 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
         description="Clinicians review the `review` config in the annotation app; the demonstrations they pick go to "
         "the demos repo with the `cluster` they came from.",
         repo_id=args.clusters_repo,
+        revision=args.revision,
         pairs_ref=str(pairs_ref),
         num_rows=len(pairs),
         num_assignments=len(all_ids),

@@ -62,7 +62,7 @@ from vital.llm import EndpointConfig, image_to_data_url
 from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
 from vital.runner import artifact_table, recipe_parser, setup_logging
-from vital.sft import resolve_model
+from vital.sft import display_name, resolve_model
 
 
 logger = logging.getLogger("vital.evaluate")
@@ -192,7 +192,7 @@ def main(
         answers = ans.answer_with_endpoint(questions, served, generation, out / "journals", args.shard)
     else:
         source = resolve_model(hub, args.model_name_or_path, args.model_revision)
-        model_ref, label = source.lineage, args.model_label or source.base_model or Path(source.path).name
+        model_ref, label = source.lineage, args.model_label or display_name(source)
         if isinstance(model_ref, ArtifactRef):  # the weights' commit: our own model-index updates do not count
             model_ref = dataclasses.replace(model_ref, commit=hub.content_commit(model_ref.repo_id, model_ref.commit))
         # Keyed by the weights, not the commit: the card this stage writes back makes a new commit, not a new model.

@@ -191,6 +191,7 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
         lineage=lineage,
         pretty_name="BioMed-VITAL candidates" + (" (stand-in)" if args.stand_in else ""),
         repo_id=args.candidates_repo,
+        revision=args.revision,
         stand_in=args.stand_in,
         model=results[0].model if results and results[0].model else endpoint.model,
         endpoint=kind,

@@ -132,6 +132,7 @@ def main(args: ImportArguments) -> list[PushResult]:
         lineage=Lineage(stage="import_released", inputs=inputs, config=args),
         pretty_name="BioMed-VITAL released instruction data",
         repo_id=args.repo,
+        revision=args.revision,
         configs=list(files),
         configs_table=table,
         dead=dead,

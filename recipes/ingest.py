@@ -110,6 +110,7 @@ def main(args: IngestArguments) -> list[PushResult]:
         pretty_name="BioMed-VITAL pairs" + (" (sample)" if args.pairs_source == "sample" else ""),
         description=description,
         repo_id=args.pairs_repo,
+        revision=args.revision,
         num_rows=len(pairs),
         modalities=dict(sorted(Counter(pairs["modality"]).items())),
         sources=sources,

@@ -238,6 +238,7 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
         pretty_name="BioMed-VITAL selected instructions" + (" (stand-in)" if stand_in else ""),
         tags=["selected", "sft"],
         repo_id=args.selected_repo,
+        revision=args.revision,
         selector=str(selector_ref) if not isinstance(selector_ref, dict) else selector_ref["source"],
         aggregate=args.aggregate,
         stand_in=stand_in,

@@ -46,6 +46,7 @@ from vital.sft import (
     SFTRunTrainer,
     ThroughputCallback,
     base_model_folder,
+    base_reference,
     check_cpu_launch,
     check_run_branch,
     check_sft_rows,
@@ -56,6 +57,7 @@ from vital.sft import (
     load_sft_mixture,
     model_lineage,
     parse_dataset_specs,
+    record_adapter_base,
     resolve_model,
     same_finished_run,
     skipped_rows_note,
@@ -254,6 +256,8 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
 
     # 8. Save: full weights or the LoRA adapter, the processor (chat template included) and the trainer state.
     trainer.save_model(training_args.output_dir)
+    if model_args.use_peft and trainer.is_world_process_zero():  # the adapter names its base by repo id and commit
+        record_adapter_base(trainer.model, source, training_args.output_dir)
     trainer.save_state()
 
     # 9. Card and push, from the main process only.
@@ -302,6 +306,9 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
             )
             + skipped_rows_note(quarantine),
             repo_id=script_args.output_repo,
+            revision=run_branch,
+            adapter=adapter,
+            **dict(zip(("base_model_path", "base_revision"), base_reference(source, model))),
         )
         card.save(os.path.join(training_args.output_dir, "README.md"))
         if script_args.push:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 
 import torch
@@ -418,6 +419,11 @@ def save_selector(trainer, processor, save_dir: str) -> str:
         model = model.merge_and_unload()
     model.save_pretrained(save_dir)
     processor.save_pretrained(save_dir)
+    # The run's logs travel with the model: the trainer state (loss curve) and TensorBoard's event files, if any.
+    trainer.state.save_to_json(os.path.join(save_dir, "trainer_state.json"))
+    runs = os.path.join(trainer.args.output_dir, "runs")
+    if os.path.isdir(runs):
+        shutil.copytree(runs, os.path.join(save_dir, "runs"), dirs_exist_ok=True)
     return save_dir
 
 
@@ -465,6 +471,7 @@ def push_selector(hub, args, training_args, data, backbone, summary, save_dir) -
         task_categories=["image-text-to-text"],
         tags=["preferences", "selector"],
         repo_id=args.pairs_repo,
+        revision=args.revision,
         counts=counts,
         min_gap=args.min_score_gap,
         clinician_weight=data["weight"],
@@ -506,6 +513,7 @@ def push_selector(hub, args, training_args, data, backbone, summary, save_dir) -
         datasets=[args.pairs_repo],
         tags=["selector", "reward-model", "trl", *(["lora"] if args.use_lora else [])],
         repo_id=args.output_repo,
+        revision=args.revision,
         backbone=backbone.spec,
         head_sizes=head_sizes,
         num_pairs=sum(len(s) for s in splits.values()),

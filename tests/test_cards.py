@@ -32,6 +32,7 @@ def render_pairs(**kw):
         num_rows=12,
         modalities={"ct": 4, "mri": 8},
         sources="| file | licence |",
+        quarantined=0,
         **kw,
     )
 

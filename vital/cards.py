@@ -122,25 +122,73 @@ def _render(kind: str, template: str, card_data, lineage: Lineage, context: dict
     return f"---\n{card_data.to_yaml()}\n---\n\n{body.lstrip()}"
 
 
+DEFAULT_LICENSE = "other"
+DEFAULT_LICENSE_NAME = "per-source-licenses"
+"""Artifacts built from PMC figures carry each source's own licence (recorded per record in ``source.license``), so
+cards default to ``license: other`` with this ``license_name``; pass ``license``/``license_name``/``license_link``
+to state yours."""
+
+_SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
+_SIZE_BUCKETS += ((10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+
+
+def size_category(num_rows: int) -> str:
+    """The Hub's ``size_categories`` bucket of a dataset with ``num_rows`` rows (``"n<1K"``, ``"1K<n<10K"``, ...)."""
+    for limit, name in _SIZE_BUCKETS:
+        if num_rows < limit:
+            return name
+    return "n>1B"
+
+
+def web_url(location: str | os.PathLike | None) -> str | None:
+    """``location`` when it is an http(s) URL (a Hub page), else None: a local hub's folder is not shown on cards."""
+    text = str(location) if location is not None else ""
+    return text if text.startswith(("https://", "http://")) else None
+
+
+def _license_fields(license: str, license_name: str | None, license_link: str | None) -> dict[str, str]:
+    if license != "other":
+        if license_name or license_link:
+            raise ValueError(f"license_name/license_link describe a licence 'other', not {license!r}")
+        return {"license": license}
+    fields = {"license": "other", "license_name": license_name or DEFAULT_LICENSE_NAME}
+    if license_link:
+        fields["license_link"] = license_link
+    return fields
+
+
 def dataset_card(
     template: str,
     *,
     lineage: Lineage,
     pretty_name: str,
-    license: str = "other",
+    license: str = DEFAULT_LICENSE,
+    license_name: str | None = None,
+    license_link: str | None = None,
+    size_categories: list[str] | None = None,
     task_categories: list[str] | None = None,
     tags: list[str] | None = None,
+    revision: str = "main",
     **context: Any,
 ) -> DatasetCard:
-    """Render ``dataset_cards/<template>.md``. ``context`` holds the template's own variables."""
+    """Render ``dataset_cards/<template>.md``. ``context`` holds the template's own variables.
+
+    ``license`` is a Hub licence id; with ``"other"``, ``license_name`` (default :data:`DEFAULT_LICENSE_NAME`) and
+    ``license_link`` name it. ``size_categories`` defaults to the bucket of a ``num_rows`` context value.
+    ``revision`` is the branch or tag the card's loading snippet names.
+    """
+    if size_categories is None and isinstance(context.get("num_rows"), int):
+        size_categories = [size_category(context["num_rows"])]
     card_data = DatasetCardData(
         pretty_name=pretty_name,
-        license=license,
+        **_license_fields(license, license_name, license_link),
+        size_categories=size_categories,
         task_categories=task_categories or ["visual-question-answering", "image-text-to-text"],
         language=["en"],
         tags=["biomedical", "biomed-vital", *(tags or [])],
     )
-    return DatasetCard(_render("dataset", template, card_data, lineage, {"pretty_name": pretty_name, **context}))
+    context = {"pretty_name": pretty_name, "revision": revision, **context}
+    return DatasetCard(_render("dataset", template, card_data, lineage, context))
 
 
 def model_card(
@@ -150,24 +198,37 @@ def model_card(
     model_name: str,
     base_model: str | None = None,
     datasets: list[str] | None = None,
-    license: str = "other",
+    license: str = DEFAULT_LICENSE,
+    license_name: str | None = None,
+    license_link: str | None = None,
     pipeline_tag: str | None = None,
     tags: list[str] | None = None,
     eval_results: list | None = None,
+    revision: str = "main",
     **context: Any,
 ) -> ModelCard:
-    """Render ``model_cards/<template>.md``; ``eval_results`` become the card's ``model-index``."""
+    """Render ``model_cards/<template>.md``; ``eval_results`` become the card's ``model-index``.
+
+    ``license``/``license_name``/``license_link`` as for :func:`dataset_card`; ``revision`` is the branch or tag the
+    card's loading snippet names.
+    """
     card_data = ModelCardData(
         model_name=model_name,
         base_model=base_model,
         datasets=datasets,
-        license=license,
+        **_license_fields(license, license_name, license_link),
         library_name="transformers",
         pipeline_tag=pipeline_tag,
         tags=["biomedical", "biomed-vital", *(tags or [])],
         eval_results=eval_results,
     )
-    context = {"model_name": model_name, "base_model": base_model, "datasets": datasets or [], **context}
+    context = {
+        "model_name": model_name,
+        "base_model": base_model,
+        "datasets": datasets or [],
+        "revision": revision,
+        **context,
+    }
     return ModelCard(_render("model", template, card_data, lineage, context))
 
 

@@ -160,7 +160,27 @@ def setup_logging(level: int | str = logging.INFO, main_process: bool = True) ->
     datasets.utils.logging.set_verbosity(max(numeric, logging.WARNING))
     transformers.utils.logging.set_verbosity(max(numeric, logging.WARNING))
     logging.getLogger("vital").setLevel(numeric)
+    # One line per HTTP request (httpx's, or the httpx2 the openai client uses: "HTTP Request: POST ..." at INFO) is
+    # DEBUG detail: thousands of them on a paper-size run. The progress line carries rate, cost and failures.
+    for name in PER_REQUEST_LOGGERS:
+        http_logger = logging.getLogger(name)
+        if not any(isinstance(f, _PerRequestToDebug) for f in http_logger.filters):
+            http_logger.addFilter(_PerRequestToDebug())
     return logging.getLogger("vital")
+
+
+PER_REQUEST_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "openai._base_client", "uvicorn.access")
+"""Loggers whose INFO records are per-request lines; :func:`setup_logging` logs them at DEBUG."""
+
+
+class _PerRequestToDebug(logging.Filter):
+    """Re-level a per-request INFO record to DEBUG, and drop it unless the ``vital`` logger shows DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("vital").isEnabledFor(logging.DEBUG)
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence], footer: Sequence | None = None) -> str:

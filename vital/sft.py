@@ -82,8 +82,9 @@ CAPTION_PROMPTS = (
 VISION_TOWER_NAMES = ("vision_tower", "vision_model", "visual")
 PROJECTOR_NAMES = ("multi_modal_projector", "connector", "merger", "mm_projector")
 
-# Files of a trainer's output_dir that are not part of the model artifact.
-NOT_PUSHED = ("checkpoint-*", "runs", "training_args.bin", ".ipynb_checkpoints", FINGERPRINT_FILE)
+# Files of a trainer's output_dir that are not part of the model artifact. TensorBoard's `runs/` is: the Hub shows the
+# run's curves beside the model.
+NOT_PUSHED = ("checkpoint-*", "training_args.bin", ".ipynb_checkpoints", FINGERPRINT_FILE)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -438,6 +439,39 @@ def base_model_folder(source: ModelSource) -> Path | None:
         return None
 
 
+def base_reference(source: ModelSource, model: Any = None) -> tuple[str, str | None]:
+    """The base model as a loader names it: its repo id and commit (a Hub id or a ``hub:`` repo), or a bare local
+    folder's path and None."""
+    lineage = model_lineage(source, model)
+    if source.base_model is None:
+        return source.path, None
+    if isinstance(lineage, ArtifactRef):
+        return source.base_model, lineage.commit
+    return source.base_model, lineage.get("commit") or source.revision
+
+
+def display_name(source: ModelSource) -> str:
+    """How tables and charts name a model: ``repo_id@revision`` for a hub or Hub model (the revision asked for: a
+    run branch, a tag or a commit), a bare local folder's name (never a path on this machine)."""
+    if isinstance(source.lineage, ArtifactRef):
+        return f"{source.lineage.repo_id}@{source.lineage.revision}"
+    if source.base_model:
+        return f"{source.base_model}@{source.revision}" if source.revision else source.base_model
+    return Path(source.path).name
+
+
+def record_adapter_base(model: Any, source: ModelSource, output_dir: str | os.PathLike) -> None:
+    """Rewrite the ``adapter_config.json`` a PEFT model saved in ``output_dir`` so that it names its base by repo id
+    (``base_model_name_or_path``) and commit (``revision``) instead of the local snapshot folder it was loaded from;
+    ``PeftModel``/``AutoPeftModel`` then find the base anywhere. (Done after saving: peft's save reads the base's
+    config from that name to decide whether to save the embeddings.)"""
+    name, commit = base_reference(source, model)
+    for adapter, config in (getattr(model, "peft_config", None) or {}).items():
+        config.base_model_name_or_path = name
+        config.revision = commit
+        config.save_pretrained(Path(output_dir) if adapter == "default" else Path(output_dir, adapter))
+
+
 def folder_fingerprint(folder: str | os.PathLike, max_file_bytes: int = 256 << 20) -> str:
     """sha256 over the sorted (path, content sha256) of the folder's files; files over ``max_file_bytes`` (weight
     shards of big models) contribute their size instead of their content, so a 7B folder fingerprints in seconds."""
@@ -598,8 +632,8 @@ def skipped_rows_note(quarantine: Quarantine) -> str:
 def stage_output(
     output_dir: str | os.PathLike, staging: str | os.PathLike, exclude: Sequence[str] = NOT_PUSHED
 ) -> Path:
-    """Hard-link (or copy) the model artifact files of ``output_dir`` into ``staging``: everything but checkpoints,
-    TensorBoard runs and the pickled training arguments."""
+    """Hard-link (or copy) the model artifact files of ``output_dir`` into ``staging``: everything but checkpoints and
+    the pickled training arguments (TensorBoard's ``runs/`` event files go with the model)."""
     output_dir, staging = Path(output_dir), Path(staging)
     for file in sorted(p for p in output_dir.rglob("*") if p.is_file()):
         rel = file.relative_to(output_dir)

@@ -202,13 +202,18 @@ def eval_results(
     relative scores (whole set) and the win rates per benchmark. Pooled and macro rows stay in the eval dataset."""
     from huggingface_hub import EvalResult
 
+    from vital.cards import web_url
+
+    source_url = web_url(source_url)  # a local hub's folder is no URL: the card names no path on this machine
+    source_name = source_name if source_url else None  # the Hub's schema wants both or neither
     out = []
     for row in summary:
         if row["value"] is None or row["group"] or row["benchmark"] in ("overall", "macro"):
             continue
         name = METRIC_LABELS.get(row["metric"], row["metric"])
         if row["task"] == "vqa":
-            metric_type = "accuracy" if row["metric"] == "closed_accuracy" else "recall"
+            # Legacy and strict scoring are different metrics: distinct types, so the Hub never ranks them together.
+            metric_type = f"vqa_{row['mode']}_{row['metric']}"  # e.g. vqa_strict_closed_accuracy
             metric_name = f"{name} ({row['mode']})"
             task_name = "Medical visual question answering"
         elif row["task"] == "chat":
@@ -303,11 +308,10 @@ def comparison_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> st
     return "\n".join(lines)
 
 
-def comparison_chart(summaries: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, mode: str = "legacy"):
-    """A grouped bar chart (PNG) of the headline numbers, one bar per model: VQA in ``mode``, chat, win rate.
-
-    Drawn with matplotlib's Agg canvas directly (no pyplot, no display needed). Returns the path.
-    """
+def comparison_figure(summaries: Mapping[str, Sequence[Mapping[str, Any]]], mode: str = "legacy"):
+    """The comparison chart as a matplotlib ``Figure``: grouped bars of the headline numbers, one bar per model, VQA
+    in ``mode``, chat, win rate. Every bar carries its value on top, so a zero bar reads "0" (not an empty slot) and
+    a number a model lacks reads "n/a". Models are named by their keys in ``summaries`` (the legend)."""
     from matplotlib.figure import Figure
 
     columns = [c for c in headline_columns(summaries) if c[3] in (mode, "")]
@@ -318,12 +322,24 @@ def comparison_chart(summaries: Mapping[str, Sequence[Mapping[str, Any]]], path:
     for k, model in enumerate(models):
         values = [_value(summaries[model], c) for c in columns]
         xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(columns))]
-        axes.bar(xs, [0 if v is None else v for v in values], width=width, label=model)
+        bars = axes.bar(xs, [0 if v is None else v for v in values], width=width, label=model)
+        labels = ["n/a" if v is None else f"{v:.1f}".removesuffix(".0") for v in values]
+        axes.bar_label(bars, labels=labels, padding=2, fontsize=7)
+        zero = [x for x, v in zip(xs, values) if not v]  # zero or missing: a marker on the axis, in the bar's colour
+        axes.plot(zero, [0] * len(zero), "_", markersize=14, markeredgewidth=3, color=bars.patches[0].get_facecolor())
     axes.set_xticks(range(len(columns)), [column_label(c) for c in columns], rotation=35, ha="right", fontsize=8)
     axes.set_ylabel("score (0-100)")
+    axes.set_ylim(bottom=0, top=max(axes.get_ylim()[1], 1.0) * 1.08)  # room for the value labels
     axes.set_title(f"biomed-vital evaluation ({mode} VQA metric)")
     axes.legend(fontsize=8)
     figure.tight_layout()
+    return figure
+
+
+def comparison_chart(summaries: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, mode: str = "legacy"):
+    """:func:`comparison_figure` drawn to a PNG at ``path`` with matplotlib's Agg canvas (no pyplot, no display
+    needed). Returns the path."""
+    figure = comparison_figure(summaries, mode)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")

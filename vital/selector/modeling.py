@@ -15,7 +15,9 @@ Example::
 
 Importing this module registers ``vital_selector`` with ``AutoConfig``, ``AutoModel`` and
 ``AutoModelForSequenceClassification``, so a saved selector folder reloads with any of them (after
-``import vital.selector``).
+``import vital.selector``). A saved folder also carries self-contained copies of the config and model
+(:mod:`vital.selector.remote_code`) and an ``auto_map``, so it loads without biomed-vital through
+``AutoModel.from_pretrained(folder, trust_remote_code=True)``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from vital.selector.data import TEXT_FIELDS, encode_texts_images, template_fields
+from vital.selector.remote_code import AUTO_MAP, write_remote_code
 
 
 __all__ = [
@@ -404,6 +407,15 @@ class SelectorModel(PreTrainedModel):
         else:
             raise TypeError(f"unsupported backbone {type(backbone).__name__}")
         return cls(config, backbone=backbone)
+
+    def save_pretrained(self, save_directory: str | Path, *args: Any, **kwargs: Any) -> None:
+        """``PreTrainedModel.save_pretrained``, plus the self-contained ``configuration_vital_selector.py`` and
+        ``modeling_vital_selector.py`` and an ``auto_map`` naming them in ``config.json``, so the folder (or the
+        repo it is pushed to) loads with ``AutoModel.from_pretrained(..., trust_remote_code=True)`` without
+        biomed-vital."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_remote_code(save_directory)
 
     # ---- forward ------------------------------------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module | None:
