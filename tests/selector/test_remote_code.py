@@ -34,7 +34,9 @@ def test_remote_code_imports_only_torch_and_transformers():
                 roots |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 roots.add(node.module.split(".")[0])
-        assert roots <= {"__future__", "collections", "copy", "typing", "torch", "transformers", "open_clip"}, roots
+        assert roots <= {"__future__", "collections", "copy", "re", "typing", "torch", "transformers", "open_clip"}, (
+            roots
+        )
 
 
 def test_saved_selector_carries_its_code_and_auto_map(make_selector, processor, tmp_path):
@@ -95,13 +97,22 @@ def test_fresh_process_without_vital_loads_and_scores_identically(make_selector,
     assert len(set(np.round(result["scores"], 6))) == len(TEXTS)  # distinct inputs, distinct scores
 
 
-def test_package_and_remote_classes_score_identically_in_process(make_selector, processor, tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"head_activation": "sigmoid", "text_template": "{caption}{mentions}Question:{question}Answer:{answer}"},
+    ],
+    ids=["ours", "paper-head"],
+)
+def test_package_and_remote_classes_score_identically_in_process(make_selector, processor, tmp_path, options):
     """The folder's own copy of the code, loaded as transformers loads remote code, gives the package model's scores
-    bit for bit (here `vital` is imported, so the Auto classes would pick the registered package class)."""
+    bit for bit (here `vital` is imported, so the Auto classes would pick the registered package class), for every
+    head option (the official sigmoid head included)."""
     from transformers import AutoModel
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    model = make_selector(hidden_sizes=[32, 16, 8], hidden_act="gelu", normalize_features=True)
+    model = make_selector(hidden_sizes=[32, 16, 8], hidden_act="gelu", normalize_features=True, **options)
     model.save_pretrained(tmp_path)
     remote_class = get_class_from_dynamic_module(AUTO_MAP["AutoModel"], tmp_path)
     remote = remote_class.from_pretrained(tmp_path).eval()
@@ -112,6 +123,7 @@ def test_package_and_remote_classes_score_identically_in_process(make_selector, 
     assert score_texts_images(remote, processor, images, TEXTS) == score_texts_images(local, processor, images, TEXTS)
     assert sorted(remote.state_dict()) == sorted(local.state_dict())
     assert Path(tmp_path / "modeling_vital_selector.py").is_file()
+    assert remote.config.head_activation == local.config.head_activation == options.get("head_activation")
 
 
 def test_the_selector_cards_use_snippet_runs_as_written(make_selector, processor, tmp_path):

@@ -7,6 +7,7 @@ Written into every saved selector folder by biomed-vital and loaded through ``co
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,8 @@ from transformers.activations import ACT2FN
 
 OPEN_CLIP_MODEL_TYPE = "open_clip"
 TEXT_FIELDS = ("question", "answer", "caption", "mentions")
+HEAD_ACTIVATIONS = (None, "sigmoid")
+_TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
 
 
 class SelectorConfig(PreTrainedConfig):
@@ -32,6 +35,10 @@ class SelectorConfig(PreTrainedConfig):
         normalize_features (`bool`, defaults to `False`): L2-normalise image and text features before concatenating.
         text_fields (`list[str]`, defaults to `["question", "answer"]`): the candidate texts joined, with newlines, into
             the scored text.
+        text_template (`str`, *optional*): fills the scored text instead of joining ``text_fields``, e.g. the official
+            ``"{caption}{mentions}Question:{question}Answer:{answer}"``; ``text_fields`` then lists its fields in order.
+        head_activation (`str`, *optional*): ``"sigmoid"`` ends the head in a sigmoid (the official selector: scores in
+            (0, 1)); ``None``: raw scores.
         freeze_backbone (`bool`, defaults to `False`): whether the backbone was frozen in training.
         initializer_range (`float`, defaults to 0.02): unused by the head.
     """
@@ -47,6 +54,8 @@ class SelectorConfig(PreTrainedConfig):
     dropout: float = 0.1
     normalize_features: bool = False
     text_fields: list[str] | None = None
+    text_template: str | None = None
+    head_activation: str | None = None
     freeze_backbone: bool = False
     initializer_range: float = 0.02
 
@@ -62,9 +71,21 @@ class SelectorConfig(PreTrainedConfig):
         if self.hidden_sizes is None:
             self.hidden_sizes = [512, 512, 512]
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
+        if self.text_template is not None:
+            in_template = _TEMPLATE_FIELD.findall(self.text_template)
+            if not in_template or any(f not in TEXT_FIELDS for f in in_template):
+                raise ValueError(f"text_template must name fields from {TEXT_FIELDS}, got {self.text_template!r}")
+            if self.text_fields is None:
+                self.text_fields = in_template
+            elif list(self.text_fields) != in_template:
+                raise ValueError(
+                    f"text_fields {list(self.text_fields)} do not match the fields of text_template {in_template}"
+                )
         if self.text_fields is None:
             self.text_fields = ["question", "answer"]
         self.text_fields = list(self.text_fields)
+        if self.head_activation not in HEAD_ACTIVATIONS:
+            raise ValueError(f"head_activation must be one of {HEAD_ACTIVATIONS}, got {self.head_activation!r}")
         unknown = [f for f in self.text_fields if f not in TEXT_FIELDS]
         if unknown or not self.text_fields:
             raise ValueError(f"text_fields must be a non-empty list drawn from {TEXT_FIELDS}, got {self.text_fields}")

@@ -15,6 +15,7 @@ Mirrors ``vital.selector.modeling``: the same parameters, the same forward pass,
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,9 +58,15 @@ class OpenClipBackbone(nn.Module):
         except ImportError as e:
             raise ImportError(f"{_OPEN_CLIP_INSTALL} ({type(e).__name__}: {e})") from e
         self.model_name = model_name
-        self.model_cfg = dict(model_cfg)
-        cls = CustomTextCLIP if "hf_model_name" in self.model_cfg.get("text_cfg", {}) else CLIP
-        self.model = cls(**self.model_cfg)
+        self.model_cfg = copy.deepcopy(dict(model_cfg))
+        # The architecture only: no tower fetches pretrained weights of its own (the selector's checkpoint follows).
+        cfg = copy.deepcopy(self.model_cfg)
+        custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+        if "timm_model_name" in cfg.get("vision_cfg", {}):
+            cfg["vision_cfg"]["timm_model_pretrained"] = False
+        if "hf_model_name" in cfg.get("text_cfg", {}):
+            cfg["text_cfg"]["hf_model_pretrained"] = False
+        self.model = (CustomTextCLIP if custom_text else CLIP)(**cfg)
 
     def get_image_features(self, pixel_values: torch.Tensor, **_: Any) -> torch.Tensor:
         return self.model.encode_image(pixel_values)
@@ -101,6 +108,8 @@ class SelectorModel(PreTrainedModel):
         for d_in, d_out in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(d_in, d_out), ACT2FN[config.hidden_act], nn.Dropout(config.dropout)]
         layers.append(nn.Linear(dims[-1], 1))
+        if config.head_activation == "sigmoid":
+            layers.append(nn.Sigmoid())
         self.head = nn.Sequential(*layers)
         for name, param in self.backbone.named_parameters():
             if name.split(".")[-1] in ("logit_scale", "logit_bias") or config.freeze_backbone:
