@@ -462,7 +462,7 @@ def test_run_branch_refusal(hub, tmp_path):
     assert default_run_branch(tmp_path / "my run: v2") == "my-run-v2"
 
 
-def test_stage_output_leaves_out_checkpoints(tmp_path):
+def test_stage_output_leaves_out_checkpoints_and_keeps_the_tensorboard_logs(tmp_path):
     out = tmp_path / "out"
     for rel in (
         "model.safetensors",
@@ -478,6 +478,7 @@ def test_stage_output_leaves_out_checkpoints(tmp_path):
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) == [
         "config.json",
         "model.safetensors",
+        "runs/x/events",
         "sub/file.txt",
     ]
 

@@ -804,27 +804,33 @@ class LocalHub(Hub):
 
     # -- verified reads -----------------------------------------------------------------------------------------------
     def _verify_file(self, repo: Path, repo_id: str, commit: str, path: str, blob: str) -> Path:
-        """The snapshot file ``path`` of ``commit`` after checking it is the symlink to ``blobs/<blob>`` and the blob's
-        bytes hash to ``blob``."""
+        """The snapshot file ``path`` of ``commit`` after checking that its bytes hash to ``blob``: either the symlink
+        to ``blobs/<blob>`` (the layout this hub writes) or a regular file with those bytes (what the Hugging Face
+        cache writes where symlinks are unavailable, and what a ``cp -r`` of a hub leaves)."""
         file = repo / "snapshots" / commit / path
         where = f"snapshots/{commit}/{path}"
         try:
             target = os.readlink(file)
         except FileNotFoundError as e:
             raise HubIntegrityError(repo_id, commit, path, f"missing ({where})") from e
-        except OSError as e:
-            raise HubIntegrityError(repo_id, commit, path, f"not a link to its blob ({where})") from e
-        if target != _blob_link(path, blob):
+        except OSError:  # not a link: a copy of the blob is fine if it holds exactly the committed bytes
+            target = None
+        if target is None:
+            checked = file
+        elif target != _blob_link(path, blob):
             raise HubIntegrityError(
                 repo_id, commit, path, f"links to {target!r}, not to its blob {blob[:12]} ({where})"
             )
-        blob_file = repo / "blobs" / blob
+        else:
+            checked = repo / "blobs" / blob
+        what = f"its blob {blob[:12]}" if target is not None else f"the file ({where})"
         try:
-            st = blob_file.lstat()
+            st = checked.lstat()
         except FileNotFoundError as e:
-            raise HubIntegrityError(repo_id, commit, path, f"its blob {blob[:12]} is missing") from e
+            raise HubIntegrityError(repo_id, commit, path, f"{what} is missing") from e
         if not stat.S_ISREG(st.st_mode):
-            raise HubIntegrityError(repo_id, commit, path, f"its blob {blob[:12]} is not a regular file")
+            raise HubIntegrityError(repo_id, commit, path, f"{what} is not a regular file")
+        blob_file = checked
         key = (str(blob_file), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if _VERIFIED.get(key) != blob:
             digest = sha256_file(blob_file)

@@ -112,7 +112,8 @@ def test_ours_differs_where_documented_and_nowhere_else(name):
     paper, ours = _config(PAPER, name), _config(PLUS, name)
     for key, value in OURS_TRAIN.items():
         assert ours.get(key, "unset") == value, f"biomed_vital_plus/{name}.yaml: {key} = {ours.get(key)!r}"
-    repos = {"output_repo", "pairs_repo", "results_repo", "output_dir"}  # ours pushes to its own repos
+    # ours reads its own profile's candidates and ratings and pushes to its own repos
+    repos = {"output_repo", "pairs_repo", "results_repo", "output_dir", "candidates_repo", "ratings_repo"}
     repos.add("per_device_eval_batch_size")  # speed only: evaluation does not train
     undocumented = {
         key

@@ -111,10 +111,13 @@ PROFILE_SETTINGS: dict[str, tuple[str, ...]] = {
     ),
     "rate": ("model", "temperature", "prompt_style", "judge_retries"),
     "train_selector": (
-        "backbone", "text_fields", "optim", "learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
-        "per_device_train_batch_size", "max_grad_norm", "loss_type", "margin", "clinician_weight",
+        "backbone", "text_template", "text_fields", "head_activation", "head_dropout", "normalize_features",
+        "optim", "weight_decay", "learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
+        "per_device_train_batch_size", "max_grad_norm", "bf16", "loss_type", "margin", "weight_normalization",
+        "pair_sampling", "judge_turns", "judge_heldout_fraction", "clinician_weight", "clinician_train_limit",
+        "clinician_heldout_preferences", "mean_rank",
     ),
-    "select": ("ratios", "aggregate"),
+    "select": ("ratios", "aggregate", "cut"),
     "evaluate": (
         "do_sample", "sampling_temperature", "top_p", "max_new_tokens", "closed_hint", "judge_with_image",
         "win_rate_with_image", "win_rate_verdict_position", "model",
