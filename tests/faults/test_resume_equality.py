@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from PIL import Image as PILImage
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
 from vital.data.schemas import SELECTED_FEATURES
 from vital.hub import LocalHub
 from vital.runs import FINGERPRINT_FILE
+from vital.testing.sft_rows import selected_row
 from vital.testing.tiny_models import build_tiny_llava
 
 
@@ -57,30 +57,7 @@ ANSWERS = ["The CT scan shows a small nodule.", "There is a left pleural effusio
 
 
 def row(i: int, answer: str) -> dict:
-    pixels = np.random.default_rng(i).integers(0, 255, (40, 36, 3), dtype=np.uint8)
-    return {
-        "id": f"c{i}",
-        "pair_id": f"p{i}",
-        "images": [PILImage.fromarray(pixels)],
-        "messages": [
-            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "What is shown?"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-        ],
-        "modality": "ct",
-        "caption": f"Figure {i}.",
-        "mentions": [],
-        "generation": {
-            "model": "stand-in",
-            "endpoint": "stand-in",
-            "prompt_sha": "0" * 8,
-            "demo_ids": [],
-            "prompt_tokens": 1,
-            "completion_tokens": 1,
-            "cost_usd": 0.0,
-            "stand_in": True,
-        },
-        "selector_score": float(i),
-    }
+    return selected_row(i, answer, question="What is shown?")
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,16 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from PIL import Image as PILImage
 
 from vital.cards import Lineage, model_card
 from vital.data.schemas import SELECTED_FEATURES
 from vital.hub import LocalHub
 from vital.runner import load_recipe
 from vital.testing.card_snippets import python_blocks, run_on_local_hub
+from vital.testing.sft_rows import selected_row
 from vital.testing.tiny_models import build_tiny_llava
 
 
@@ -24,30 +23,7 @@ sft = load_recipe("sft")
 
 
 def _row(i: int) -> dict:
-    image = PILImage.fromarray(np.random.default_rng(i).integers(0, 255, (40, 36, 3), dtype=np.uint8))
-    return {
-        "id": f"c{i}",
-        "pair_id": f"p{i}",
-        "images": [image],
-        "messages": [
-            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "What is shown?"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": f"Finding number {i}."}]},
-        ],
-        "modality": "ct",
-        "caption": f"Figure {i}.",
-        "mentions": [],
-        "generation": {
-            "model": "stand-in",
-            "endpoint": "stand-in",
-            "prompt_sha": "0" * 8,
-            "demo_ids": [],
-            "prompt_tokens": 1,
-            "completion_tokens": 1,
-            "cost_usd": 0.0,
-            "stand_in": True,
-        },
-        "selector_score": float(i),
-    }
+    return selected_row(i, f"Finding number {i}.", question="What is shown?")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from PIL import Image as PILImage
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -25,6 +24,8 @@ from vital.data.schemas import PAIR_FEATURES, SELECTED_FEATURES
 from vital.hub import LocalHub
 from vital.runner import load_recipe
 from vital.sft import RunBranchError
+from vital.testing.sft_rows import random_image as image
+from vital.testing.sft_rows import selected_row
 from vital.testing.tiny_models import build_tiny_idefics3, build_tiny_llava
 
 
@@ -47,36 +48,6 @@ PROCESSOR_FILES = {"chat_template.jinja", "processor_config.json", "tokenizer.js
 RUN_FILES = {"README.md", "all_results.json", "train_results.json", "trainer_state.json"}
 FULL_LAYOUT = PROCESSOR_FILES | RUN_FILES | {"config.json", "generation_config.json", "model.safetensors"}
 LORA_LAYOUT = PROCESSOR_FILES | RUN_FILES | {"adapter_config.json", "adapter_model.safetensors"}
-
-
-def image(seed: int) -> PILImage.Image:
-    return PILImage.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 36, 3), dtype=np.uint8))
-
-
-def selected_row(i: int, answer: str, question: str = "What does this image show?") -> dict:
-    return {
-        "id": f"c{i}",
-        "pair_id": f"p{i}",
-        "images": [image(i)],
-        "messages": [
-            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": question}]},
-            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-        ],
-        "modality": "ct",
-        "caption": f"Figure {i}.",
-        "mentions": [],
-        "generation": {
-            "model": "stand-in",
-            "endpoint": "stand-in",
-            "prompt_sha": "0" * 8,
-            "demo_ids": [],
-            "prompt_tokens": 1,
-            "completion_tokens": 1,
-            "cost_usd": 0.0,
-            "stand_in": True,
-        },
-        "selector_score": float(i),
-    }
 
 
 @pytest.fixture(scope="module")

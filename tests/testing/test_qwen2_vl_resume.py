@@ -18,7 +18,6 @@ pytest.importorskip("torchvision")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset, DatasetDict  # noqa: E402
-from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForImageTextToText, TrainerCallback  # noqa: E402
 
@@ -26,6 +25,7 @@ from vital.data.schemas import SELECTED_FEATURES  # noqa: E402
 from vital.hub import LocalHub  # noqa: E402
 from vital.runner import load_recipe  # noqa: E402
 from vital.runs import FINGERPRINT_FILE  # noqa: E402
+from vital.testing.sft_rows import selected_row  # noqa: E402
 from vital.testing.tiny_models import build_tiny_qwen2_vl  # noqa: E402
 
 
@@ -35,30 +35,7 @@ sft = load_recipe("sft")
 
 
 def _row(i: int, answer: str) -> dict:
-    pixels = np.random.default_rng(i).integers(0, 256, size=(40, 36, 3), dtype=np.uint8)
-    return {
-        "id": f"c{i}",
-        "pair_id": f"p{i}",
-        "images": [Image.fromarray(pixels)],
-        "messages": [
-            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "What is it?"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-        ],
-        "modality": "ct",
-        "caption": f"Figure {i}.",
-        "mentions": [],
-        "generation": {
-            "model": "stand-in",
-            "endpoint": "stand-in",
-            "prompt_sha": "0" * 8,
-            "demo_ids": [],
-            "prompt_tokens": 1,
-            "completion_tokens": 1,
-            "cost_usd": 0.0,
-            "stand_in": True,
-        },
-        "selector_score": float(i),
-    }
+    return selected_row(i, answer, question="What is it?")
 
 
 @pytest.fixture(scope="module")
