@@ -41,7 +41,7 @@ from typing import Any
 
 import openai
 
-from vital.llm.client import EndpointConfig, failure_category
+from vital.llm.client import EndpointConfig, failure_category, message_text
 from vital.llm.journal import CompletionResult, Journal
 from vital.llm.pricing import cost_usd
 
@@ -477,10 +477,7 @@ class BatchRunner:
         if not isinstance(message, dict):
             failed.error = "malformed reply: no message"
             return failed
-        content = message.get("content")
-        if isinstance(content, list):
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        text = content if isinstance(content, str) else ""
+        text = message_text(message.get("content"))
         usage = reply.get("usage") or {}
         prompt_tokens, completion_tokens = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
         reported = reply.get("model") if isinstance(reply.get("model"), str) else None

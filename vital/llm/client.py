@@ -549,7 +549,7 @@ class AsyncLLMClient:
     ) -> CompletionResult:
         choice = reply["choices"][0]
         message = choice.get("message") or {}
-        text = _message_text(message.get("content"))
+        text = message_text(message.get("content"))
         usage = reply.get("usage") or {}
         prompt_tokens = usage.get("prompt_tokens")
         completion_tokens = usage.get("completion_tokens")
@@ -712,7 +712,8 @@ def _refused_connection(exc: BaseException) -> str | None:
     return None
 
 
-def _message_text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """The text of a chat message's ``content``: a string, or the joined text of content parts (some servers)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # some servers answer with content parts
