@@ -79,10 +79,13 @@ def judge_reply(text: str) -> str:
     return f"{score}\nStand-in judgement: {len(words)} answer words, {grounded} shared with the caption."
 
 
-def start_stand_in(endpoint, responder, latency_ms: float = 0.0, faults: float = 0.0, seed: int = 0):
+def start_stand_in(
+    endpoint, responder, latency_ms: float = 0.0, faults: float = 0.0, seed: int = 0, server_class=None, **kwargs
+):
     """Start a stand-in server on loopback answering with ``responder``, and point ``endpoint`` at it.
 
-    ``faults`` is split evenly over 429 (with a short Retry-After), 500 and malformed replies. Returns the running
+    ``faults`` is split evenly over 429 (with a short Retry-After), 500 and malformed replies. ``server_class``
+    (default `StandInServer`) and ``kwargs`` choose another server, e.g. the stand-in Batch API. Returns the running
     server (stop it when done) and the endpoint to use.
     """
     import dataclasses
@@ -90,7 +93,7 @@ def start_stand_in(endpoint, responder, latency_ms: float = 0.0, faults: float =
     from vital.testing.standin import StandInServer
 
     rate = faults / 3
-    server = StandInServer(
+    server = (server_class or StandInServer)(
         responder,
         latency_ms=latency_ms,
         fault_429=rate,
@@ -98,6 +101,7 @@ def start_stand_in(endpoint, responder, latency_ms: float = 0.0, faults: float =
         fault_malformed=rate,
         retry_after_s=0.05,
         seed=seed,
+        **kwargs,
     ).start()
     endpoint = dataclasses.replace(
         endpoint, provider="openai-compatible", base_url=server.base_url, model=server.model

@@ -376,26 +376,12 @@ class BatchStandInServer(StandInServer):
 
 
 def start_batch_stand_in(endpoint, responder, latency_ms: float = 0.0, faults: float = 0.0, seed: int = 0, **kwargs):
-    """Start a :class:`BatchStandInServer` answering with ``responder`` and point ``endpoint`` at it (like
-    :func:`vital.testing.sample_replies.start_stand_in`, whose online faults it shares). Returns the running server
-    (stop it when done) and the endpoint to use."""
-    import dataclasses
+    """Start a :class:`BatchStandInServer` answering with ``responder`` and point ``endpoint`` at it: the same
+    online faults as :func:`vital.testing.sample_replies.start_stand_in`. Returns the running server (stop it when
+    done) and the endpoint to use."""
+    from vital.testing.sample_replies import start_stand_in
 
-    rate = faults / 3
-    server = BatchStandInServer(
-        responder,
-        latency_ms=latency_ms,
-        fault_429=rate,
-        fault_500=rate,
-        fault_malformed=rate,
-        retry_after_s=0.05,
-        seed=seed,
-        **kwargs,
-    ).start()
-    endpoint = dataclasses.replace(
-        endpoint, provider="openai-compatible", base_url=server.base_url, model=server.model
-    )
-    return server, endpoint
+    return start_stand_in(endpoint, responder, latency_ms, faults, seed, server_class=BatchStandInServer, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
