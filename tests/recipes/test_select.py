@@ -72,13 +72,6 @@ def select(hub_dir, yaml_path, *extra):
     return load_recipe("select").cli(["--config", yaml_path, "--hub", f"local:{hub_dir}", *extra])
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    previous = torch.get_num_threads()
-    yield
-    torch.set_num_threads(previous)
-
-
 def tree(hub: LocalHub, repo: str) -> dict:
     return hub.commit_info(repo)["tree"]
 

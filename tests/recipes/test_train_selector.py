@@ -24,30 +24,6 @@ pytestmark = pytest.mark.slow  # every test shares a rated hub; each trains a se
 CONFIG = "recipes/quickstart/train_selector.yaml"
 
 
-@pytest.fixture(scope="module")
-def rated_hub(tmp_path_factory):
-    """Quickstart pairs, tiny models, candidates, answer pairs and ratings from the stand-in (no faults, no latency)."""
-    root = tmp_path_factory.mktemp("train-selector")
-    hub = f"local:{root}/hub"
-    fast = ["--stand_in_faults", "0", "--stand_in_latency_ms", "0"]
-    load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
-    load_recipe("tiny_models").cli(["--config", "recipes/quickstart/tiny_models.yaml", "--hub", hub])
-    load_recipe("generate").cli(
-        ["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir", f"{root}/gen", *fast]
-    )
-    load_recipe("rate").cli(
-        ["--config", "recipes/quickstart/rate.yaml", "--hub", hub, "--journal_dir", f"{root}/r", *fast]
-    )
-    return root
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    previous = torch.get_num_threads()
-    yield
-    torch.set_num_threads(previous)
-
-
 def train(root, tmp_path, *extra):
     args = ["--config", CONFIG, "--hub", f"local:{root}/hub", "--output_dir", str(tmp_path / "out")]
     args += ["--max_steps", "15"]

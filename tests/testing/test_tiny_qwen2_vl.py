@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
 
+from vital.testing.sft_rows import selected_row  # noqa: E402
 from vital.testing.tiny_models import build_tiny_qwen2_vl  # noqa: E402
 
 
@@ -236,35 +237,7 @@ def test_sft_recipe_on_a_local_hub(tmp_path):
     sft = load_recipe("sft")
     build_tiny_qwen2_vl(tmp_path / "tiny-qwen2-vl")
     hub = LocalHub(tmp_path / "hub")
-    rows = [
-        {
-            "id": f"c{i}",
-            "pair_id": f"p{i}",
-            "images": [_image(40, 36, seed=i)],
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [{"type": "image", "text": None}, {"type": "text", "text": "What does it show?"}],
-                },
-                {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-            ],
-            "modality": "ct",
-            "caption": f"Figure {i}.",
-            "mentions": [],
-            "generation": {
-                "model": "stand-in",
-                "endpoint": "stand-in",
-                "prompt_sha": "0" * 8,
-                "demo_ids": [],
-                "prompt_tokens": 1,
-                "completion_tokens": 1,
-                "cost_usd": 0.0,
-                "stand_in": True,
-            },
-            "selector_score": float(i),
-        }
-        for i, answer in enumerate(ANSWERS)
-    ]
+    rows = [selected_row(i, answer, question="What does it show?") for i, answer in enumerate(ANSWERS)]
     hub.push_dataset(
         DatasetDict({"train": Dataset.from_list(rows, features=SELECTED_FEATURES)}), "t/selected", config_name="top40"
     )
