@@ -5,107 +5,10 @@ Usage:
     vital pipeline --config recipes/quickstart/pipeline.yaml            # offline, tiny, embedded defaults
     python recipes/pipeline.py --config recipes/quickstart/pipeline.yaml --stages ingest
 
-The pipeline YAML names the hub and, for each stage, the recipe and its own YAML config. Stages talk to each other
-only through the hub, so any stage can also be run alone with `vital <stage> --config <its yaml>`.
+The stage itself is `vital.stages.pipeline` (arguments, `main()`); this script only runs it.
 """
 
-from __future__ import annotations
-
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
-
-from vital.hub import PushResult
-from vital.runner import load_recipe, recipe_parser, setup_logging
-
-
-logger = logging.getLogger("vital.pipeline")
-
-
-@dataclass
-class PipelineArguments:
-    hub: str = field(default="local:outputs/hub", metadata={"help": "The hub every stage reads and writes."})
-    stages: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Stages to run, in order, each as 'name' or 'name=path/to/config.yaml'."},
-    )
-    only: list[str] = field(default_factory=list, metadata={"help": "Run only these stages (by name)."})
-    dry_run: bool = field(
-        default=False,
-        metadata={"help": "Count the requests and estimate tokens and cost of every API stage; run and send nothing."},
-    )
-    report_dir: str = field(
-        default="outputs/pipeline", metadata={"help": "Where the artifact table and the lineage picture are written."}
-    )
-
-
-def parse_stage(entry: str) -> tuple[str, str | None]:
-    name, _, config = entry.partition("=")
-    return name.strip(), (config.strip() or None)
-
-
-def stage_argv(name: str, config: str | None, hub: str) -> list[str]:
-    """The stage's command line: its YAML, pointed at the pipeline's hub."""
-    argv = []
-    if config:
-        if not Path(config).is_file():
-            raise FileNotFoundError(f"stage {name!r}: config {config} not found")
-        argv += ["--config", config]
-        if "hub" in (yaml.safe_load(Path(config).read_text()) or {}):
-            logger.warning("stage %r: the pipeline's hub %s overrides the one in %s", name, hub, config)
-    return [*argv, "--hub", hub]
-
-
-def dry_run(stages: list[tuple[str, str | None]], hub: str) -> list:
-    """The profile's settings table (every setting the paper and ours decide differently, as each stage's YAML sets
-    it), then each API stage's `estimate` (requests, tokens, cost); nothing is sent to any model API."""
-    from vital.llm.estimate import PROFILE_SETTINGS, estimate_table, settings_rows, settings_table
-
-    keys = dict(PROFILE_SETTINGS)
-    estimates = []
-    for name, config in stages:
-        recipe = load_recipe(name)
-        keys[name] = getattr(recipe, "PROFILE_SETTINGS", keys.get(name, ()))
-        if hasattr(recipe, "estimate"):
-            estimates += recipe.estimate(stage_argv(name, config, hub))
-        else:
-            logger.info("stage %s makes no API requests", name)
-    print("\nSettings of this profile (README: 'Paper vs ours'):")
-    print(settings_table(settings_rows(stages, keys)))
-    print("\nDry run: nothing was sent. Estimated API use per stage:")
-    print(estimate_table(estimates))
-    return estimates
-
-
-def main(args: PipelineArguments) -> list[PushResult]:
-    setup_logging()
-    stages = [parse_stage(s) for s in args.stages]
-    unknown = set(args.only) - {name for name, _ in stages}
-    if unknown:
-        raise ValueError(f"--only names stages that the pipeline does not have: {sorted(unknown)}")
-    stages = [(name, config) for name, config in stages if not args.only or name in args.only]
-    if args.dry_run:
-        return dry_run(stages, args.hub)
-    pushed: list[PushResult] = []
-    for name, config in stages:
-        logger.info("=== stage %s (%s)", name, config or "defaults")
-        pushed += load_recipe(name).cli(stage_argv(name, config, args.hub))
-    # Every artifact as the hub now holds it, with its headline and the inputs its card names.
-    from vital.hub import get_hub
-    from vital.lineage import collect, table, write_report
-
-    artifacts = collect(get_hub(args.hub), pushed)
-    report = write_report(artifacts, args.report_dir)
-    print(f"\nArtifacts (lineage picture: {report['picture']}, details: {report['markdown']})")
-    print(table(artifacts))
-    return pushed
-
-
-def cli(argv: list[str] | None = None) -> list[PushResult]:
-    (args,) = recipe_parser((PipelineArguments,)).parse_args_and_config(argv)
-    return main(args)
+from vital.stages.pipeline import cli
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib
 import logging
 import re
 import sys
@@ -114,33 +114,31 @@ def _recipe_parser_class() -> type:
     return _RecipeParser
 
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 # Stages whose script has another name: a `recipes/select.py` would shadow the standard library's `select` module
-# for `python recipes/<stage>.py` (recipes/ comes first on sys.path), so the select stage lives in select_data.py.
+# for `python recipes/<stage>.py` (recipes/ comes first on sys.path), so the select stage's script is select_data.py.
 STAGE_SCRIPTS = {"select": "select_data"}
 
 
 def available_recipes() -> list[str]:
-    """Stage names: the ``recipes/<name>.py`` scripts, under their stage name (``select`` for ``select_data.py``)."""
-    stage_of = {script: stage for stage, script in STAGE_SCRIPTS.items()}
-    return sorted(stage_of.get(p.stem, p.stem) for p in RECIPES_DIR.glob("*.py") if not p.stem.startswith("_"))
+    """Stage names (``vital.stages.STAGES``), sorted."""
+    from vital.stages import STAGES
+
+    return sorted(STAGES)
 
 
 def load_recipe(name: str) -> ModuleType:
-    """Import the script of stage ``name`` (``-`` and ``_`` are interchangeable) as a module."""
+    """The module of stage ``name`` (``vital.stages.<name>``; ``-`` and ``_`` are interchangeable, and the script
+    name ``select_data`` is the ``select`` stage)."""
+    from vital.stages import STAGES
+
     stem = name.replace("-", "_")
-    stem = STAGE_SCRIPTS.get(stem, stem)
-    path = RECIPES_DIR / f"{stem}.py"
-    if not path.is_file():
+    stem = {script: stage for stage, script in STAGE_SCRIPTS.items()}.get(stem, stem)
+    if stem not in STAGES:
         raise SystemExit(f"unknown stage {name!r}; available: {', '.join(available_recipes())}")
-    module_name = f"vital_recipe_{stem}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"vital.stages.{stem}")
+
+
+load_stage = load_recipe
 
 
 def setup_logging(level: int | str = logging.INFO, main_process: bool = True) -> logging.Logger:

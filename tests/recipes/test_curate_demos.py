@@ -12,7 +12,10 @@ from vital.cards import lineage_of
 from vital.data.errors import RecordError
 from vital.data.schemas import DEMO_FEATURES, PAIR_FEATURES
 from vital.hub import LocalHub
-from vital.runner import RECIPES_DIR, load_recipe
+from vital.runner import load_recipe
+
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 
 recipe = load_recipe("curate_demos")

@@ -1,0 +1,274 @@
+"""Stage 3b — select (`vital select`): score every candidate with the trained selector and keep the best at each ratio.
+
+The script is `select_data.py`, not `select.py`: `python recipes/<stage>.py` puts recipes/ first on `sys.path`, where
+a `select.py` would shadow the standard library's `select` module (which subprocess, socket and asyncio import).
+
+Usage:
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/select_data.py --config recipes/quickstart/select.yaml
+    python recipes/select_data.py --config recipes/quickstart/select.yaml
+    vital select --config recipes/quickstart/select.yaml --hub local:outputs/hub
+
+    # paper settings (top 10 / 40 / 80 / 90 %, the 150K and 210K mixtures with LLaVA-Med's data), GPUs:
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/select_data.py \\
+        --config recipes/biomed_vital/select.yaml
+
+Every question–answer turn is scored (candidates streamed from disk in batches; under `accelerate launch` each
+process scores its slice and the main process gathers them); a candidate's score is the mean (or min / max) of its
+turns'. Candidates whose image is missing or corrupt are quarantined with the reason (config `quarantine`), never
+scored or dropped silently. Each ratio becomes a config (`top10`, `top40`, ...): the best `ceil(ratio * n)`
+candidates, best first, ties broken by candidate id, so the same selector and candidates commits give the same
+`selected` commit. Mixtures (`name=top80+repo@rev[:config]+...`) merge a selection with other instruction sets in TRL
+format into extra configs with a `provenance` column. The card shows the score histogram with the cut lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+from vital.cards import Lineage, dataset_card
+from vital.data.inputs import require_columns
+from vital.hub import HubError, PushResult, get_hub, parse_repo_ref
+from vital.runner import artifact_table, recipe_parser, setup_logging
+from vital.selection import (
+    build_mixture,
+    cut_scores,
+    parse_mixture_spec,
+    plot_score_histogram,
+    score_candidates,
+    select_top_ratios,
+)
+
+
+logger = logging.getLogger("vital.select")
+FIGURE = "figures/score_histogram.png"
+
+
+@dataclass
+class ScriptArguments:
+    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+    candidates_repo: str = field(default="quickstart/candidates", metadata={"help": "Candidates to score."})
+    candidates_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the candidates."})
+    selector_repo: str = field(
+        default="quickstart/selector", metadata={"help": "Selector model repo on the hub, or a local selector folder."}
+    )
+    selector_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the selector."})
+    selected_repo: str = field(default="quickstart/selected", metadata={"help": "Dataset repo the selection goes to."})
+    revision: str = field(default="main", metadata={"help": "Branch to push to."})
+    ratios: list[float] = field(
+        default_factory=lambda: [0.1, 0.4, 0.8, 0.9],
+        metadata={"help": "Kept ratios, one config each (0.1 -> top10); paper: 0.1, 0.4, 0.8, 0.9."},
+    )
+    aggregate: str = field(
+        default="mean",
+        metadata={
+            "help": "How a candidate's turn scores become its score: mean (ours), min, max, or first (the official "
+            "code: only the first turn is scored).",
+            "choices": ["first", "max", "mean", "min"],
+        },
+    )
+    cut: str = field(
+        default="ceil",
+        metadata={
+            "help": "Rows a ratio keeps: ceil(ratio * n) (ours) or floor (the official int()).",
+            "choices": ["ceil", "floor"],
+        },
+    )
+    batch_size: int = field(default=64, metadata={"help": "Candidates read, and inputs scored, per step."})
+    max_length: int | None = field(default=None, metadata={"help": "Token limit per text; default the tokenizer's."})
+    mixtures: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Extra configs mixing a selection with other instruction sets in TRL format: "
+            "'name=top80+repo[@revision][:config]+...' (paper: the 150K and 210K mixes with LLaVA-Med's 10K / 60K)."
+        },
+    )
+    histogram_bins: int = field(default=40, metadata={"help": "Bins of the score histogram in the card."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N candidates (smoke runs)."})
+    torch_threads: int | None = field(
+        default=None, metadata={"help": "CPU threads per process for torch; unset: torch's default."}
+    )
+    use_cpu: bool = field(
+        default=False,
+        metadata={
+            "help": "Score on CPU even where an accelerator is present. Several processes on a machine without CUDA "
+            "(accelerate_configs/cpu.yaml) always run on CPU, over gloo."
+        },
+    )
+    push: bool = field(default=True, metadata={"help": "Push the selection (False: score and report only)."})
+    private: bool = field(default=True, metadata={"help": "Create repos private."})
+
+
+def load_selector(hub, args: ScriptArguments, device):
+    """The selector and its processor from a model repo at a pinned commit (or a local folder), and its lineage."""
+    from transformers import AutoModel, AutoProcessor
+
+    import vital.selector  # noqa: F401  (registers the selector with the Auto classes)
+    from vital.selector.training import folder_fingerprint
+
+    if os.path.isdir(args.selector_repo):
+        folder = args.selector_repo
+        lineage = {"source": os.path.abspath(folder), "repo_type": "model", "sha256": folder_fingerprint(folder)}
+    else:
+        lineage = hub.ref(args.selector_repo, args.selector_revision, "model")
+        folder = str(hub.snapshot(args.selector_repo, lineage.commit, "model"))
+    model = AutoModel.from_pretrained(folder).to(device).eval()
+    return model, AutoProcessor.from_pretrained(folder), lineage
+
+
+def main(args: ScriptArguments) -> list[PushResult]:
+    from accelerate import PartialState
+
+    # 1. Processes, logging, inputs at pinned commits.
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    state = PartialState(cpu=args.use_cpu or (several and not torch.cuda.is_available()))
+    setup_logging(main_process=state.is_main_process)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    hub = get_hub(args.hub)
+    candidates_ref = hub.ref(args.candidates_repo, args.candidates_revision)
+    candidates = hub.load_dataset(args.candidates_repo, revision=candidates_ref.commit, split="train")
+    require_columns(candidates, "select", "candidates", candidates_ref)
+    if args.limit:
+        candidates = candidates.select(range(min(args.limit, len(candidates))))
+    model, processor, selector_ref = load_selector(hub, args, state.device)
+
+    # 2. Score every turn, this process's slice, gathered on every process; bad candidates are quarantined.
+    scored = score_candidates(
+        model,
+        processor,
+        candidates,
+        batch_size=args.batch_size,
+        aggregate=args.aggregate,
+        max_length=args.max_length,
+        state=state,
+        log_every=10 * args.batch_size,
+    )
+    logger.info("%d candidates scored, %d quarantined", len(scored), len(scored.quarantine))
+    pushed: list[PushResult] = []
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return pushed
+    if not len(scored):
+        raise ValueError(f"no candidate of {candidates_ref} could be scored: {scored.quarantine.counts()}")
+
+    # 3. One config per ratio, then the mixtures; lineage records every input at its commit.
+    configs = select_top_ratios(candidates, scored, args.ratios, cut=args.cut)
+    inputs = [candidates_ref, selector_ref]
+    mixtures, mixture_rows = {}, []
+    for spec in args.mixtures:
+        name, parts = parse_mixture_spec(spec)
+        loaded = []
+        for part in parts:
+            if part in configs:
+                loaded.append((configs[part], f"{candidates_ref.repo_id}@{candidates_ref.commit}:{part}"))
+                continue
+            repo_spec, _, config = part.partition(":")
+            repo_id, revision = parse_repo_ref(repo_spec)
+            ref = hub.ref(repo_id, revision, config=config or None)
+            inputs.append(ref)
+            dataset = hub.load_dataset(repo_id, config or None, revision=ref.commit, split="train")
+            loaded.append((dataset, f"{repo_id}@{ref.commit}" + (f":{config}" if config else "")))
+        mixtures[name] = build_mixture(loaded)
+        parts_rows = [{"provenance": p, "rows": len(d)} for d, p in loaded]
+        mixture_rows.append({"name": name, "rows": len(mixtures[name]), "parts": parts_rows})
+
+    # 4. Push: every config, the quarantine (or its removal), stale configs removed, then the figure and the card.
+    if args.push:
+        final = push_selection(hub, args, candidates, scored, configs, mixtures, mixture_rows, inputs, selector_ref)
+        pushed = [final]
+        print(artifact_table(pushed, {args.selected_repo: summary_line(configs, scored)}))
+    else:
+        print(summary_line(configs, scored))
+    state.wait_for_everyone()
+    return pushed
+
+
+def summary_line(configs, scored) -> str:
+    kept = ", ".join(f"{name} {len(ds)}" for name, ds in configs.items())
+    return f"{len(scored)} scored, {len(scored.quarantine)} quarantined; {kept}"
+
+
+def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_rows, inputs, selector_ref) -> PushResult:
+    """Push every config, the quarantine, the histogram and the card; returns the commit that holds them all (``created``
+    is False when the repo already held exactly this selection)."""
+    try:
+        head = hub.resolve(args.selected_repo, args.revision)
+        current = hub.read_card(args.selected_repo, args.revision)
+    except (HubError, RepositoryNotFoundError, RevisionNotFoundError):  # no repo or branch yet
+        head, current = None, None
+    before = [c["config_name"] for c in (current.data.to_dict().get("configs") or [])] if current else []
+    outputs = {name: (dataset, "train") for name, dataset in {**configs, **mixtures}.items()}
+    if len(scored.quarantine):
+        outputs["quarantine"] = (scored.quarantine.to_dataset(), "train")
+    stale = [c for c in before if c not in outputs]
+    if stale:
+        logger.info("removing configs %s of an earlier selection", stale)
+
+    cuts = cut_scores(scored, args.ratios, args.cut)
+    stand_in = "generation" in candidates.column_names and bool((candidates[0]["generation"] or {}).get("stand_in"))
+    rows = [
+        {
+            "name": name,
+            "rows": len(ds),
+            "kept": f"{len(ds) / len(scored):.1%}",
+            "cut": f"{cuts[name]:.4f}",
+            "mean": f"{float(np.mean(ds['selector_score'])):.4f}",
+        }
+        for name, ds in configs.items()
+    ]
+    reasons = Counter(r.reason.split(" (")[0].split(":")[0] for r in scored.quarantine.records)
+    card = dataset_card(
+        "selected",
+        lineage=Lineage(
+            stage="select",
+            inputs=inputs,
+            config=args,
+            extra={"aggregate": args.aggregate, "ratios": args.ratios, "cut": args.cut},
+        ),
+        pretty_name="BioMed-VITAL selected instructions" + (" (stand-in)" if stand_in else ""),
+        tags=["selected", "sft"],
+        repo_id=args.selected_repo,
+        revision=args.revision,
+        selector=str(selector_ref) if not isinstance(selector_ref, dict) else selector_ref["source"],
+        aggregate=args.aggregate,
+        stand_in=stand_in,
+        figure=FIGURE,
+        num_scored=len(scored),
+        num_quarantined=len(scored.quarantine),
+        quarantine=dict(sorted(reasons.items())),
+        configs=rows,
+        mixtures=mixture_rows,
+    )
+    with tempfile.TemporaryDirectory() as staging:
+        title = f"Selector scores of {len(scored)} candidates ({args.aggregate} over turns)"
+        plot_score_histogram(scored.scores, cuts, os.path.join(staging, FIGURE), args.histogram_bins, title)
+        final = hub.push_datasets(  # every config, the histogram and the card: one commit
+            outputs,
+            args.selected_repo,
+            args.revision,
+            card,
+            args.private,
+            "Selection",
+            delete_configs=stale,
+            files={FIGURE: os.path.join(staging, FIGURE)},
+        )
+    return dataclasses.replace(final, created=final.commit != head)
+
+
+def cli(argv: list[str] | None = None) -> list[PushResult]:
+    (args,) = recipe_parser((ScriptArguments,)).parse_args_and_config(argv)
+    return main(args)
+
+
+if __name__ == "__main__":
+    cli()
