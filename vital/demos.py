@@ -570,6 +570,37 @@ def cluster_table(modalities: Sequence[str], clusters: ClusterResult) -> list[di
     ]
 
 
+def drop_modalities(pairs: Dataset, exclude: Iterable[str]) -> Dataset:
+    """The pairs to cluster: those whose ``modality`` is not in ``exclude`` (the paper leaves out gross and histology).
+    Raises when no pair is left."""
+    excluded = set(exclude)
+    kept = [i for i, m in enumerate(pairs["modality"]) if m not in excluded]
+    if not kept:
+        raise ValueError(f"every pair's modality is in exclude_modalities {sorted(excluded)}: nothing to cluster")
+    if len(kept) == len(pairs):
+        return pairs
+    logger.info("left out %d pair(s) of modalities %s", len(pairs) - len(kept), sorted(excluded))
+    return pairs.select(kept)
+
+
+def cluster_assignments(pairs: Dataset, clustered: Dataset, clusters: ClusterResult) -> Dataset:
+    """The ``default`` config of a clusters repo (`CLUSTER_FEATURES`): one row per pair of ``pairs``, in order, with
+    the cluster and centroid distance it got in ``clusters`` (computed on ``clustered``, a subset of ``pairs``); a pair
+    left out of the clustering has cluster -1 and distance NaN."""
+    label_of = dict(zip(clustered["id"], clusters.labels.tolist(), strict=True))
+    distance_of = dict(zip(clustered["id"], clusters.distances.tolist(), strict=True))
+    ids = list(pairs["id"])
+    return Dataset.from_dict(
+        {
+            "id": ids,
+            "modality": list(pairs["modality"]),
+            "cluster": [label_of.get(i, -1) for i in ids],
+            "distance": [distance_of.get(i, float("nan")) for i in ids],
+        },
+        features=CLUSTER_FEATURES,
+    )
+
+
 def assign_clusters(demos: Dataset, pair_ids: Sequence[str], labels: np.ndarray) -> Dataset:
     """``demos`` with their ``cluster`` column set to the cluster of the pair each was written on.
 

@@ -583,3 +583,37 @@ def plot_score_histogram(
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mixtures read from a hub (the select stage)
+# ---------------------------------------------------------------------------------------------------------------------
+def load_mixtures(
+    hub: Any, specs: Sequence[str], configs: Mapping[str, Dataset], candidates_ref: Any
+) -> tuple[dict[str, Dataset], list[dict[str, Any]], list[Any]]:
+    """The mixtures of ``specs`` (``name=top80+repo[@revision][:config]+...``, see `parse_mixture_spec`): a part named
+    like one of ``configs`` is that selection; any other part is read from ``hub`` at the commit its revision points
+    at now. Returns the mixtures by name, one card row per mixture (name, rows, parts with provenance and rows) and
+    the refs of the datasets read, for the lineage."""
+    from vital.hub import parse_repo_ref
+
+    mixtures: dict[str, Dataset] = {}
+    rows: list[dict[str, Any]] = []
+    inputs: list[Any] = []
+    for spec in specs:
+        name, parts = parse_mixture_spec(spec)
+        loaded = []
+        for part in parts:
+            if part in configs:
+                loaded.append((configs[part], f"{candidates_ref.repo_id}@{candidates_ref.commit}:{part}"))
+                continue
+            repo_spec, _, config = part.partition(":")
+            repo_id, revision = parse_repo_ref(repo_spec)
+            ref = hub.ref(repo_id, revision, config=config or None)
+            inputs.append(ref)
+            dataset = hub.load_dataset(repo_id, config or None, revision=ref.commit, split="train")
+            loaded.append((dataset, f"{repo_id}@{ref.commit}" + (f":{config}" if config else "")))
+        mixtures[name] = build_mixture(loaded)
+        parts_rows = [{"provenance": p, "rows": len(d)} for d, p in loaded]
+        rows.append({"name": name, "rows": len(mixtures[name]), "parts": parts_rows})
+    return mixtures, rows, inputs

@@ -210,6 +210,19 @@ def test_the_recipe_exports(hub, make_task, store):
     assert set(loaded["weight"]) == {3.0} and len(loaded) == len(expected)
 
 
+def test_the_recipe_export_without_push_writes_nothing(hub, make_task, store, capsys):
+    from vital.runner import load_recipe
+
+    expected, _ = _annotate_preferences(make_task("preference"))
+    args = ["--export", "--task", "preference", "--dataset", "test/answer-pairs", "--hub", f"local:{hub.root}"]
+    args += ["--store", str(store.root), "--output_repo", "test/not-pushed"]
+    assert load_recipe("annotate").cli([*args, "--push_to_hub", "false"]) == []
+    assert f"nothing pushed: test/not-pushed: {len(expected)} rows from " in capsys.readouterr().out
+    assert not hub.repo_dir("test/not-pushed").exists()
+    (pushed,) = load_recipe("annotate").cli([*args, "--hub_revision", "round-1"])
+    assert pushed.revision == "round-1" and hub.resolve("test/not-pushed", "round-1") == pushed.commit
+
+
 @pytest.mark.slow
 def test_exported_preferences_train_the_selector(hub, make_task, store, tmp_path):
     torch = pytest.importorskip("torch")

@@ -172,3 +172,31 @@ def test_quickstart_config_on_the_sample_pairs(tmp_path):
     cluster_of = dict(zip(assignments["id"], assignments["cluster"], strict=True))
     demos = hub.load_dataset("quickstart/demos", split="train")
     assert list(demos["cluster"]) == [cluster_of[p] for p in demos["pair_id"]]
+
+
+def hub_files(hub) -> dict[str, int]:
+    """Every file of the hub with its mtime, but the `datasets` cache a read builds beside a repo."""
+    files = (p for p in Path(hub.root).rglob("*") if p.is_file() and "/.vital/datasets/" not in p.as_posix())
+    return {str(p.relative_to(hub.root)): p.stat().st_mtime_ns for p in files}
+
+
+def test_push_to_hub_false_clusters_and_pushes_nothing(hub, capsys):
+    before = hub_files(hub)
+    assert recipe.main(arguments(hub, push_to_hub=False)) == []
+    out = capsys.readouterr().out
+    # The clustering and the demos' new cluster ids are computed and reported ...
+    assert (
+        "nothing pushed" in out and "k=2, 10 pairs, 4 to review" in out and "3 demos, 3 cluster id(s) changed" in out
+    )
+    # ... and not one file of the hub is new or rewritten: no clusters repo, the demos keep their single commit.
+    assert hub_files(hub) == before
+    assert len(hub.history("t/demos")) == 1
+
+
+def test_pushes_go_to_hub_revision_while_inputs_keep_theirs(hub):
+    """`pairs_revision` / `demos_revision` say what is read; `hub_revision` the branch both outputs are pushed to."""
+    clusters, demos = recipe.main(arguments(hub, hub_revision="curation", demos_revision="main"))
+    assert (clusters.revision, demos.revision) == ("curation", "curation")
+    assert hub.resolve("t/demos", "main") == hub.initial["demos"].commit  # the demos read are left as they were
+    assert list(hub.load_dataset("t/demos", revision="curation", split="train")["cluster"]) == [0, 1, 0]
+    assert lineage_of(hub.read_card("t/clusters", "curation"))["config"]["hub_revision"] == "curation"

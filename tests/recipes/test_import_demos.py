@@ -103,3 +103,14 @@ def test_code_in_the_literal_and_repeated_ids_are_refused(tmp_path):
     hub = LocalHub(tmp_path / "hub")
     q = load_dataset(str(hub.snapshot("org/d", hub.resolve("org/d"))), "quarantine", split="train")
     assert q["record_id"] == ["1"] and q["field"] == ["id"]
+
+
+def test_push_to_hub_false_reads_and_checks_and_pushes_nothing(tmp_path, capsys):
+    demos = [demo(1, "a.jpg", flags("mri")), demo(1, "b.jpg", flags("gross")), demo(2, "c.jpg", flags("ct_scan"))]
+    path = write_demo_file(tmp_path, demos, tmp_path / "m")
+    hub_dir = tmp_path / "hub"
+    args = ["import-demos", str(path), "--image_dir", str(tmp_path / "images"), "--repo", "org/d"]
+    args += ["--hub", f"local:{hub_dir}", "--errors", "skip", "--push_to_hub", "false"]
+    assert vital_main(args) == 0
+    assert "nothing pushed: 2 demos, 1 quarantined" in capsys.readouterr().out
+    assert not hub_dir.exists()

@@ -102,3 +102,21 @@ def test_import_with_downloads_dead_links_and_resume(server, tmp_path):
     # Asked to, it tries the dead links again (and they are still dead).
     assert vital_main([*args, "--retry_dead", "true"]) == 0
     assert server.hits["/dead.png"] == 2 and server.hits["/img1.png"] == 1
+
+
+def test_push_to_hub_false_converts_and_pushes_nothing(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(png(10))
+    released = tmp_path / "released.json"
+    released.write_text(json.dumps([record(0, "a.png"), record(1, "missing.png")]))
+    hub_dir = tmp_path / "hub"
+    args = ["import", "--files", f"80k={released}", "--image_dir", str(images), "--repo", "org/released"]
+    assert vital_main([*args, "--hub", f"local:{hub_dir}", "--push_to_hub", "false"]) == 0
+    assert "nothing pushed: 80k 1; 1 quarantined" in capsys.readouterr().out
+    assert not hub_dir.exists()
+    # The same import pushed: one config and the quarantine, on the branch asked for.
+    assert vital_main([*args, "--hub", f"local:{hub_dir}", "--hub_revision", "v1"]) == 0
+    hub = LocalHub(hub_dir)
+    assert hub.load_dataset("org/released", "80k", revision="v1", split="train")["id"] == ["r0"]
+    assert hub.load_dataset("org/released", "quarantine", revision="v1", split="train")["record_id"] == ["r1"]

@@ -11,7 +11,7 @@ from vital.cards import lineage_of
 from vital.cli import main as vital_main
 from vital.data.errors import RecordError
 from vital.data.sample import load_sample_pairs, sample_manifest_sha256
-from vital.hub import LocalHub
+from vital.hub import HubError, LocalHub
 from vital.runner import load_recipe
 
 
@@ -104,3 +104,45 @@ def test_pipeline_runs_stages_and_cli_reads_the_hub(tmp_path, capsys):
     assert vital_main(["hub", "resolve", "quickstart/pairs@nope", "--hub", f"local:{tmp_path}/hub"]) == 1
     with pytest.raises(SystemExit, match="unknown stage"):
         vital_main(["no-such-stage"])
+
+
+def test_hub_options_branch_privacy_and_no_push(tmp_path, capsys):
+    """`hub_revision` names the branch pushed to, `hub_private_repo: false` makes public repos, `push_to_hub: false`
+    writes nothing at all; the old names (`revision`, `private`) are refused, not silently ignored."""
+    path, images = write_records(tmp_path, RECORDS)
+    llava = ["--pairs_source", "llava-med", "--records", str(path), "--image_dir", str(images), "--errors", "skip"]
+    llava += ["--demos_source", "none"]
+    hub_dir = tmp_path / "hub"
+
+    # push_to_hub false: the pairs are read and checked (the bad one counted), the demos joined, nothing written.
+    assert ingest.cli(["--hub", f"local:{hub_dir}", *llava, "--push_to_hub", "false"]) == []
+    assert "nothing pushed: 2 pairs, 1 quarantined" in capsys.readouterr().out
+    assert not hub_dir.exists()
+    assert (
+        ingest.cli(
+            ["--config", "recipes/quickstart/ingest.yaml", "--hub", f"local:{hub_dir}", "--push_to_hub", "false"]
+        )
+        == []
+    )
+    assert f"{len(load_sample_pairs())} pairs, 0 quarantined, " in capsys.readouterr().out
+    assert not hub_dir.exists()
+
+    # A branch of its own, public repos; main is never written.
+    args = ["--config", "recipes/quickstart/ingest.yaml", "--hub", f"local:{hub_dir}"]
+    pairs, demos = ingest.cli([*args, "--hub_revision", "exp", "--hub_private_repo", "false"])
+    assert (pairs.revision, demos.revision) == ("exp", "exp")
+    hub = LocalHub(hub_dir)
+    assert hub.resolve("quickstart/pairs", "exp") == pairs.commit
+    assert hub.load_dataset("quickstart/demos", revision="exp", split="train").num_rows >= 5
+    for repo in ("quickstart/pairs", "quickstart/demos"):
+        assert json.loads((hub.repo_dir(repo) / ".vital" / "repo.json").read_text())["private"] is False
+    with pytest.raises(HubError, match="'main' not found"):
+        hub.resolve("quickstart/pairs", "main")
+
+    for old in ("revision", "private"):
+        config = tmp_path / f"{old}.yaml"
+        config.write_text(f"{old}: {'main' if old == 'revision' else 'true'}\n")
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            ingest.cli(["--config", str(config), "--hub", f"local:{hub_dir}"])
+        assert f"unknown arguments: --{old} " in capsys.readouterr().err

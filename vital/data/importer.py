@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 logger = logging.getLogger(__name__)
@@ -361,3 +362,79 @@ def _read_manifest(manifest_path: Path) -> dict[str, DownloadOutcome]:
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by a crash: that image is simply tried again
     return outcomes
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The import: images on disk, then one dataset per released file (used by `vital import`, vital/stages/import_released)
+# ----------------------------------------------------------------------------------------------------------------------
+def fetch_missing_images(
+    url_list: str | Path | None,
+    image_dir: str | Path,
+    workers: int = 8,
+    retries: int = 4,
+    backoff_s: float = 1.0,
+    retry_dead: bool = False,
+) -> int:
+    """Download the images of ``url_list`` missing from ``image_dir`` (either layout: direct image URLs, or LLaVA-Med's
+    PMC tarballs); returns how many could not be had (dead links, bad archives), all listed in the manifest. Without a
+    URL list the images are expected on disk already and nothing is fetched (returns 0)."""
+    if not url_list:
+        return 0
+    if is_pmc_url_list(url_list):  # LLaVA-Med: figures inside PMC article tarballs
+        outcomes = download_pmc_figures(
+            read_pmc_url_list(url_list), image_dir, workers, retries, backoff_s, retry_dead
+        )
+    else:
+        outcomes = download_images(read_url_list(url_list), image_dir, workers, retries, backoff_s, retry_dead)
+    return sum(o.status != "ok" for o in outcomes.values())
+
+
+@dataclass
+class ImportedFiles:
+    """The released files converted to TRL rows: one dataset per config, the refused records of all of them (with a
+    ``config`` column), the lineage inputs (path and hash of each file) and one summary row per config for the card."""
+
+    datasets: dict[str, Any]
+    quarantine: Any
+    inputs: list[dict[str, str]]
+    table: list[dict[str, Any]]
+
+
+def convert_released_files(
+    files: dict[str, str], image_dir: str | Path, errors: str = "skip", image_placement: str = "first_turn"
+) -> ImportedFiles:
+    """Convert each ``config -> path`` of released LLaVA / BioMed-VITAL JSON with `llava_to_messages`; bad records are
+    quarantined per file (a dead link's record names its missing image file) and logged by reason."""
+    from datasets import concatenate_datasets
+
+    from vital.data.llava import llava_to_messages
+    from vital.hub import sha256_file
+
+    if not files:
+        raise ValueError("no `files` given (config=path ...)")
+    if "quarantine" in files:
+        raise ValueError("'quarantine' is the config of the refused records: name the file's config otherwise")
+    datasets, refused, inputs, table = {}, [], [], []
+    for config, path in files.items():
+        result = llava_to_messages(path, image_dir, errors=errors, image_placement=image_placement)
+        if len(result.quarantine):
+            logger.warning(
+                "%s: %d record(s) quarantined, by reason: %s (rows in config 'quarantine')",
+                config,
+                len(result.quarantine),
+                result.quarantine.summary(),
+            )
+        refused.append(result.quarantine.to_dataset(config=config))
+        datasets[config] = result.dataset
+        inputs.append({"source": str(path), "sha256": sha256_file(Path(path)), "config": config})
+        table.append(
+            {
+                "config": config,
+                "file": Path(path).name,
+                "rows": len(result.dataset),
+                "quarantined": len(result.quarantine),
+                "inserted": sum(p == "inserted" for p in result.dataset["image_placeholder"]),
+                "reasons": result.quarantine.counts_by_reason(),
+            }
+        )
+    return ImportedFiles(datasets, concatenate_datasets(refused), inputs, table)

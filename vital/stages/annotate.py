@@ -38,6 +38,7 @@ from vital.annotate.guidelines import load_guidelines
 from vital.annotate.items import load_items
 from vital.annotate.store import TASKS, AnnotationStore
 from vital.annotate.tasks import SIDE_SALT, AnnotationTask
+from vital.arguments import HubArguments
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, recipe_parser, setup_logging
 
@@ -49,7 +50,73 @@ FIRST_USER = "lead"
 
 
 @dataclass
-class AnnotateArguments:
+class AnnotateArguments(HubArguments):
+    """
+    Arguments of `vital annotate`: serve the annotation app for one task, add a user, or export the saved annotations
+    to the hub.
+
+    Parameters:
+        > Parameters that control the items
+
+        task (`str` or `None`, *optional*):
+            `"demos"`, `"preference"` or `"rating"`. Required to serve or export.
+        dataset (`str` or `None`, *optional*):
+            `repo@revision` of the items: the clusters repo (demos; its `review` config) or a demos dataset, the
+            answer pairs (preference), the candidates (rating). The export joins each annotation to the commit it was
+            made on, so there the revision is ignored.
+        dataset_config (`str` or `None`, *optional*):
+            Config of `dataset`. Default: `review` for demos when present, else the default config.
+        candidates (`str` or `None`, *optional*):
+            Demos: `repo@revision` of the candidates whose conversations are shown.
+        pairs (`str` or `None`, *optional*):
+            Preference: `repo@revision` of the figure-caption pairs, to show each figure's caption and in-text
+            mentions with the question (the answer pairs do not carry them).
+        guidelines (`str` or `None`, *optional*):
+            The campaign's own guidelines (Markdown; the first line may be `version: ...`). Default: the task's
+            built-in guidelines. Their version is recorded with every annotation.
+        limit (`int` or `None`, *optional*):
+            Show only the first N items.
+
+        > Parameters that control the server and its users
+
+        store (`str`, *optional*, defaults to `"outputs/annotations"`):
+            Folder of the annotation files (one append-only JSONL file per annotator; keep it backed up).
+        users (`str` or `None`, *optional*):
+            JSON file of users (scrypt hashes, roles) for the login form. Default: `$VITAL_ANNOTATE_USERS`, else
+            `<store>/users.json`, created on the first run with one campaign lead whose password is printed once.
+        add_user (`str` or `None`, *optional*):
+            Add this user to `users` (password from `$VITAL_ANNOTATE_PASSWORD` or a prompt) and stop.
+        roles (`str`, *optional*, defaults to `"annotator"`):
+            With `add_user`: comma-separated roles, `"annotator"` and/or `"campaign"` (the campaign view).
+        host (`str`, *optional*, defaults to `"127.0.0.1"`):
+            Address to serve on (`"0.0.0.0"` for the network).
+        port (`int`, *optional*, defaults to `7860`):
+            Port to serve on.
+        side_salt (`str`, *optional*, defaults to `vital.annotate.tasks.SIDE_SALT`):
+            Preference: mixed into the per-annotator draw of the A/B order.
+
+        > Parameters that control the export (and its push: those of [`~vital.arguments.HubArguments`])
+
+        export (`bool`, *optional*, defaults to `False`):
+            Export the saved annotations instead of serving.
+        output_repo (`str` or `None`, *optional*):
+            Export target. Default: `<namespace>/preferences`, `<namespace>/demos` or `<namespace>/clinician-ratings`
+            after the dataset's namespace.
+        weight (`float`, *optional*, defaults to `1.0`):
+            Preference export: the `weight` of every clinician pair (the selector can up-weight them).
+        hub (`str` or `None`, *optional*):
+            Where the items are read and the export is pushed: `"local:<dir>"` or `"hf"`. Default: `$VITAL_HUB`, else
+            `~/.cache/vital/hub`.
+        push_to_hub (`bool`, *optional*, defaults to `True`):
+            Export: push the export with its card. `False` builds it, reports its counts and agreement, and pushes
+            nothing. Serving never pushes.
+        hub_revision (`str`, *optional*, defaults to `"main"`):
+            Export: branch of `output_repo` the export is pushed to (created from the default branch if missing). The
+            items' revision is part of `dataset`.
+        hub_private_repo (`bool`, *optional*, defaults to `True`):
+            Export: create `output_repo` private (clinical data). An existing repo keeps its visibility.
+    """
+
     task: str | None = field(default=None, metadata={"help": "demos, preference or rating."})
     dataset: str | None = field(
         default=None,
@@ -80,10 +147,6 @@ class AnnotateArguments:
         },
     )
     limit: int | None = field(default=None, metadata={"help": "Show only the first N items."})
-    hub: str | None = field(
-        default=None,
-        metadata={"help": "Where artifacts live: 'local:<dir>' or 'hf'. Default: $VITAL_HUB, else ~/.cache."},
-    )
     store: str = field(
         default="outputs/annotations", metadata={"help": "Folder of the annotation files (keep it backed up)."}
     )
@@ -115,8 +178,6 @@ class AnnotateArguments:
         default=1.0,
         metadata={"help": "Preference export: `weight` of every clinician pair (the selector can up-weight itself)."},
     )
-    revision: str = field(default="main", metadata={"help": "Export: branch to push to (created from main)."})
-    private: bool = field(default=True, metadata={"help": "Export: create repos private (clinical data)."})
 
 
 def main(args: AnnotateArguments) -> list[PushResult] | None:
@@ -124,16 +185,7 @@ def main(args: AnnotateArguments) -> list[PushResult] | None:
 
     # 0. Users: hashed passwords only, written with owner-only permissions.
     if args.add_user:
-        users_file = args.users or str(Path(args.store) / "users.json")
-        roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-        if not roles or not set(roles) <= set(ROLES):
-            raise SystemExit(f"--roles: choose among {', '.join(ROLES)} (got {args.roles!r})")
-        password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"password for {args.add_user}: ")
-        if not os.environ.get(PASSWORD_ENV) and getpass.getpass("again: ") != password:
-            raise SystemExit("the passwords differ")
-        Path(users_file).parent.mkdir(parents=True, exist_ok=True)
-        add_user(users_file, args.add_user, password, roles)
-        logger.info("user %s (%s) added to %s", args.add_user, ", ".join(roles), users_file)
+        add_annotator(args)
         return None
 
     if args.task not in TASKS or not args.dataset:
@@ -146,12 +198,16 @@ def main(args: AnnotateArguments) -> list[PushResult] | None:
     if args.export:
         export = build_export(hub, args.task, args.dataset, store, args.dataset_config, args.weight)
         output_repo = args.output_repo or default_output_repo(args.dataset, args.task)
-        pushed = push_export(hub, export, output_repo, args.dataset, args.revision, args.private, config=args)
         logger.info("%s export: %s", args.task, export.counts)
         agreement = export.agreement.to_dict()
         headline = f"{len(export.rows)} rows from {len(export.annotators)} annotator(s)"
         if agreement["pairs"]:
             headline += f", agreement {agreement['percent_agreement']:.0%}, kappa {agreement['mean_kappa']}"
+        if not args.push_to_hub:
+            print(f"push_to_hub is false, nothing pushed: {output_repo}: {headline}")
+            return []
+        push = (args.dataset, args.hub_revision, args.hub_private_repo)
+        pushed = push_export(hub, export, output_repo, *push, config=args)
         print(artifact_table(pushed, {output_repo: headline}))
         return pushed
 
@@ -181,6 +237,21 @@ def main(args: AnnotateArguments) -> list[PushResult] | None:
     logger.info("guidelines %s; serving %d items on http://%s:%d", guidelines.version, len(task), args.host, args.port)
     app.launch(users, host=args.host, port=args.port)
     return None
+
+
+def add_annotator(args: AnnotateArguments) -> None:
+    """Add ``args.add_user`` with ``args.roles`` to the users file (``--users``, else ``<store>/users.json``): the
+    password from ``$VITAL_ANNOTATE_PASSWORD``, else asked twice; only its scrypt hash is written."""
+    users_file = args.users or str(Path(args.store) / "users.json")
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    if not roles or not set(roles) <= set(ROLES):
+        raise SystemExit(f"--roles: choose among {', '.join(ROLES)} (got {args.roles!r})")
+    password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"password for {args.add_user}: ")
+    if not os.environ.get(PASSWORD_ENV) and getpass.getpass("again: ") != password:
+        raise SystemExit("the passwords differ")
+    Path(users_file).parent.mkdir(parents=True, exist_ok=True)
+    add_user(users_file, args.add_user, password, roles)
+    logger.info("user %s (%s) added to %s", args.add_user, ", ".join(roles), users_file)
 
 
 def serving_users(args: AnnotateArguments) -> tuple[dict[str, str], dict[str, set[str]]]:

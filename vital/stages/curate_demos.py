@@ -17,16 +17,16 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from datasets import Dataset
-
+from vital.arguments import HubArguments
 from vital.cards import Lineage, dataset_card
 from vital.data.inputs import require_columns
 from vital.data.schemas import check_columns
 from vital.demos import (
-    CLUSTER_FEATURES,
     assign_clusters,
+    cluster_assignments,
     cluster_pairs,
     cluster_table,
+    drop_modalities,
     embed_pairs,
     review_sample,
 )
@@ -38,11 +38,68 @@ logger = logging.getLogger("vital.curate_demos")
 
 
 @dataclass
-class CurateDemosArguments:
-    hub: str | None = field(
-        default=None,
-        metadata={"help": "Where artifacts live: 'local:<dir>' or 'hf'. Default: $VITAL_HUB, else ~/.cache."},
-    )
+class CurateDemosArguments(HubArguments):
+    """
+    Arguments of the `curate_demos` stage: how the pairs are embedded and clustered, how many of each cluster the
+    clinicians review, and the repos the clustering (and the demos' cluster ids) are pushed to.
+
+    Parameters:
+        > Parameters that control the inputs
+
+        pairs_repo (`str`, *optional*, defaults to `"quickstart/pairs"`):
+            Dataset repo of the pairs to cluster.
+        pairs_revision (`str`, *optional*, defaults to `"main"`):
+            Branch, tag or commit of the pairs; resolved to a commit before reading.
+        demos_repo (`str` or `None`, *optional*):
+            If set, the approved demonstrations there get their `cluster` column from this clustering, pushed as a
+            new commit of that repo.
+        demos_revision (`str`, *optional*, defaults to `"main"`):
+            Branch, tag or commit of the demonstrations read.
+        expected_pairs (`int` or `None`, *optional*):
+            For `vital pipeline --dry_run` when the pairs repo cannot be read yet: how many pairs there will be.
+
+        > Parameters that control the embedding and the clustering
+
+        image_embedder (`str`, *optional*, defaults to `"pixels"`):
+            `"pixels"` (offline), `"clip:<dir or hub id>"` (a CLIP-family model) or `"vit:<dir or hub id>"`.
+        text_embedder (`str`, *optional*, defaults to `"hashing"`):
+            `"hashing"` (offline), `"clip:<dir or id>"`, `"sentence:<dir or id>"` or `"openai:<model>"`.
+        text_fields (`list[str]`, *optional*, defaults to `["caption", "mentions"]`):
+            Pair columns embedded as text; `"first_mention"` is the first in-text mention alone.
+        exclude_modalities (`list[str]`, *optional*, defaults to `[]`):
+            Modalities left out of the clustering (the paper: gross, histology); their pairs are listed with
+            cluster -1.
+        image_weight (`float`, *optional*, defaults to `0.5`):
+            Weight of the image features in [0, 1]; the text features get `1 - image_weight`.
+        batch_size (`int`, *optional*, defaults to `32`):
+            Pairs embedded per batch.
+        num_clusters (`int`, *optional*, defaults to `60`):
+            k of k-means (the paper: 60); clipped to the number of pairs.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of k-means and of the `"random"` review sample.
+
+        > Parameters that control the review sample
+
+        per_cluster (`int`, *optional*, defaults to `5`):
+            Pairs per cluster in the review sample (config `review`).
+        strategy (`str`, *optional*, defaults to `"nearest"`):
+            `"nearest"` (the pairs nearest the centroid) or `"random"`.
+
+        > Parameters that control the push (those of [`~vital.arguments.HubArguments`])
+
+        clusters_repo (`str`, *optional*, defaults to `"quickstart/clusters"`):
+            Dataset repo of the clustering: config `default` (each pair's cluster and distance) and config `review`.
+        hub (`str` or `None`, *optional*):
+            `"local:<dir>"` or `"hf"`. Default: `$VITAL_HUB`, else `~/.cache/vital/hub`.
+        push_to_hub (`bool`, *optional*, defaults to `True`):
+            Push the clustering and the demos' cluster ids. `False` reads, embeds and clusters, and pushes nothing.
+        hub_revision (`str`, *optional*, defaults to `"main"`):
+            Branch of `clusters_repo` and `demos_repo` the outputs are pushed to (created from the default branch if
+            missing). The inputs name their own revisions (`pairs_revision`, `demos_revision`).
+        hub_private_repo (`bool`, *optional*, defaults to `True`):
+            Create the repos private (clinical data stays private). An existing repo keeps its visibility.
+    """
+
     pairs_repo: str = field(default="quickstart/pairs", metadata={"help": "Repo id of the pairs to cluster."})
     pairs_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the pairs."})
     image_embedder: str = field(
@@ -78,69 +135,38 @@ class CurateDemosArguments:
         default=None, metadata={"help": "If set, the demos there get their `cluster` column set (a new commit)."}
     )
     demos_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the demos read."})
-    revision: str = field(default="main", metadata={"help": "Branch to push to (created from main if missing)."})
-    private: bool = field(default=True, metadata={"help": "Create repos private (clinical data stays private)."})
     expected_pairs: int | None = field(
         default=None, metadata={"help": "For --dry_run when the pairs repo cannot be read: how many pairs there are."}
     )
 
 
-def main(args: CurateDemosArguments) -> list[PushResult]:
-    setup_logging()
-    hub = get_hub(args.hub)
-    logger.info("hub: %r", hub)
+def load_checked(hub, repo_id: str, revision: str, contract: str):
+    """A dataset pinned to the commit ``revision`` points at now, checked against ``contract``; and its ref."""
+    ref = hub.ref(repo_id, revision)
+    dataset = hub.load_dataset(repo_id, revision=ref.commit, split="train")
+    require_columns(dataset, "curate_demos", contract, ref)
+    check_columns(dataset, contract)
+    return dataset, ref
 
-    # 1. Pairs, pinned to the commit the revision points at now.
-    pairs_ref = hub.ref(args.pairs_repo, args.pairs_revision)
-    pairs = hub.load_dataset(args.pairs_repo, revision=pairs_ref.commit, split="train")
-    require_columns(pairs, "curate_demos", "pairs", pairs_ref)
-    check_columns(pairs, "pairs")
-    logger.info("pairs: %d rows from %s", len(pairs), pairs_ref)
 
-    # 2. Embed and cluster the pairs of the modalities kept; the others stay in the assignments with cluster -1.
-    all_ids, all_modalities = list(pairs["id"]), list(pairs["modality"])
+def clusters_card(args: CurateDemosArguments, pairs_ref, assignments, clustered, clusters, review):
+    """The clusters card: lineage, the embedders and weights, k, the per-cluster table and the review coverage."""
+    modalities = list(clustered["modality"])
     excluded = set(args.exclude_modalities)
-    kept = [i for i, m in enumerate(all_modalities) if m not in excluded]
-    if not kept:
-        raise ValueError(f"every pair's modality is in exclude_modalities {sorted(excluded)}: nothing to cluster")
-    if len(kept) < len(pairs):
-        pairs = pairs.select(kept)
-        logger.info("left out %d pair(s) of modalities %s", len(all_ids) - len(kept), sorted(excluded))
-    embeddings = embed_pairs(
-        pairs, args.image_embedder, args.text_embedder, args.text_fields, args.image_weight, args.batch_size
-    )
-    clusters = cluster_pairs(embeddings, args.num_clusters, args.seed)
-    logger.info("%s: k=%d, inertia %.4f, sizes %s", clusters.algorithm, clusters.k, clusters.inertia, clusters.sizes())
-
-    # 3. The clusters repo: assignments (`default`) and the review sample (`review`), one card for both.
-    modalities = list(pairs["modality"])
-    label_of = dict(zip(pairs["id"], clusters.labels.tolist(), strict=True))
-    distance_of = dict(zip(pairs["id"], clusters.distances.tolist(), strict=True))
-    assignments = Dataset.from_dict(
-        {
-            "id": all_ids,
-            "modality": all_modalities,
-            "cluster": [label_of.get(i, -1) for i in all_ids],
-            "distance": [distance_of.get(i, float("nan")) for i in all_ids],
-        },
-        features=CLUSTER_FEATURES,
-    )
-    excluded_counts = dict(sorted(Counter(m for m in all_modalities if m in excluded).items()))
-    review = review_sample(pairs, clusters, args.per_cluster, args.seed, args.strategy)
     review_modalities = Counter(review["modality"])
-    card = dataset_card(
+    return dataset_card(
         "clusters",
         lineage=Lineage(stage="curate_demos", inputs=[pairs_ref], config=args, seed=args.seed),
         pretty_name="BioMed-VITAL pair clusters",
         description="Clinicians review the `review` config in the annotation app; the demonstrations they pick go to "
         "the demos repo with the `cluster` they came from.",
         repo_id=args.clusters_repo,
-        revision=args.revision,
+        revision=args.hub_revision,
         pairs_ref=str(pairs_ref),
-        num_rows=len(pairs),
-        num_assignments=len(all_ids),
+        num_rows=len(clustered),
+        num_assignments=len(assignments),
         exclude_modalities=sorted(excluded),
-        excluded_counts=excluded_counts,
+        excluded_counts=dict(sorted(Counter(m for m in assignments["modality"] if m in excluded).items())),
         k=clusters.k,
         k_requested=args.num_clusters,
         algorithm=clusters.algorithm,
@@ -159,42 +185,69 @@ def main(args: CurateDemosArguments) -> list[PushResult]:
         review_modalities=dict(sorted(review_modalities.items())),
         missing_modalities=sorted(set(modalities) - set(review_modalities)),
     )
-    clustering = {"default": (assignments, "train"), "review": (review, "train")}
-    pushed = [hub.push_datasets(clustering, args.clusters_repo, args.revision, card, args.private, "Clustering")]
-    clusters_ref = pushed[-1].ref("default")
-    headline = {args.clusters_repo: f"k={clusters.k}, {len(pairs)} pairs, {len(review)} to review"}
 
-    # 4. Approved demos: set their cluster from this clustering, as a new commit of the demos repo.
+
+def updated_demos_card(hub, args: CurateDemosArguments, demos, changed: int, k: int, refs: list):
+    """The card of the demos with their new cluster ids: the previous card when nothing changed (so a rerun makes no
+    new commit), else a new one whose lineage names the pairs, the clustering and the demos commit read."""
+    pairs_ref, clusters_ref, demos_ref = refs
+    previous = hub.read_card(args.demos_repo, demos_ref.commit)
+    if changed == 0 and previous is not None:
+        return previous
+    return dataset_card(
+        "demos",
+        lineage=Lineage(stage="curate_demos", inputs=refs, config=args, seed=args.seed),
+        pretty_name=(previous and getattr(previous.data, "pretty_name", None)) or "BioMed-VITAL demonstrations",
+        description=f"The demonstrations of `{demos_ref}` with `cluster` set from the k={k} clustering "
+        f"`{clusters_ref}`; the previous commit's card tells how they were written.",
+        num_rows=len(demos),
+        modalities=dict(sorted(Counter(demos["modality"]).items())),
+        curators=sorted(set(demos["curated_by"])),
+    )
+
+
+def main(args: CurateDemosArguments) -> list[PushResult]:
+    setup_logging()
+    hub = get_hub(args.hub)
+    logger.info("hub: %r", hub)
+
+    # 1. Inputs, pinned to the commits their revisions point at now: the pairs, and the demos to re-cluster if any.
+    pairs, pairs_ref = load_checked(hub, args.pairs_repo, args.pairs_revision, "pairs")
+    logger.info("pairs: %d rows from %s", len(pairs), pairs_ref)
     if args.demos_repo:
-        demos_ref = hub.ref(args.demos_repo, args.demos_revision)
-        demos = hub.load_dataset(args.demos_repo, revision=demos_ref.commit, split="train")
-        require_columns(demos, "curate_demos", "demos", demos_ref)
-        check_columns(demos, "demos")
-        # A demo about a left-out modality (e.g. histology) keeps cluster -1, like its pair.
-        updated = assign_clusters(demos, all_ids, assignments["cluster"])
+        demos, demos_ref = load_checked(hub, args.demos_repo, args.demos_revision, "demos")
+
+    # 2. Embed and cluster the pairs of the modalities kept; the others stay in the assignments with cluster -1.
+    clustered = drop_modalities(pairs, args.exclude_modalities)
+    embeddings = embed_pairs(
+        clustered, args.image_embedder, args.text_embedder, args.text_fields, args.image_weight, args.batch_size
+    )
+    clusters = cluster_pairs(embeddings, args.num_clusters, args.seed)
+    logger.info("%s: k=%d, inertia %.4f, sizes %s", clusters.algorithm, clusters.k, clusters.inertia, clusters.sizes())
+
+    # 3. The assignments (`default`), the review sample (`review`), and the demos with their pair's cluster (a demo
+    #    about a left-out modality keeps cluster -1, like its pair).
+    assignments = cluster_assignments(pairs, clustered, clusters)
+    review = review_sample(clustered, clusters, args.per_cluster, args.seed, args.strategy)
+    headline = {args.clusters_repo: f"k={clusters.k}, {len(clustered)} pairs, {len(review)} to review"}
+    if args.demos_repo:
+        updated = assign_clusters(demos, assignments["id"], assignments["cluster"])
         changed = sum(a != b for a, b in zip(demos["cluster"], updated["cluster"], strict=True))
-        previous = hub.read_card(args.demos_repo, demos_ref.commit)
-        if changed == 0 and previous is not None:
-            # Nothing to record: the same rows with the card they have make no new commit.
-            demo_card = previous
-        else:
-            demo_card = dataset_card(
-                "demos",
-                lineage=Lineage(
-                    stage="curate_demos", inputs=[pairs_ref, clusters_ref, demos_ref], config=args, seed=args.seed
-                ),
-                pretty_name=(previous and getattr(previous.data, "pretty_name", None))
-                or "BioMed-VITAL demonstrations",
-                description=f"The demonstrations of `{demos_ref}` with `cluster` set from the k={clusters.k} "
-                f"clustering `{clusters_ref}`; the previous commit's card tells how they were written.",
-                num_rows=len(updated),
-                modalities=dict(sorted(Counter(updated["modality"]).items())),
-                curators=sorted(set(updated["curated_by"])),
-            )
-        pushed.append(
-            hub.push_dataset(updated, args.demos_repo, revision=args.revision, card=demo_card, private=args.private)
-        )
         headline[args.demos_repo] = f"{len(updated)} demos, {changed} cluster id(s) changed"
+    if not args.push_to_hub:
+        print("push_to_hub is false, nothing pushed: " + "; ".join(f"{r}: {h}" for r, h in headline.items()))
+        return []
+
+    # 4. Push the clusters repo (both configs and one card, one commit), then the demos as a new commit of theirs.
+    card = clusters_card(args, pairs_ref, assignments, clustered, clusters, review)
+    clustering = {"default": (assignments, "train"), "review": (review, "train")}
+    push = (args.hub_revision, card, args.hub_private_repo, "Clustering")
+    pushed = [hub.push_datasets(clustering, args.clusters_repo, *push)]
+    if args.demos_repo:
+        refs = [pairs_ref, pushed[-1].ref("default"), demos_ref]
+        card = updated_demos_card(hub, args, updated, changed, clusters.k, refs)
+        push = {"revision": args.hub_revision, "card": card, "private": args.hub_private_repo}
+        pushed.append(hub.push_dataset(updated, args.demos_repo, **push))
         logger.info("demos: %d rows, %d cluster id(s) changed -> %s", len(updated), changed, pushed[-1].location)
 
     print(artifact_table(pushed, headline))

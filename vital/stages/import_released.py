@@ -19,17 +19,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vital.arguments import HubArguments
 from vital.cards import Lineage, dataset_card
-from vital.data.importer import (
-    MANIFEST,
-    download_images,
-    download_pmc_figures,
-    is_pmc_url_list,
-    read_pmc_url_list,
-    read_url_list,
-)
-from vital.data.llava import llava_to_messages
-from vital.hub import PushResult, get_hub, sha256_file
+from vital.data.importer import MANIFEST, ImportedFiles, convert_released_files, fetch_missing_images
+from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
@@ -37,7 +30,56 @@ logger = logging.getLogger("vital.import")
 
 
 @dataclass
-class ImportArguments:
+class ImportArguments(HubArguments):
+    """
+    Arguments of `vital import`: the released instruction files, where their images are (or come from), and the
+    dataset repo they are pushed to, one config per file.
+
+    Parameters:
+        > Parameters that control the inputs
+
+        files (`list[str]`, *optional*, defaults to `[]`):
+            Released JSON / JSONL files as `config=path` (e.g. `80k=BioMed-VITAL-80K.json`); each becomes a config of
+            `repo`. `quarantine` is reserved for the refused records.
+        image_dir (`str`, *optional*, defaults to `"data/images"`):
+            Folder of the images; downloads land here.
+        url_list (`str` or `None`, *optional*):
+            JSONL / CSV of `image` file names and `url`s, or LLaVA-Med's JSONL of `pair_id`, `image_file_path`,
+            `pmc_tar_url` (figures extracted from PMC article tarballs as `<pair_id>.jpg`). Images missing from
+            `image_dir` are downloaded first; `None` expects them all on disk.
+        errors (`str`, *optional*, defaults to `"skip"`):
+            Bad records: `"skip"` pushes them to the `quarantine` config with the reason; `"raise"` stops at the first
+            one, naming the record and field.
+        image_placement (`str`, *optional*, defaults to `"first_turn"`):
+            Image records whose conversation has no `<image>` placeholder (BioMed-VITAL's generator output):
+            `"first_turn"` puts the image before the first human turn's text, as LLaVA's training code does, and
+            exports them back without a placeholder; `"require"` quarantines them.
+
+        > Parameters that control the downloads
+
+        workers (`int`, *optional*, defaults to `8`):
+            Parallel downloads.
+        retries (`int`, *optional*, defaults to `4`):
+            Retries of a failing download, with exponential backoff (HTTP 404 / 410 are final).
+        backoff_s (`float`, *optional*, defaults to `1.0`):
+            Backoff base of the download retries, in seconds.
+        retry_dead (`bool`, *optional*, defaults to `False`):
+            Try the links the manifest lists as dead again.
+
+        > Parameters that control the push (those of [`~vital.arguments.HubArguments`])
+
+        repo (`str`, *optional*, defaults to `"biomed-vital/released"`):
+            Dataset repo the configs, the quarantine, the download manifest and the card are pushed to (one commit).
+        hub (`str` or `None`, *optional*):
+            `"local:<dir>"` or `"hf"`. Default: `$VITAL_HUB`, else `~/.cache/vital/hub`.
+        push_to_hub (`bool`, *optional*, defaults to `True`):
+            Push the import. `False` downloads and converts (images land in `image_dir`) and pushes nothing.
+        hub_revision (`str`, *optional*, defaults to `"main"`):
+            Branch of `repo` the import is pushed to (created from the default branch if missing).
+        hub_private_repo (`bool`, *optional*, defaults to `True`):
+            Create `repo` private. An existing repo keeps its visibility.
+    """
+
     files: list[str] = field(
         default_factory=list,
         metadata={"help": "Released JSON/JSONL files as 'config=path' (e.g. 80k=BioMed-VITAL-80K.json)."},
@@ -51,9 +93,6 @@ class ImportArguments:
         },
     )
     repo: str = field(default="biomed-vital/released", metadata={"help": "Dataset repo to push to."})
-    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
-    revision: str = field(default="main", metadata={"help": "Branch to push to."})
-    private: bool = field(default=True, metadata={"help": "Create the repo private."})
     errors: str = field(
         default="skip",
         metadata={"help": "Bad records: 'skip' (pushed to the `quarantine` config with the reason) or 'raise'."},
@@ -72,91 +111,52 @@ class ImportArguments:
     retry_dead: bool = field(default=False, metadata={"help": "Try links the manifest lists as dead again."})
 
 
+def import_card(args: ImportArguments, imported: ImportedFiles, dead: int):
+    """The card of the released repo: one row per config (rows, quarantined, placeholders inserted), dead links."""
+    return dataset_card(
+        "released",
+        lineage=Lineage(stage="import_released", inputs=imported.inputs, config=args),
+        pretty_name="BioMed-VITAL released instruction data",
+        repo_id=args.repo,
+        revision=args.hub_revision,
+        configs=list(imported.datasets),
+        configs_table=imported.table,
+        dead=dead,
+        image_placement=args.image_placement,
+        quarantined=sum(t["quarantined"] for t in imported.table),
+    )
+
+
 def main(args: ImportArguments) -> list[PushResult]:
     setup_logging()
-    hub = get_hub(args.hub)
     files = dict(spec.split("=", 1) for spec in args.files)
     if not files:
         raise ValueError("no `files` given (config=path ...)")
 
     # 1. Images: download what is missing (resumable), keeping a manifest of what could not be had.
-    dead = 0
-    if args.url_list and is_pmc_url_list(args.url_list):  # LLaVA-Med: figures inside PMC article tarballs
-        outcomes = download_pmc_figures(
-            read_pmc_url_list(args.url_list),
-            args.image_dir,
-            args.workers,
-            args.retries,
-            args.backoff_s,
-            args.retry_dead,
-        )
-        dead = sum(o.status != "ok" for o in outcomes.values())
-    elif args.url_list:
-        outcomes = download_images(
-            read_url_list(args.url_list), args.image_dir, args.workers, args.retries, args.backoff_s, args.retry_dead
-        )
-        dead = sum(o.status != "ok" for o in outcomes.values())
+    download = (args.workers, args.retries, args.backoff_s, args.retry_dead)
+    dead = fetch_missing_images(args.url_list, args.image_dir, *download)
 
     # 2. One config per file; bad records quarantined (a dead link's record names its missing image file).
-    inputs, table, pushed = [], [], []
-    converted, quarantined = {}, []
-    for config, path in files.items():
-        if config == "quarantine":
-            raise ValueError("'quarantine' is the config of the refused records: name the file's config otherwise")
-        result = llava_to_messages(path, args.image_dir, errors=args.errors, image_placement=args.image_placement)
-        if len(result.quarantine):
-            logger.warning(
-                "%s: %d record(s) quarantined, by reason: %s (rows in config 'quarantine' of %s)",
-                config,
-                len(result.quarantine),
-                result.quarantine.summary(),
-                args.repo,
-            )
-        quarantined.append(result.quarantine.to_dataset(config=config))
-        converted[config] = result.dataset
-        inserted = sum(p == "inserted" for p in result.dataset["image_placeholder"])
-        inputs.append({"source": str(path), "sha256": sha256_file(Path(path)), "config": config})
-        table.append(
-            {
-                "config": config,
-                "file": Path(path).name,
-                "rows": len(result.dataset),
-                "quarantined": len(result.quarantine),
-                "inserted": inserted,
-                "reasons": result.quarantine.counts_by_reason(),
-            }
-        )
+    imported = convert_released_files(files, args.image_dir, args.errors, args.image_placement)
+    headline = ", ".join(f"{t['config']} {t['rows']}" for t in imported.table)
+    if not args.push_to_hub:
+        print(f"push_to_hub is false, nothing pushed: {headline}; {len(imported.quarantine)} quarantined")
+        return []
 
-    card = dataset_card(
-        "released",
-        lineage=Lineage(stage="import_released", inputs=inputs, config=args),
-        pretty_name="BioMed-VITAL released instruction data",
-        repo_id=args.repo,
-        revision=args.revision,
-        configs=list(files),
-        configs_table=table,
-        dead=dead,
-        image_placement=args.image_placement,
-        quarantined=sum(t["quarantined"] for t in table),
-    )
-    files = {"download_manifest.jsonl": Path(args.image_dir) / MANIFEST} if args.url_list else None
-    configs = {config: (dataset, "train") for config, dataset in converted.items()}
+    # 3. One commit: every config, the quarantine (or the removal of a stale one), the download manifest and the card.
+    hub = get_hub(args.hub)
+    configs = {config: (dataset, "train") for config, dataset in imported.datasets.items()}
     stale = []
-    if args.errors == "skip":
-        from datasets import concatenate_datasets
-
-        refused = concatenate_datasets(quarantined)
-        if len(refused):
-            configs["quarantine"] = (refused, "train")
-        else:
-            stale.append("quarantine")  # a clean rerun removes the last run's quarantine
-    # One commit: every config, the quarantine, the manifest and the card.
-    pushed.append(
-        hub.push_datasets(
-            configs, args.repo, args.revision, card, args.private, "Import", delete_configs=stale, files=files
-        )
-    )
-    print(artifact_table(pushed[-1:], {args.repo: ", ".join(f"{t['config']} {t['rows']}" for t in table)}))
+    if args.errors == "skip" and len(imported.quarantine):
+        configs["quarantine"] = (imported.quarantine, "train")
+    elif args.errors == "skip":
+        stale.append("quarantine")  # a clean rerun removes the last run's quarantine
+    manifest = {"download_manifest.jsonl": Path(args.image_dir) / MANIFEST} if args.url_list else None
+    card = import_card(args, imported, dead)
+    push = {"delete_configs": stale, "files": manifest}
+    pushed = [hub.push_datasets(configs, args.repo, args.hub_revision, card, args.hub_private_repo, "Import", **push)]
+    print(artifact_table(pushed, {args.repo: headline}))
     return pushed
 
 

@@ -35,14 +35,14 @@ import numpy as np
 import torch
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+from vital.arguments import HubArguments
 from vital.cards import Lineage, dataset_card
 from vital.data.inputs import require_columns
-from vital.hub import HubError, PushResult, get_hub, parse_repo_ref
+from vital.hub import HubError, PushResult, get_hub
 from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.selection import (
-    build_mixture,
     cut_scores,
-    parse_mixture_spec,
+    load_mixtures,
     plot_score_histogram,
     score_candidates,
     select_top_ratios,
@@ -54,8 +54,66 @@ FIGURE = "figures/score_histogram.png"
 
 
 @dataclass
-class ScriptArguments:
-    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+class ScriptArguments(HubArguments):
+    """
+    Arguments of the `select` stage: the candidates and the selector that scores them, how scores become a selection,
+    and the repo the selection is pushed to.
+
+    Parameters:
+        > Parameters that control the inputs
+
+        candidates_repo (`str`, *optional*, defaults to `"quickstart/candidates"`):
+            Dataset repo of the candidates to score.
+        candidates_revision (`str`, *optional*, defaults to `"main"`):
+            Branch, tag or commit of the candidates; resolved to a commit before reading.
+        selector_repo (`str`, *optional*, defaults to `"quickstart/selector"`):
+            Selector model repo on the hub, or a local selector folder (recorded by its fingerprint).
+        selector_revision (`str`, *optional*, defaults to `"main"`):
+            Branch, tag or commit of the selector.
+        limit (`int` or `None`, *optional*):
+            Score only the first N candidates (smoke runs).
+
+        > Parameters that control the selection
+
+        ratios (`list[float]`, *optional*, defaults to `[0.1, 0.4, 0.8, 0.9]`):
+            Kept ratios, one config each (`0.1` -> `top10`); the paper: 0.1, 0.4, 0.8, 0.9.
+        aggregate (`str`, *optional*, defaults to `"mean"`):
+            How a candidate's turn scores become its score: `"mean"` (ours), `"min"`, `"max"`, or `"first"` (the
+            official code: only the first turn is scored).
+        cut (`str`, *optional*, defaults to `"ceil"`):
+            Rows a ratio keeps: `ceil(ratio * n)` (`"ceil"`, ours) or `"floor"` (the official `int()`).
+        mixtures (`list[str]`, *optional*, defaults to `[]`):
+            Extra configs mixing a selection with other instruction sets in TRL format:
+            `name=top80+repo[@revision][:config]+...` (the paper: the 150K and 210K mixes with LLaVA-Med's 10K / 60K).
+        histogram_bins (`int`, *optional*, defaults to `40`):
+            Bins of the score histogram in the card.
+
+        > Parameters that control the scoring
+
+        batch_size (`int`, *optional*, defaults to `64`):
+            Candidates read, and inputs scored, per step.
+        max_length (`int` or `None`, *optional*):
+            Token limit per text. Default: the tokenizer's.
+        torch_threads (`int` or `None`, *optional*):
+            CPU threads per process for torch. Unset: torch's default.
+        use_cpu (`bool`, *optional*, defaults to `False`):
+            Score on CPU even where an accelerator is present. Several processes on a machine without CUDA
+            (`accelerate_configs/cpu.yaml`) always run on CPU, over gloo.
+
+        > Parameters that control the push (those of [`~vital.arguments.HubArguments`])
+
+        selected_repo (`str`, *optional*, defaults to `"quickstart/selected"`):
+            Dataset repo the selection (one config per ratio and mixture, the quarantine, the histogram) is pushed to.
+        hub (`str` or `None`, *optional*):
+            `"local:<dir>"` or `"hf"`. Default: `$VITAL_HUB`, else `~/.cache/vital/hub`.
+        push_to_hub (`bool`, *optional*, defaults to `True`):
+            Push the selection. `False` scores, selects and reports, and pushes nothing.
+        hub_revision (`str`, *optional*, defaults to `"main"`):
+            Branch of `selected_repo` the selection is pushed to (created from the default branch if missing).
+        hub_private_repo (`bool`, *optional*, defaults to `True`):
+            Create `selected_repo` private. An existing repo keeps its visibility.
+    """
+
     candidates_repo: str = field(default="quickstart/candidates", metadata={"help": "Candidates to score."})
     candidates_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the candidates."})
     selector_repo: str = field(
@@ -63,7 +121,6 @@ class ScriptArguments:
     )
     selector_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the selector."})
     selected_repo: str = field(default="quickstart/selected", metadata={"help": "Dataset repo the selection goes to."})
-    revision: str = field(default="main", metadata={"help": "Branch to push to."})
     ratios: list[float] = field(
         default_factory=lambda: [0.1, 0.4, 0.8, 0.9],
         metadata={"help": "Kept ratios, one config each (0.1 -> top10); paper: 0.1, 0.4, 0.8, 0.9."},
@@ -104,8 +161,6 @@ class ScriptArguments:
             "(accelerate_configs/cpu.yaml) always run on CPU, over gloo."
         },
     )
-    push: bool = field(default=True, metadata={"help": "Push the selection (False: score and report only)."})
-    private: bool = field(default=True, metadata={"help": "Create repos private."})
 
 
 def load_selector(hub, args: ScriptArguments, device):
@@ -163,27 +218,11 @@ def main(args: ScriptArguments) -> list[PushResult]:
 
     # 3. One config per ratio, then the mixtures; lineage records every input at its commit.
     configs = select_top_ratios(candidates, scored, args.ratios, cut=args.cut)
-    inputs = [candidates_ref, selector_ref]
-    mixtures, mixture_rows = {}, []
-    for spec in args.mixtures:
-        name, parts = parse_mixture_spec(spec)
-        loaded = []
-        for part in parts:
-            if part in configs:
-                loaded.append((configs[part], f"{candidates_ref.repo_id}@{candidates_ref.commit}:{part}"))
-                continue
-            repo_spec, _, config = part.partition(":")
-            repo_id, revision = parse_repo_ref(repo_spec)
-            ref = hub.ref(repo_id, revision, config=config or None)
-            inputs.append(ref)
-            dataset = hub.load_dataset(repo_id, config or None, revision=ref.commit, split="train")
-            loaded.append((dataset, f"{repo_id}@{ref.commit}" + (f":{config}" if config else "")))
-        mixtures[name] = build_mixture(loaded)
-        parts_rows = [{"provenance": p, "rows": len(d)} for d, p in loaded]
-        mixture_rows.append({"name": name, "rows": len(mixtures[name]), "parts": parts_rows})
+    mixtures, mixture_rows, mixture_inputs = load_mixtures(hub, args.mixtures, configs, candidates_ref)
+    inputs = [candidates_ref, selector_ref, *mixture_inputs]
 
     # 4. Push: every config, the quarantine (or its removal), stale configs removed, then the figure and the card.
-    if args.push:
+    if args.push_to_hub:
         final = push_selection(hub, args, candidates, scored, configs, mixtures, mixture_rows, inputs, selector_ref)
         pushed = [final]
         print(artifact_table(pushed, {args.selected_repo: summary_line(configs, scored)}))
@@ -202,8 +241,8 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
     """Push every config, the quarantine, the histogram and the card; returns the commit that holds them all (``created``
     is False when the repo already held exactly this selection)."""
     try:
-        head = hub.resolve(args.selected_repo, args.revision)
-        current = hub.read_card(args.selected_repo, args.revision)
+        head = hub.resolve(args.selected_repo, args.hub_revision)
+        current = hub.read_card(args.selected_repo, args.hub_revision)
     except (HubError, RepositoryNotFoundError, RevisionNotFoundError):  # no repo or branch yet
         head, current = None, None
     before = [c["config_name"] for c in (current.data.to_dict().get("configs") or [])] if current else []
@@ -238,7 +277,7 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
         pretty_name="BioMed-VITAL selected instructions" + (" (stand-in)" if stand_in else ""),
         tags=["selected", "sft"],
         repo_id=args.selected_repo,
-        revision=args.revision,
+        revision=args.hub_revision,
         selector=str(selector_ref) if not isinstance(selector_ref, dict) else selector_ref["source"],
         aggregate=args.aggregate,
         stand_in=stand_in,
@@ -255,9 +294,9 @@ def push_selection(hub, args, candidates, scored, configs, mixtures, mixture_row
         final = hub.push_datasets(  # every config, the histogram and the card: one commit
             outputs,
             args.selected_repo,
-            args.revision,
+            args.hub_revision,
             card,
-            args.private,
+            args.hub_private_repo,
             "Selection",
             delete_configs=stale,
             files={FIGURE: os.path.join(staging, FIGURE)},
