@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from vital.stages import STAGES
 
 
 VITAL = Path(__file__).resolve().parents[1] / "vital"
@@ -31,19 +34,20 @@ def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
-def _rel(path: Path) -> str:
-    return path.relative_to(VITAL).as_posix()
+def _rel(path: Path, root: Path = VITAL) -> str:
+    return path.relative_to(root).as_posix()
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(VITAL.parent).with_suffix("").parts)
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
+def _imports(path: Path, root: Path = VITAL) -> list[tuple[int, str]]:
     """Every module an import statement in ``path`` names (relative imports made absolute; ``from a import b`` gives
     both ``a`` and ``a.b``, since ``b`` may be a module), and every ``import_module("...")`` constant."""
-    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    module = _module_name(path, root)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import):
@@ -87,12 +91,51 @@ def _own_fields(node: ast.ClassDef) -> list[str]:
     return fields
 
 
-def test_every_stage_main_is_at_most_100_lines():
+def main_lengths(root: Path = VITAL) -> dict[str, int]:
+    """Lines of each stage's ``main()``, from its ``def`` line to its last line."""
     lengths = {}
-    for path in STAGE_FILES:
+    for path in sorted(p for p in (root / "stages").glob("*.py") if p.name != "__init__.py"):
         mains = [n for n in _tree(path).body if isinstance(n, ast.FunctionDef) and n.name == "main"]
-        assert len(mains) == 1, f"{_rel(path)}: expected one module-level main()"
+        assert len(mains) == 1, f"{_rel(path, root)}: expected one module-level main()"
         lengths[path.stem] = mains[0].end_lineno - mains[0].lineno + 1
+    return lengths
+
+
+def vital_testing_imports(root: Path = VITAL) -> list[str]:
+    """Where production code (outside ``testing/``, but for :data:`TESTING_ALLOWED`) imports ``vital.testing``."""
+    offenders = {}  # (file, line) -> the module imported there
+    for path in sorted(root.rglob("*.py")):
+        rel = _rel(path, root)
+        if rel.startswith("testing/") or rel in TESTING_ALLOWED:
+            continue
+        for line, module in _imports(path, root):
+            if module == "vital.testing" or module.startswith("vital.testing."):
+                offenders.setdefault((rel, line), module)
+    return [f"{rel}:{line} imports {module}" for (rel, line), module in sorted(offenders.items())]
+
+
+def stage_imports(stages: Sequence[str], root: Path = VITAL) -> list[str]:
+    """Where a stage module imports another stage module, or loads one by name (only the pipeline may)."""
+    offenders = []
+    for path in sorted(p for p in (root / "stages").glob("*.py") if p.name != "__init__.py"):
+        for line, module in _imports(path, root):
+            name = module.removeprefix("vital.stages.").split(".")[0] if module.startswith("vital.stages.") else None
+            entry = f"{_rel(path, root)}:{line} imports vital.stages.{name}"
+            if name in stages and name != path.stem and entry not in offenders:
+                offenders.append(entry)
+        if path.name == LOADING_STAGE:
+            continue
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.Call):
+                called = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if called in STAGE_LOADERS:
+                    offenders.append(f"{_rel(path, root)}:{node.lineno} loads a stage module with {called}()")
+    return offenders
+
+
+def test_every_stage_main_is_at_most_100_lines():
+    lengths = main_lengths()
+    assert set(lengths) == set(STAGES)
     report = "\n".join(
         f"  {name:24s} {n:4d} {'TOO LONG' if n > MAIN_MAX_LINES else 'ok'}"
         for name, n in sorted(lengths.items(), key=lambda kv: -kv[1])
@@ -102,35 +145,61 @@ def test_every_stage_main_is_at_most_100_lines():
 
 
 def test_production_code_never_imports_vital_testing():
-    offenders = {}  # (file, line) -> the module imported there
-    for path in sorted(VITAL.rglob("*.py")):
-        rel = _rel(path)
-        if rel.startswith("testing/") or rel in TESTING_ALLOWED:
-            continue
-        for line, module in _imports(path):
-            if module == "vital.testing" or module.startswith("vital.testing."):
-                offenders.setdefault((rel, line), module)
-    lines = [f"{rel}:{line} imports {module}" for (rel, line), module in sorted(offenders.items())]
-    assert not lines, "production code imports vital.testing:\n  " + "\n  ".join(lines)
+    offenders = vital_testing_imports()
+    assert not offenders, "production code imports vital.testing:\n  " + "\n  ".join(offenders)
 
 
 def test_no_stage_imports_another_stage():
-    from vital.stages import STAGES
-
-    offenders = []
-    for path in STAGE_FILES:
-        for line, module in _imports(path):
-            name = module.removeprefix("vital.stages.").split(".")[0] if module.startswith("vital.stages.") else None
-            if name in STAGES and name != path.stem:
-                offenders.append(f"{_rel(path)}:{line} imports vital.stages.{name}")
-        if path.name == LOADING_STAGE:
-            continue
-        for node in ast.walk(_tree(path)):
-            if isinstance(node, ast.Call):
-                called = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-                if called in STAGE_LOADERS:
-                    offenders.append(f"{_rel(path)}:{node.lineno} loads a stage module with {called}()")
+    offenders = stage_imports(STAGES)
     assert not offenders, "stages import other stages (share library code instead):\n  " + "\n  ".join(offenders)
+
+
+FAKE_PACKAGE = {
+    "__init__.py": "",
+    "cli.py": "from vital.testing.servers import start\n",  # allowed: the `vital` command
+    "lib.py": "def f():\n    from .testing import helpers\n",
+    "other.py": "import vital.testing\nfrom vital import testing\n",
+    "testing/__init__.py": "from vital.testing.helpers import x\n",  # allowed: inside vital/testing
+    "stages/__init__.py": "STAGES = ('a', 'b', 'pipeline')\n",
+    "stages/a.py": "from vital.stages import STAGES\n\n\ndef main():\n" + "    pass\n" * 100,
+    "stages/b.py": "from . import a\nfrom vital.stages.a import main as other\n\n\ndef main():\n    load_recipe('a')\n",
+    "stages/pipeline.py": "from vital.runner import load_recipe\n\n\ndef main():\n    load_recipe('a')\n",
+}
+FAKE_DATACLASS = '''
+@dataclass
+class A(Base):
+    """
+    Parameters:
+        x (`int`):
+            An x.
+    """
+
+    x: int = 0
+    y: str = ""
+    z: ClassVar[int] = 1
+'''
+
+
+def test_the_checks_catch_what_they_are_for(tmp_path):
+    """The detectors on a made-up package: each way of breaking a rule is found, and the allowed cases are not."""
+    root = tmp_path / "vital"
+    for name, text in FAKE_PACKAGE.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    assert main_lengths(root) == {"a": 101, "b": 2, "pipeline": 2}
+    assert vital_testing_imports(root) == [
+        "lib.py:2 imports vital.testing",
+        "other.py:1 imports vital.testing",
+        "other.py:2 imports vital.testing",
+    ]
+    assert stage_imports(("a", "b", "pipeline"), root) == [
+        "stages/b.py:1 imports vital.stages.a",
+        "stages/b.py:2 imports vital.stages.a",
+        "stages/b.py:6 loads a stage module with load_recipe()",
+    ]
+    documented = ast.parse(FAKE_DATACLASS).body[0]
+    assert _is_dataclass(documented) and _own_fields(documented) == ["x", "y"] and _undocumented(documented) == ["y"]
+    assert _undocumented(ast.parse("@dataclass\nclass B:\n    x: int = 0\n").body[0]) == ["no 'Parameters:' section"]
 
 
 def _argument_dataclasses() -> list[tuple[str, ast.ClassDef]]:
