@@ -30,10 +30,11 @@ from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardDa
 
 from vital import __version__
 from vital.hub import ArtifactRef
+from vital.resources import resource_dir
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_DIRS = {"dataset": REPO_ROOT / "dataset_cards", "model": REPO_ROOT / "model_cards"}
+# The templates stay at the repository's top level; a wheel carries copies (vital.resources decides which is read).
+TEMPLATE_DIRS = {"dataset": resource_dir("dataset_cards"), "model": resource_dir("model_cards")}
 STACK = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "huggingface_hub", "openai", "evaluate")
 REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authorization|credential)", re.IGNORECASE)

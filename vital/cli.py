@@ -1,6 +1,6 @@
 """The ``vital`` command: a thin front for the recipes' ``main()`` functions, plus hub inspection.
 
-    vital pipeline --config recipes/quickstart/pipeline.yaml
+    vital pipeline --config quickstart                        # a shipped profile, from any folder (or a YAML path)
     vital ingest --config recipes/quickstart/ingest.yaml --hub local:outputs/hub
     vital hub refs quickstart/pairs --hub local:outputs/hub
     vital hub log quickstart/pairs --hub local:outputs/hub

@@ -1,5 +1,7 @@
 """`vital bench`: benchmark scripts run as subprocesses, their figures gathered into one results table."""
 
+import pytest
+
 from vital.runner import load_recipe
 
 
@@ -28,3 +30,10 @@ def test_a_failing_benchmark_is_reported_with_its_exit_code(tmp_path, monkeypatc
     assert run["exit_code"] == 3
     assert "| metrics | **FAILED** (exit code 3" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "metrics.txt").read_text() == "about to fail\n"
+
+
+def test_without_the_benchmark_scripts_the_error_says_a_checkout_is_needed(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "REPO_ROOT", tmp_path)  # an installed wheel: no benchmarks/ beside the package
+    with pytest.raises(FileNotFoundError, match=r"benchmarks/bench_metrics.py.*a wheel has none"):
+        bench.cli(["--only", "metrics", "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # refused before anything ran or was written

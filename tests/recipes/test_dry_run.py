@@ -5,13 +5,9 @@ from vital.runner import load_recipe
 
 def test_paper_pipeline_dry_run_sends_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # nothing may appear here: no journals, no hub
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    config = (root / "recipes/biomed_vital/pipeline.yaml").read_text().replace("recipes/", f"{root}/recipes/")
-    (tmp_path / "pipeline.yaml").write_text(config)
+    # The shipped profile by name: its stage configs are read from its own folder, not the current one.
     estimates = load_recipe("pipeline").cli(
-        ["--config", "pipeline.yaml", "--dry_run", "true", "--hub", f"local:{tmp_path}/hub"]
+        ["--config", "biomed_vital", "--dry_run", "true", "--hub", f"local:{tmp_path}/hub"]
     )
     by_task = {(e.stage, e.task): e for e in estimates}
     assert set(by_task) == {
@@ -31,4 +27,4 @@ def test_paper_pipeline_dry_run_sends_nothing(tmp_path, monkeypatch, capsys):
     assert embed.requests == 60_000 // 256 + 1 and embed.completion_tokens == 0  # 256 texts a request
     assert abs(embed.cost_usd - embed.prompt_tokens * 0.10 / 1e6) < 1e-9
     assert "Dry run: nothing was sent" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.yaml"]
+    assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,5 @@
 """`vital pipeline --dry_run` prices every API stage online and through the Batch API, side by side."""
 
-from pathlib import Path
-
 import pytest
 
 from vital.runner import load_recipe
@@ -10,11 +8,9 @@ from vital.runner import load_recipe
 @pytest.mark.slow
 def test_the_dry_run_prints_online_and_batch_cost_side_by_side(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    root = Path(__file__).resolve().parents[2]
-    config = (root / "recipes/biomed_vital/pipeline.yaml").read_text().replace("recipes/", f"{root}/recipes/")
-    (tmp_path / "pipeline.yaml").write_text(config)
+    # The shipped profile by name: its stage configs are read from its own folder, not the current one.
     estimates = load_recipe("pipeline").cli(
-        ["--config", "pipeline.yaml", "--dry_run", "true", "--hub", f"local:{tmp_path}/hub"]
+        ["--config", "biomed_vital", "--dry_run", "true", "--hub", f"local:{tmp_path}/hub"]
     )
     assert estimates and all(e.cost_usd > 0 for e in estimates)
     for e in estimates:  # gpt-4o through the Batch API: half the list price

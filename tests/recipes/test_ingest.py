@@ -1,6 +1,7 @@
 """The ingest recipe and the quickstart pipeline skeleton, end to end on a local hub."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,7 +91,8 @@ def test_ingest_llava_med_records_raise_or_quarantine(tmp_path):
 
 def test_pipeline_runs_stages_and_cli_reads_the_hub(tmp_path, capsys):
     config = tmp_path / "pipeline.yaml"
-    config.write_text(f"hub: local:{tmp_path}/hub\nstages:\n  - ingest=recipes/quickstart/ingest.yaml\n")
+    stage_config = Path(__file__).resolve().parents[2] / "recipes/quickstart/ingest.yaml"
+    config.write_text(f"hub: local:{tmp_path}/hub\nstages:\n  - ingest={stage_config}\n")
     pushed = pipeline.cli(["--config", str(config), "--report_dir", str(tmp_path / "report")])
     assert [p.repo_id for p in pushed] == ["quickstart/pairs", "quickstart/demos"]
     assert "Artifacts" in capsys.readouterr().out

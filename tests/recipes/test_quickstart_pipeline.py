@@ -22,7 +22,9 @@ def test_quickstart_pipeline(tmp_path, capsys, monkeypatch):
     config = yaml.safe_load((repo / "recipes/quickstart/pipeline.yaml").read_text())
     # The same stages and stage YAMLs, run from tmp: the hub, and the outputs/ paths the YAMLs name (journals,
     # checkpoints, reports), land there and never in the checkout.
-    stages = [f"{name}={repo / path}" for name, path in (s.split("=", 1) for s in config["stages"])]
+    stages = [
+        f"{name}={repo / 'recipes/quickstart' / path}" for name, path in (s.split("=", 1) for s in config["stages"])
+    ]
     monkeypatch.chdir(tmp_path)
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({"hub": f"local:{tmp_path}/hub", "stages": stages}))

@@ -49,6 +49,24 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
 
 @dataclass
 class BenchArguments:
+    """
+    Arguments of the `bench` stage: which benchmark scripts run, at which sizes. The stage reads and pushes nothing,
+    so it has no hub options (it does not derive from `HubArguments`).
+
+    Parameters:
+        only (`list[str]`, *optional*, defaults to `[]`):
+            Run only these benchmarks (keys of `BENCHMARKS`: `llm`, `selection`, `sft`, `metrics`, `batch`); empty
+            runs them all.
+        full (`bool`, *optional*, defaults to `False`):
+            Run each script at the sizes it documents instead of the quick preset (much longer).
+        metrics_n (`int` or `None`, *optional*, defaults to `None`):
+            Items for `bench_metrics`, overriding the preset.
+        timeout_s (`float` or `None`, *optional*, defaults to `None`):
+            Give up on a benchmark after this many seconds (it is reported as timed out); `None` waits.
+        output_dir (`str`, *optional*, defaults to `"outputs/bench"`):
+            Folder for each script's stdout (`<name>.txt`), its figures (`<name>.jsonl`) and `results.md`.
+    """
+
     only: list[str] = field(
         default_factory=list, metadata={"help": f"Run only these benchmarks (of {', '.join(BENCHMARKS)})."}
     )
@@ -56,6 +74,17 @@ class BenchArguments:
     metrics_n: int | None = field(default=None, metadata={"help": "Items for bench_metrics (overrides the preset)."})
     timeout_s: float | None = field(default=None, metadata={"help": "Give up on a benchmark after this long."})
     output_dir: str = field(default="outputs/bench", metadata={"help": "Where the outputs and results.md go."})
+
+
+def check_scripts(names: list[str]) -> None:
+    """Fail before running anything when a benchmark script is missing: `benchmarks/` exists only in a checkout of
+    the repository, not in an installed wheel."""
+    missing = [BENCHMARKS[name][0] for name in names if not (REPO_ROOT / BENCHMARKS[name][0]).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"benchmark scripts not found under {REPO_ROOT}: {', '.join(missing)}. `vital bench` runs the scripts "
+            "of a checkout (git clone the repository and install it with `pip install -e .`); a wheel has none."
+        )
 
 
 def benchmark_argv(name: str, args: BenchArguments) -> list[str]:
@@ -134,6 +163,7 @@ def main(args: BenchArguments) -> list[dict]:
     if unknown:
         raise ValueError(f"--only names unknown benchmarks {sorted(unknown)}; available: {', '.join(BENCHMARKS)}")
     names = [name for name in BENCHMARKS if not args.only or name in args.only]
+    check_scripts(names)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vital.arguments import HubArguments
 from vital.cards import Lineage, dataset_card
 from vital.data.schemas import rows_to_dataset
 from vital.evaluation.results import SUMMARY_FEATURES, comparison_chart, comparison_table, load_summary
@@ -29,12 +30,25 @@ logger = logging.getLogger("vital.compare_evals")
 
 
 @dataclass
-class CompareArguments:
-    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+class CompareArguments(HubArguments):
+    """
+    Arguments of the `compare_evals` stage: which eval datasets to put side by side, and where the comparison goes.
+
+    Parameters:
+        eval_repos (`list[str]`, *optional*, defaults to `[]`):
+            Eval datasets (the `evaluate` stage's output) as `"repo@revision"`; each is read at the commit its
+            revision resolves to. At least one.
+        output_repo (`str` or `None`, *optional*, defaults to `None`):
+            Dataset repo the comparison (merged summaries, chart, card) is pushed to. `None`: print the table and
+            write the chart only.
+        mode (`str`, *optional*, defaults to `"legacy"`):
+            VQA metric mode the chart shows: `"legacy"` (LLaVA-Med's) or `"strict"`.
+        output_dir (`str`, *optional*, defaults to `"outputs/compare_evals"`):
+            Folder the chart (`comparison.png`) is also written to.
+    """
+
     eval_repos: list[str] = field(default_factory=list, metadata={"help": "Eval datasets 'repo@revision' to compare."})
     output_repo: str | None = field(default=None, metadata={"help": "Repo the comparison goes to (none: print only)."})
-    revision: str = field(default="main", metadata={"help": "Branch to push to."})
-    private: bool = field(default=True, metadata={"help": "Create repos private."})
     mode: str = field(default="legacy", metadata={"help": "VQA metric mode in the chart: legacy or strict."})
     output_dir: str = field(default="outputs/compare_evals", metadata={"help": "Where the chart is also written."})
 
@@ -58,7 +72,7 @@ def main(args: CompareArguments) -> list[PushResult]:
     chart = comparison_chart(summaries, Path(args.output_dir, "comparison.png"), args.mode)
     print(table)
     logger.info("chart: %s", chart)
-    if not args.output_repo:
+    if not args.output_repo or not args.push_to_hub:
         return []
 
     # 3. Push the merged summaries, the chart and the card.
@@ -76,9 +90,9 @@ def main(args: CompareArguments) -> list[PushResult]:
         hub.push_datasets(
             {"default": (rows_to_dataset(merged, SUMMARY_FEATURES), "test")},
             args.output_repo,
-            args.revision,
+            args.hub_revision,
             card,
-            args.private,
+            args.hub_private_repo,
             "Compare evaluations",
             files={"figures/comparison.png": chart},
         )

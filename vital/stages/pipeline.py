@@ -2,22 +2,28 @@
 
 Usage:
 
-    vital pipeline --config recipes/quickstart/pipeline.yaml            # offline, tiny, embedded defaults
+    vital pipeline --config quickstart                                  # offline, tiny, from any folder
+    vital pipeline --config recipes/quickstart/pipeline.yaml            # the same profile, by path
     python recipes/pipeline.py --config recipes/quickstart/pipeline.yaml --stages ingest
 
-The pipeline YAML names the hub and, for each stage, the recipe and its own YAML config. Stages talk to each other
-only through the hub, so any stage can also be run alone with `vital <stage> --config <its yaml>`.
+The pipeline YAML names the hub and, for each stage, the recipe and its own YAML config (a relative path is read from
+the pipeline YAML's folder). `--config` also takes the name of a shipped profile (`quickstart`, `biomed_vital`,
+`biomed_vital_plus`; `vital.resources`). Stages talk to each other only through the hub, so any stage can also be
+run alone with `vital <stage> --config <its yaml>`.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from vital.arguments import HubLocation
 from vital.hub import PushResult
+from vital.resources import pipeline_config
 from vital.runner import load_recipe, recipe_parser, setup_logging
 
 
@@ -25,8 +31,28 @@ logger = logging.getLogger("vital.pipeline")
 
 
 @dataclass
-class PipelineArguments:
-    hub: str = field(default="local:outputs/hub", metadata={"help": "The hub every stage reads and writes."})
+class PipelineArguments(HubLocation):
+    """
+    Arguments of the pipeline: which stages run, in which order, through which hub.
+
+    Parameters:
+        hub (`str`, *optional*, defaults to `"local:outputs/hub"`):
+            The hub every stage reads and writes (`"local:<dir>"` or `"hf"`); it overrides the `hub` of the stage
+            configs.
+        stages (`list[str]`, *optional*, defaults to `[]`):
+            Stages to run, in order, each as `"name"` (the stage's defaults) or `"name=path/to/config.yaml"`. A
+            relative path in the pipeline YAML is read from that YAML's folder; one given on the command line, from
+            the current folder.
+        only (`list[str]`, *optional*, defaults to `[]`):
+            Run only these stages (by name); each must be one of `stages`.
+        dry_run (`bool`, *optional*, defaults to `False`):
+            Count the requests and estimate tokens and cost of every API stage, and print the profile's settings;
+            run nothing and send nothing.
+        report_dir (`str`, *optional*, defaults to `"outputs/pipeline"`):
+            Where the artifact table and the lineage picture are written.
+    """
+
+    hub: str | None = field(default="local:outputs/hub", metadata={"help": "The hub every stage reads and writes."})
     stages: list[str] = field(
         default_factory=list,
         metadata={"help": "Stages to run, in order, each as 'name' or 'name=path/to/config.yaml'."},
@@ -41,9 +67,27 @@ class PipelineArguments:
     )
 
 
-def parse_stage(entry: str) -> tuple[str, str | None]:
+def parse_stage(entry: str, base: str | Path | None = None) -> tuple[str, str | None]:
+    """``"name=config"`` as ``(name, config)``; a relative ``config`` is joined to ``base`` (the pipeline YAML's
+    folder) when one is given."""
     name, _, config = entry.partition("=")
-    return name.strip(), (config.strip() or None)
+    config = config.strip() or None
+    if config and base is not None and not Path(config).is_absolute():
+        config = str(Path(base) / config)
+    return name.strip(), config
+
+
+def resolve_config(argv: list[str]) -> tuple[list[str], Path | None]:
+    """``argv`` with ``--config``'s value made a file (a shipped profile's name becomes its ``pipeline.yaml``), and
+    the folder the pipeline YAML's stage configs are read from: that YAML's, unless ``--stages`` on the command line
+    replaces its stages (then None: paths are read from the current folder)."""
+    argv = list(argv)
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return argv, None
+    index = argv.index("--config") + 1
+    argv[index] = pipeline_config(argv[index])
+    replaced = any(a == "--stages" or a.startswith("--stages=") for a in argv)
+    return argv, None if replaced else Path(argv[index]).parent
 
 
 def stage_argv(name: str, config: str | None, hub: str) -> list[str]:
@@ -104,7 +148,10 @@ def main(args: PipelineArguments) -> list[PushResult]:
 
 
 def cli(argv: list[str] | None = None) -> list[PushResult]:
+    argv, base = resolve_config(sys.argv[1:] if argv is None else argv)
     (args,) = recipe_parser((PipelineArguments,)).parse_args_and_config(argv)
+    if base is not None:  # the YAML's own stage paths: from its folder, wherever the command runs
+        args.stages = ["=".join(filter(None, parse_stage(entry, base))) for entry in args.stages]
     return main(args)
 
 

@@ -17,25 +17,38 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vital.arguments import HubArguments
 from vital.cards import Lineage, model_card
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.runs import finished_fingerprint, run_fingerprint
-from vital.testing.tiny_models import TINY_VLM_BUILDERS, build_tiny_clip
+from vital.tiny_models import TINY_VLM_BUILDERS, build_tiny_clip
 
 
 logger = logging.getLogger("vital.tiny_models")
 
 
 @dataclass
-class TinyModelsArguments:
-    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+class TinyModelsArguments(HubArguments):
+    """
+    Arguments of the `tiny_models` stage: which tiny random models to build and where to push them.
+
+    Parameters:
+        vlm (`str`, *optional*, defaults to `"llava"`):
+            Architecture of the tiny vision-language model: a key of `vital.tiny_models.TINY_VLM_BUILDERS`
+            (`"llava"`, `"idefics3"`).
+        vlm_repo (`str`, *optional*, defaults to `"quickstart/tiny-llava"`):
+            Model repo the tiny vision-language model is pushed to.
+        clip_repo (`str`, *optional*, defaults to `"quickstart/tiny-clip"`):
+            Model repo the tiny CLIP dual encoder (the selector's backbone) is pushed to.
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds the random weights: the same seed gives byte-identical files.
+    """
+
     vlm: str = field(default="llava", metadata={"help": f"Tiny VLM architecture: {', '.join(TINY_VLM_BUILDERS)}."})
     vlm_repo: str = field(default="quickstart/tiny-llava", metadata={"help": "Model repo of the tiny VLM."})
     clip_repo: str = field(default="quickstart/tiny-clip", metadata={"help": "Model repo of the tiny CLIP."})
-    revision: str = field(default="main", metadata={"help": "Branch to push to."})
     seed: int = field(default=0, metadata={"help": "Seeds the random weights."})
-    private: bool = field(default=True, metadata={"help": "Create repos private."})
 
 
 def main(args: TinyModelsArguments) -> list[PushResult]:
@@ -50,41 +63,56 @@ def main(args: TinyModelsArguments) -> list[PushResult]:
     pushed = []
     for repo_id, build, what, task in builds:
         fingerprint = build_fingerprint(args, build.__name__)
-        if finished_fingerprint(hub, repo_id, args.revision, "model", fingerprint) is not None:
-            commit = hub.resolve(repo_id, args.revision, "model")
-            logger.info(
-                "%s@%s already holds this build (same config, seed and versions): skipped", repo_id, commit[:12]
-            )
-            location = str(hub.snapshot(repo_id, commit, "model"))
-            pushed.append(PushResult(repo_id, "model", args.revision, commit, location, created=False))
+        if (
+            args.push_to_hub
+            and finished_fingerprint(hub, repo_id, args.hub_revision, "model", fingerprint) is not None
+        ):
+            pushed.append(unchanged_build(hub, repo_id, args.hub_revision))
             continue
         with tempfile.TemporaryDirectory() as tmp:
             build(save_dir=Path(tmp), seed=args.seed)
-            card = model_card(
-                "model",
-                lineage=Lineage(
-                    stage="tiny_models",
-                    config=args,
-                    seed=args.seed,
-                    extra={"builder": build.__name__, "run_fingerprint": fingerprint["sha256"]},
-                ),
-                model_name=repo_id.split("/")[-1],
-                pipeline_tag=task,
-                tags=["tiny", "random-weights", "testing"],
-                description=f"A {what} with random weights, built offline by `vital.testing.tiny_models."
-                f"{build.__name__}(seed={args.seed})` for the quickstart and tests. It knows nothing.",
-                repo_id=repo_id,
+            if not args.push_to_hub:
+                logger.info("built %s (%s); push_to_hub is false: nothing pushed", repo_id, what)
+                continue
+            card = build_card(args, repo_id, build.__name__, what, task, fingerprint)
+            pushed.append(
+                hub.push_folder(tmp, repo_id, "model", args.hub_revision, card=card, private=args.hub_private_repo)
             )
-            pushed.append(hub.push_folder(tmp, repo_id, "model", args.revision, card=card, private=args.private))
     print(artifact_table(pushed))
     return pushed
+
+
+def unchanged_build(hub, repo_id: str, revision: str) -> PushResult:
+    """The push result of a repo that already holds this build (nothing rebuilt, nothing committed)."""
+    commit = hub.resolve(repo_id, revision, "model")
+    logger.info("%s@%s already holds this build (same config, seed and versions): skipped", repo_id, commit[:12])
+    return PushResult(repo_id, "model", revision, commit, str(hub.snapshot(repo_id, commit, "model")), created=False)
+
+
+def build_card(args: TinyModelsArguments, repo_id: str, builder: str, what: str, task: str, fingerprint: dict):
+    """The model card of one tiny model: random weights, its builder and seed, and the build's fingerprint."""
+    return model_card(
+        "model",
+        lineage=Lineage(
+            stage="tiny_models",
+            config=args,
+            seed=args.seed,
+            extra={"builder": builder, "run_fingerprint": fingerprint["sha256"]},
+        ),
+        model_name=repo_id.split("/")[-1],
+        pipeline_tag=task,
+        tags=["tiny", "random-weights", "testing"],
+        description=f"A {what} with random weights, built offline by `vital.tiny_models.{builder}(seed={args.seed})` "
+        "for the quickstart and tests. It knows nothing.",
+        repo_id=repo_id,
+    )
 
 
 def build_fingerprint(args: TinyModelsArguments, builder: str) -> dict:
     """The fingerprint of one build (`vital.runs.run_fingerprint`): builder, config and seed."""
     return run_fingerprint(
         stage="tiny_models",
-        inputs=[{"builder": f"vital.testing.tiny_models.{builder}"}],
+        inputs=[{"builder": f"vital.tiny_models.{builder}"}],
         config={"args": args},
         seed=args.seed,
         world_size=1,
