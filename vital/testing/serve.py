@@ -108,13 +108,21 @@ def start_server(
 
 
 @contextlib.contextmanager
-def stand_in(**options: Any) -> Iterator[Any]:
+def running_stand_in(**options: Any) -> Iterator[Any]:
     """:func:`start_server` as a context manager: the running server, stopped on exit."""
     server = start_server(**options)
     try:
         yield server
     finally:
         server.stop()
+
+
+def stage_args(server) -> list[str]:
+    """The flags that point an API stage (generate, rate, evaluate) at a running stand-in ``server``: what
+    ``vital pipeline`` passes for the stand-in it starts."""
+    from vital.llm import STAND_IN_MODEL
+
+    return ["--provider", "openai-compatible", "--base_url", server.base_url, "--model", STAND_IN_MODEL]
 
 
 def parser() -> argparse.ArgumentParser:
