@@ -124,7 +124,16 @@ def serve_stand_in(options: dict, timeout_s: float = 60.0) -> Iterator[str]:
     base URL; stop it on exit, also when the run fails."""
     with tempfile.TemporaryDirectory(prefix="vital-stand-in-") as tmp:
         url_file = os.path.join(tmp, "url")
-        argv = [sys.executable, "-m", "vital.testing.serve", "--port", "0", "--url_file", url_file]
+        argv = [
+            sys.executable,
+            "-m",
+            "vital.testing.serve",
+            "--port",
+            "0",
+            "--url_file",
+            url_file,
+            "--exit_with_parent",
+        ]
         argv += [item for key, value in options.items() for item in (f"--{key}", str(value))]  # it refuses unknowns
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         try:

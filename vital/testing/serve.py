@@ -138,6 +138,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seeds the fault and latency draws")
     parser.add_argument("--batch_delay_s", type=float, default=0.2, help="how long a batch takes to finish")
     parser.add_argument("--url_file", default=None, help="also write the base URL to this file (for launchers)")
+    parser.add_argument(
+        "--exit_with_parent",
+        action="store_true",
+        help="stop when the process that started this one is gone, even if it was killed (for launchers)",
+    )
     return parser
 
 
@@ -156,6 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if args.exit_with_parent:
+        parent = os.getppid()
+
+        def watch() -> None:  # a SIGKILLed launcher cannot stop us: its death re-parents this process
+            while not stop.wait(0.5):
+                if os.getppid() != parent:
+                    stop.set()
+
+        threading.Thread(target=watch, name="vital-stand-in-parent", daemon=True).start()
     try:
         print(server.base_url, flush=True)
         if args.url_file:
