@@ -97,6 +97,30 @@ def test_faults_end_in_success_or_a_recorded_failure(hub_dir, stand_in):
     assert len(resent) == len(ok_keys)
 
 
+def test_replies_from_another_model_are_not_labelled_stand_in(hub_dir, stand_in):
+    """The stand-in label comes from the replies: an endpoint answering as another model gets no stand-in label,
+    even on the same loopback server code."""
+    run(hub_dir, [*stand_in(model="tiny-real"), "--model", "tiny-real"], "--answer_pairs", "0")
+    hub = LocalHub(hub_dir / "hub")
+    generation = hub.load_dataset("quickstart/candidates", split="train")["generation"]
+    assert len(generation) == 15 and not any(g["stand_in"] for g in generation)
+    assert {(g["model"], g["endpoint"]) for g in generation} == {("tiny-real", "openai-compatible")}
+    card = hub.read_card("quickstart/candidates")
+    assert card.data.pretty_name == "BioMed-VITAL candidates" and "Stand-in data" not in card.text
+
+
+def test_hub_arguments_name_the_push(hub_dir, stand_in):
+    """`push_to_hub false` sends and journals, pushes nothing; `hub_revision` names the branch pushed to."""
+    server = stand_in()
+    assert run(hub_dir, server, "--answer_pairs", "0", "--push_to_hub", "false") == []
+    hub = LocalHub(hub_dir / "hub")
+    assert len(journal_lines(hub_dir)) == 15 and not (hub_dir / "hub/datasets/quickstart/candidates").exists()
+    (pushed,) = run(hub_dir, server, "--answer_pairs", "0", "--hub_revision", "run-1")
+    assert pushed.revision == "run-1" and hub.resolve("quickstart/candidates", "run-1") == pushed.commit
+    with pytest.raises(SystemExit):  # the old names are refused, not silently taken
+        run(hub_dir, server, "--revision", "run-2")
+
+
 def test_bad_pairs_are_quarantined_as_input_failures(hub_dir, stand_in):
     hub = LocalHub(hub_dir / "hub")
     pairs = hub.load_dataset("quickstart/pairs", split="train")
