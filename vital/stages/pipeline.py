@@ -120,20 +120,12 @@ def stand_in_options(value: str | dict | bool | None) -> dict | None:
 
 @contextlib.contextmanager
 def serve_stand_in(options: dict, timeout_s: float = 60.0) -> Iterator[str]:
-    """Run ``vital stand-in`` (``python -m vital.testing.serve``) on a free loopback port as a subprocess; yield its
-    base URL; stop it on exit, also when the run fails."""
+    """Run ``vital stand-in`` (as ``python -m vital.cli stand-in``, the interpreter running this) on a free loopback
+    port as a subprocess; yield its base URL; stop it on exit, also when the run fails."""
     with tempfile.TemporaryDirectory(prefix="vital-stand-in-") as tmp:
         url_file = os.path.join(tmp, "url")
-        argv = [
-            sys.executable,
-            "-m",
-            "vital.testing.serve",
-            "--port",
-            "0",
-            "--url_file",
-            url_file,
-            "--exit_with_parent",
-        ]
+        argv = [sys.executable, "-m", "vital.cli", "stand-in", "--port", "0", "--url_file", url_file]
+        argv += ["--exit_with_parent"]  # a SIGKILLed pipeline leaves no server behind
         argv += [item for key, value in options.items() for item in (f"--{key}", str(value))]  # it refuses unknowns
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         try:
