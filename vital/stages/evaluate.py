@@ -17,9 +17,10 @@ transformers, batched, split across `accelerate` processes), or an OpenAI-compat
 asking anything twice. Unreadable judge replies are asked once more, then recorded and left out of the scores with a
 count. The judges are the configured OpenAI-compatible endpoint; the quickstart YAML names the stand-in's default
 address (``vital stand-in``, http://127.0.0.1:8123/v1), and an eval judged by the stand-in (model ``vital-stand-in``)
-says so on its card. The eval dataset gets one config per benchmark (per-item predictions and both metric modes), ``chat`` and
-``win_rate`` (verdicts and raw judge replies) and ``summary``; the numbers also go into the evaluated model's card as
-``model-index`` entries (a new commit of its README on the hub), and a comparison chart with ``compare_with`` models.
+says so on its card. The eval dataset gets one config per benchmark (per-item predictions and both metric modes),
+``chat`` and ``win_rate`` (verdicts and raw judge replies) and ``summary``; the numbers also go into the evaluated
+model's card as ``model-index`` entries (a new commit of its README on the hub), and a comparison chart with
+``compare_with`` models.
 """
 
 from __future__ import annotations

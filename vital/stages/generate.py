@@ -4,9 +4,9 @@ the clinicians' preference task.
 
 Usage:
 
-    vital pipeline --config recipes/quickstart/pipeline.yaml                  # offline: the pipeline starts the stand-in
-    vital stand-in --port 8123 &                                             # or serve the stand-in yourself ...
-    vital generate --config recipes/quickstart/generate.yaml                  # ... and run this stage alone against it
+    vital pipeline --config recipes/quickstart/pipeline.yaml                  # offline: the pipeline runs the stand-in
+    vital stand-in --port 8123 &                                              # or serve the stand-in yourself ...
+    vital generate --config recipes/quickstart/generate.yaml                  # ... and run this stage alone on it
     python recipes/generate.py --config recipes/biomed_vital/generate.yaml      # GPT-4V class model (OPENAI_API_KEY)
     accelerate launch --num_processes 4 recipes/generate.py --config ...       # 4 shards, merged by process 0
     python recipes/generate.py --config ... --shard 2/8                         # one shard on one machine
