@@ -43,8 +43,29 @@ DEFAULT_CLOSED_HINT = "Answer with yes or no."
 
 @dataclass
 class GenerationSettings:
-    """How answers are generated; every field is part of an answer's journal key. (The names avoid those of
-    `EndpointConfig`, which configures the judge in the same command line.)"""
+    """
+    How the evaluated model's answers are generated (the evaluation stage's command line); every field is part of an
+    answer's journal key. The names avoid those of `EndpointConfig`, which configures the judge in the same command
+    line.
+
+    Parameters:
+        max_new_tokens (`int`, *optional*, defaults to `128`):
+            Most new tokens per answer.
+        do_sample (`bool`, *optional*, defaults to `False`):
+            Sample instead of greedy decoding.
+        sampling_temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature (with `do_sample`).
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus sampling mass (with `do_sample`).
+        num_beams (`int`, *optional*, defaults to `1`):
+            Beam search width (local models).
+        sampling_seed (`int`, *optional*, defaults to `0`):
+            Seed for sampling.
+        closed_hint (`str` or `None`, *optional*):
+            Appended to closed questions, e.g. `"Answer with yes or no."`; `None`: nothing appended.
+        system_prompt (`str` or `None`, *optional*):
+            A system message before each question; `None`: none.
+    """
 
     max_new_tokens: int = field(default=128, metadata={"help": "Most new tokens per answer."})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
