@@ -5,7 +5,8 @@ judge compares its answers with another model's (win rate). Results go to an eva
 Usage:
 
     python -c "from vital.testing.tiny_models import build_tiny_llava as b; b('outputs/models/tiny-llava')"
-    vital evaluate --config recipes/quickstart/evaluate.yaml                   # offline: tiny fixtures, stand-in judge
+    vital stand-in &                                                        # the offline stand-in endpoint, then
+    vital evaluate --config recipes/quickstart/evaluate.yaml                # offline, against it
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/evaluate.py \\
         --config recipes/biomed_vital/evaluate.yaml                           # the paper's benchmarks, GPT-4 judge
     python recipes/evaluate.py --config ... --model_name_or_path hub:org/sft@main --compare_with org/eval-base@<sha>

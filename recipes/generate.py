@@ -4,7 +4,8 @@ the clinicians' preference task.
 
 Usage:
 
-    vital generate --config recipes/quickstart/generate.yaml                   # offline, on the bundled stand-in
+    vital stand-in &                                                        # the offline stand-in endpoint, then
+    vital generate --config recipes/quickstart/generate.yaml                # offline, against it
     python recipes/generate.py --config recipes/biomed_vital/generate.yaml      # GPT-4V class model (OPENAI_API_KEY)
     accelerate launch --num_processes 4 recipes/generate.py --config ...       # 4 shards, merged by process 0
     python recipes/generate.py --config ... --shard 2/8                         # one shard on one machine

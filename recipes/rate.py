@@ -3,7 +3,8 @@ rubric (model preference).
 
 Usage:
 
-    vital rate --config recipes/quickstart/rate.yaml                        # offline, on the bundled stand-in
+    vital stand-in &                                                        # the offline stand-in endpoint, then
+    vital rate --config recipes/quickstart/rate.yaml                        # offline, against it
     python recipes/rate.py --config recipes/biomed_vital/rate.yaml           # GPT-4V class judge (OPENAI_API_KEY)
     accelerate launch --num_processes 4 recipes/rate.py --config ...        # 4 shards, merged by process 0
 

@@ -159,7 +159,7 @@ def test_two_answer_request_shows_one_text_only_demonstration():
 
 
 @pytest.mark.slow
-def test_generate_recipe_sends_the_paper_requests(tmp_path, monkeypatch):
+def test_generate_recipe_sends_the_paper_requests(tmp_path, monkeypatch, stand_in):
     """The generate recipe with the paper profile's generation settings, on the bundled sample and stand-in: every
     conversation request is the paper prompt with text-only demonstrations, one per flag the sample covers; every
     two-answer request shows one worked example first; the card says so."""
@@ -191,8 +191,7 @@ def test_generate_recipe_sends_the_paper_requests(tmp_path, monkeypatch):
             hub,
             "--journal_dir",
             str(tmp_path / "j"),
-            "--stand_in_faults",
-            "0",
+            *stand_in(),
             "--prompt_style",
             paper["prompt_style"],
             "--demo_images",

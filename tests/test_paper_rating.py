@@ -53,13 +53,14 @@ def test_strict_parsing_never_defaults(reply):
 
 
 @pytest.mark.slow
-def test_rate_recipe_with_the_paper_layout_counts_parse_failures(tmp_path):
+def test_rate_recipe_with_the_paper_layout_counts_parse_failures(tmp_path, stand_in):
     hub = f"local:{tmp_path}/hub"
     load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
+    server = stand_in(faults=0.05, latency_ms=10)
     load_recipe("generate").cli(["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir",
-                                 str(tmp_path / "gen"), "--answer_pairs", "0"])  # fmt: skip
+                                 str(tmp_path / "gen"), "--answer_pairs", "0", *server])  # fmt: skip
     (pushed,) = load_recipe("rate").cli(["--config", "recipes/quickstart/rate.yaml", "--hub", hub, "--journal_dir",
-                                         str(tmp_path / "rate"), "--prompt_style", "paper"])  # fmt: skip
+                                         str(tmp_path / "rate"), "--prompt_style", "paper", *server])  # fmt: skip
     local = LocalHub(tmp_path / "hub")
     ratings = local.load_dataset("quickstart/ratings", split="train", revision=pushed.commit)
     candidates = local.load_dataset("quickstart/candidates", split="train")

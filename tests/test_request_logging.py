@@ -14,7 +14,7 @@ def _per_request(records) -> list[logging.LogRecord]:
 
 
 @pytest.mark.slow
-def test_a_generate_run_logs_no_per_request_info_lines(tmp_path, caplog, monkeypatch):
+def test_a_generate_run_logs_no_per_request_info_lines(tmp_path, caplog, monkeypatch, stand_in):
     caplog.set_level(logging.DEBUG)  # capture everything the loggers let through
     for name in ("httpx", "httpx2"):  # as in a fresh process, whatever earlier tests configured
         monkeypatch.setattr(logging.getLogger(name), "disabled", False)
@@ -22,7 +22,7 @@ def test_a_generate_run_logs_no_per_request_info_lines(tmp_path, caplog, monkeyp
     hub = f"local:{tmp_path}/hub"
     load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
     args = ["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir", str(tmp_path / "gen")]
-    (candidates, *_) = load_recipe("generate").cli(args)
+    (candidates, *_) = load_recipe("generate").cli([*args, *stand_in(faults=0.1, latency_ms=20)])
     assert candidates.repo_id  # the run made its requests and pushed
     info = [r for r in _per_request(caplog.records) if r.levelno >= logging.INFO]
     assert info == [], [r.getMessage() for r in info[:3]]

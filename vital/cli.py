@@ -6,6 +6,10 @@
     vital hub log quickstart/pairs --hub local:outputs/hub
     vital hub fsck quickstart/pairs --hub local:outputs/hub   # verify every commit's bytes; gc reclaims leftovers
     vital hub migrate --hub local:outputs/hub                 # convert a hub of the old layout to the HF cache one
+    vital stand-in --port 8123                                # the offline stand-in endpoint, until killed
+
+``vital stand-in`` serves the bundled stand-in endpoint (`vital.testing.serve`); this module is the only production
+module that imports `vital.testing`, and only when that command runs.
 
 ``vital <stage> ...`` runs ``recipes/<stage>.py`` with the same arguments, so the command and the script never differ.
 """
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         stages = ", ".join(available_recipes())
-        print(f"usage: vital <stage> [--config YAML] [--key value ...] | vital hub ...\n\nstages: {stages}, hub")
+        usage = "vital <stage> [--config YAML] [--key value ...] | vital hub ... | vital stand-in ..."
+        print(f"usage: {usage}\n\nstages: {stages}, hub, stand-in")
         return 0
     if argv[0] == "--version":
         print(__version__)
@@ -92,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     command = ALIASES.get(command, command)
     if command == "hub":
         return _hub_command(rest)
+    if command == "stand-in":
+        from vital.testing.serve import main as serve_stand_in
+
+        return serve_stand_in(rest)
     load_recipe(command).cli(rest)
     return 0
 

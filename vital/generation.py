@@ -470,11 +470,15 @@ def plan_jobs(
     return jobs
 
 
-def generation_record(result, job, endpoint_kind: str, prompt_hash: str, stand_in: bool) -> dict[str, Any]:
-    """The ``generation`` column: who answered, with what prompt and demos, at what cost."""
+def generation_record(result, job, endpoint_kind: str, prompt_hash: str) -> dict[str, Any]:
+    """The ``generation`` column: who answered, with what prompt and demos, at what cost. ``stand_in`` is read from
+    the reply itself (the stand-in answers as `vital.llm.STAND_IN_MODEL`), whatever the endpoint was called."""
+    from vital.llm.provenance import from_stand_in
+
+    stand_in = from_stand_in(results=[result])
     return {
         "model": result.model or "",
-        "endpoint": endpoint_kind,
+        "endpoint": "stand-in" if stand_in else endpoint_kind,
         "prompt_sha": prompt_hash,
         "demo_ids": list(job.demo_ids),
         "prompt_tokens": result.prompt_tokens,
@@ -500,7 +504,7 @@ def _parsed_replies(jobs, results, parse, id_of, failures: list):
         yield job, result, row_id, parsed
 
 
-def candidate_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, failures: list):
+def candidate_rows(pairs, jobs, results, endpoint_kind, prompt_hash, failures: list):
     """Yield candidate rows for the jobs whose reply parses; append the others to ``failures`` with the reason."""
     replies = _parsed_replies(jobs, results, parse_conversation, lambda job: f"{job.record_id}-{job.sample}", failures)
     for job, result, candidate_id, turns in replies:
@@ -513,11 +517,11 @@ def candidate_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, f
             "modality": pair["modality"],
             "caption": pair["caption"],
             "mentions": pair["mentions"],
-            "generation": generation_record(result, job, endpoint_kind, prompt_hash, stand_in),
+            "generation": generation_record(result, job, endpoint_kind, prompt_hash),
         }
 
 
-def answer_pair_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in, failures: list):
+def answer_pair_rows(pairs, jobs, results, endpoint_kind, prompt_hash, failures: list):
     """Yield one row per question with its two answers; unusable replies go to ``failures``."""
     replies = _parsed_replies(
         jobs, results, parse_answer_pairs, lambda job: f"{job.record_id}-ap{job.sample}", failures
@@ -534,9 +538,89 @@ def answer_pair_rows(pairs, jobs, results, endpoint_kind, prompt_hash, stand_in,
                 "answer_b": [{"role": "assistant", "content": [text_part(answer_b)]}],
                 "modality": pair["modality"],
                 "question": question,
-                "generation": generation_record(result, job, endpoint_kind, prompt_hash, stand_in),
+                "generation": generation_record(result, job, endpoint_kind, prompt_hash),
             }
 
 
 def _failure(record_id: str, pair_id: str, stage: str, reason: str | None, raw: str) -> dict[str, str]:
     return {"id": record_id, "pair_id": pair_id, "stage": stage, "reason": reason or "", "raw": raw or ""}
+
+
+@dataclass
+class GenerationPlan:
+    """The keyed requests of one generation run and how to build each one's messages.
+
+    Attributes:
+        jobs: one conversation request per pair and sample.
+        pair_jobs: one two-answer request per chosen pair.
+        prompt_sha: names the conversation prompt (`prompt_sha` of the run's settings).
+        pair_prompt_sha: names the two-answer prompt.
+        build: ``job -> messages`` (what `vital.llm.jobs.run_jobs_sharded` sends for a job no journal holds).
+    """
+
+    jobs: list
+    pair_jobs: list
+    prompt_sha: str
+    pair_prompt_sha: str
+    build: Any
+
+
+def plan_generation(
+    pairs,
+    demos,
+    sampler,
+    endpoint,
+    *,
+    samples_per_pair: int = 1,
+    json_output: bool = False,
+    prompt_style: str = "ours",
+    demo_images: bool = True,
+    answer_pairs: int = 0,
+    answer_pair_demos: int = 1,
+    data_seed: int = 0,
+) -> GenerationPlan:
+    """Plan a run: one conversation per pair and sample (demos drawn by ``sampler``), and two-answer questions for a
+    ``data_seed``-seeded sample of ``answer_pairs`` pairs. ``json_output`` is also on when the endpoint asks for
+    JSON replies. Requests are built lazily, only for the jobs no journal holds yet."""
+    import random
+
+    from datasets import Image
+
+    from vital.llm import image_to_data_url
+
+    raw = pairs.cast_column("image", Image(decode=False))
+    json_output = json_output or endpoint.response_format == "json_object"
+    sha = prompt_sha(json_output=json_output, prompt_style=prompt_style, demo_images=demo_images)
+    pair_sha = prompt_sha(ANSWER_PAIRS_SYSTEM, answer_pair_demos=answer_pair_demos)
+    jobs = plan_jobs(
+        raw, endpoint.model, "conversation", sampler, samples_per_pair, json_output, endpoint.seed, None, sha
+    )
+    chosen = sorted(random.Random(data_seed).sample(range(len(pairs)), min(answer_pairs, len(pairs))))
+    pair_jobs = plan_jobs(raw, endpoint.model, "answer_pairs", indices=chosen, prompt_hash=pair_sha)
+    demo_rows = {row["id"]: row for row in demos}
+
+    def build(job):
+        target = pairs[job.index]
+        if job.task == "answer_pairs":
+            return build_answer_pair_messages(target, image_to_data_url, answer_pair_demos)
+        demos_shown = [demo_rows[d] for d in job.demo_ids]
+        return build_generation_messages(
+            target, demos_shown, image_to_data_url, json_output, prompt_style=prompt_style, demo_images=demo_images
+        )
+
+    return GenerationPlan(jobs, pair_jobs, sha, pair_sha, build)
+
+
+def quarantine_failures(quarantine) -> list[dict[str, str]]:
+    """The ``failures`` rows of pairs quarantined before sending (a `vital.data.schemas` quarantine report)."""
+    return [_failure(q.record_id, q.record_id, "input", f"{q.field}: {q.reason}", "") for q in quarantine.records]
+
+
+def usage_stats(results: Sequence[Any]) -> dict[str, Any]:
+    """Requests, tokens and cost of ``results`` (`CompletionResult`), for a card."""
+    return {
+        "requests": len(results),
+        "prompt_tokens": sum(r.prompt_tokens for r in results),
+        "completion_tokens": sum(r.completion_tokens for r in results),
+        "cost_usd": sum(r.cost_usd for r in results),
+    }

@@ -187,3 +187,22 @@ def rating_rows(
             "raw": raw,
             "judge_attempts": attempts,
         }
+
+
+def rating_stats(ratings) -> dict[str, Any]:
+    """What a ratings card counts: scored turns, the score histogram and mean, replies with no readable score on the
+    first ask (whether a second ask saved them or not: never a default score), those still unread, and errors."""
+    from collections import Counter
+
+    scores = [s for s in ratings["score"] if s is not None]
+    attempts, errors = ratings["judge_attempts"], ratings["error"]
+    return {
+        "num_rows": len(ratings),
+        "num_scored": len(scores),
+        "parse_failures": sum(1 for a, e in zip(attempts, errors) if a > 1 or (e or "").startswith("unparseable")),
+        "unparsed": sum(1 for e in errors if (e or "").startswith("unparseable")),
+        "retried": sum(1 for a in attempts if a > 1),
+        "errors": dict(Counter(e.split(":", 1)[0] for e in errors if e)),
+        "histogram": dict(sorted(Counter(int(s) for s in scores).items())),
+        "mean": sum(scores) / len(scores) if scores else float("nan"),
+    }

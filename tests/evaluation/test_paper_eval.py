@@ -45,7 +45,7 @@ def test_verdict_position_is_part_of_the_request_key_and_the_reask():
 
 
 @pytest.mark.slow
-def test_eval_card_shows_the_sampling_settings(tmp_path):
+def test_eval_card_shows_the_sampling_settings(tmp_path, stand_in):
     from vital.hub import LocalHub
     from vital.runner import load_recipe
     from vital.testing.tiny_models import build_tiny_llava
@@ -55,6 +55,7 @@ def test_eval_card_shows_the_sampling_settings(tmp_path):
         [
             "--config",
             "recipes/quickstart/evaluate.yaml",
+            *stand_in(faults=0.05),
             "--hub",
             f"local:{tmp_path}/hub",
             "--cache_dir",

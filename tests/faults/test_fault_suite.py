@@ -119,10 +119,10 @@ def stage_args(name: str, root: Path, journals: Path, *extra: str) -> list[str]:
 
 # -- SIGKILL and resume -----------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_generate_killed_twice_then_resumed(ingested, rng):
+def test_generate_killed_twice_then_resumed(ingested, rng, stand_in):
     journals = ingested / "gen"
-    args = stage_args("generate", ingested, journals, "--answer_pairs", "0", "--stand_in_faults", "0.1")
-    slow = ["--stand_in_latency_ms", "120", "--concurrency", "2"]
+    args = stage_args("generate", ingested, journals, "--answer_pairs", "0", *stand_in(faults=0.1))
+    slow = [*stand_in(faults=0.1, latency_ms=120), "--concurrency", "2"]
     for _ in range(2):
         kill_at_random(["generate", *args, *slow], ingested, journals, rng, max_delay_s=0.8)
     # A kill in the middle of a write leaves a torn last line: the rerun must cut it off, not choke on it.
@@ -148,12 +148,13 @@ def test_generate_killed_twice_then_resumed(ingested, rng):
 
 
 @pytest.mark.slow
-def test_rate_killed_twice_then_resumed(ingested, rng):
+def test_rate_killed_twice_then_resumed(ingested, rng, stand_in):
     if not (ingested / "hub/datasets/quickstart/candidates").exists():
-        load_recipe("generate").cli(stage_args("generate", ingested, ingested / "gen", "--answer_pairs", "0"))
+        generate = stage_args("generate", ingested, ingested / "gen", "--answer_pairs", "0", *stand_in(faults=0.1))
+        load_recipe("generate").cli(generate)
     journals = ingested / "rate"
-    args = stage_args("rate", ingested, journals, "--stand_in_faults", "0.05")
-    slow = ["--stand_in_latency_ms", "40", "--concurrency", "2"]
+    args = stage_args("rate", ingested, journals, *stand_in(faults=0.05))
+    slow = [*stand_in(faults=0.05, latency_ms=40), "--concurrency", "2"]
     for _ in range(2):
         kill_at_random(["rate", *args, *slow], ingested, journals, rng, max_delay_s=1.0)
     load_recipe("rate").cli(args)
@@ -219,13 +220,13 @@ def test_pipeline_killed_once_then_rerun(pipeline_hub):
 
 
 @pytest.mark.slow
-def test_evaluate_killed_then_resumed(pipeline_hub, rng):
+def test_evaluate_killed_then_resumed(pipeline_hub, rng, stand_in):
     work, _ = pipeline_hub
     out = work / "eval-killed"
     args = ["--config", "recipes/quickstart/evaluate.yaml", "--hub", f"local:{work}/hub", "--output_dir", str(out)]
     args += ["--eval_repo", "faults/eval", "--push_fixtures", "false", "--update_model_card", "false"]
-    args += ["--limit", "4", "--stand_in_faults", "0.05"]
-    slow = ["--stand_in_latency_ms", "80", "--concurrency", "1"]
+    args += ["--limit", "4", *stand_in(faults=0.05)]
+    slow = [*stand_in(faults=0.05, latency_ms=80), "--concurrency", "1"]
     kill_at_random(["evaluate", *args, *slow], work, out / "journals", rng, max_delay_s=1.5)
     before = {r["key"] for r in journal_lines(out / "journals")}
     cwd = Path.cwd()
@@ -307,8 +308,8 @@ def test_a_truncated_journal_line_is_tolerated_and_counted(tmp_path):
 
 # -- a faulty endpoint ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_faulty_endpoint_ends_in_success_or_recorded_failures(ingested, tmp_path):
-    hub_args = ["--hub", f"local:{ingested}/hub", "--stand_in_faults", "0.6", "--concurrency", "4"]
+def test_a_faulty_endpoint_ends_in_success_or_recorded_failures(ingested, tmp_path, stand_in):
+    hub_args = ["--hub", f"local:{ingested}/hub", *stand_in(faults=0.6), "--concurrency", "4"]
     gen = ["--config", "recipes/quickstart/generate.yaml", *hub_args, "--journal_dir", str(tmp_path / "gen")]
     gen += ["--max_retries", "1", "--answer_pairs", "0", "--candidates_repo", "faulty/candidates"]
     load_recipe("generate").cli(gen)

@@ -20,15 +20,18 @@ def restore_threads():
 def rated_hub(tmp_path_factory):
     """Quickstart pairs, tiny models, candidates, answer pairs and ratings from the stand-in (no faults, no latency),
     in a hub of the test module's own (its selector pushes never meet another module's)."""
+    from vital.testing.serve import running_stand_in, stage_args
+
     root = tmp_path_factory.mktemp("rated-hub")
     hub = f"local:{root}/hub"
-    fast = ["--stand_in_faults", "0", "--stand_in_latency_ms", "0"]
     load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
     load_recipe("tiny_models").cli(["--config", "recipes/quickstart/tiny_models.yaml", "--hub", hub])
-    load_recipe("generate").cli(
-        ["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir", f"{root}/gen", *fast]
-    )
-    load_recipe("rate").cli(
-        ["--config", "recipes/quickstart/rate.yaml", "--hub", hub, "--journal_dir", f"{root}/r", *fast]
-    )
+    with running_stand_in() as server:  # no faults, no latency
+        fast = stage_args(server)
+        load_recipe("generate").cli(
+            ["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir", f"{root}/gen", *fast]
+        )
+        load_recipe("rate").cli(
+            ["--config", "recipes/quickstart/rate.yaml", "--hub", hub, "--journal_dir", f"{root}/r", *fast]
+        )
     return root

@@ -9,6 +9,14 @@ import pytest
 from vital.data.schemas import qa_turns
 from vital.hub import LocalHub
 from vital.runner import load_recipe
+from vital.testing.serve import running_stand_in, stage_args
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The stand-in (chat and Batch API, batches answered after 0.2 s) with the quickstart's online faults."""
+    with running_stand_in(faults=0.1, latency_ms=20, batch_delay_s=0.2) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +26,9 @@ def root(tmp_path_factory):
     return root
 
 
-def generate(root, journals, *extra):
+def generate(root, journals, server, *extra):
     args = ["--config", "recipes/quickstart/generate.yaml", "--hub", f"local:{root}/hub", "--journal_dir",
-            str(journals), "--answer_pairs", "2"]  # fmt: skip
+            str(journals), "--answer_pairs", "2", *stage_args(server)]  # fmt: skip
     return load_recipe("generate").cli([*args, *extra])
 
 
@@ -33,13 +41,13 @@ def batch_log(folder):
 
 
 @pytest.fixture(scope="module")
-def generated(root):
-    pushed = generate(root, root / "gen-batch", "--mode", "batch")
+def generated(root, server):
+    pushed = generate(root, root / "gen-batch", server, "--mode", "batch")
     return pushed, root / "gen-batch"
 
 
 @pytest.mark.slow
-def test_generate_in_batch_mode_matches_online_and_a_rerun_sends_nothing(root, generated):
+def test_generate_in_batch_mode_matches_online_and_a_rerun_sends_nothing(root, generated, server):
     (candidates, _), journals = generated
     hub = LocalHub(root / "hub")
     rows = hub.load_dataset("quickstart/candidates", split="train", revision=candidates.commit)
@@ -49,21 +57,21 @@ def test_generate_in_batch_mode_matches_online_and_a_rerun_sends_nothing(root, g
     readme = (hub.snapshot("quickstart/candidates", candidates.commit) / "README.md").read_text()
     assert "batch mode" in readme and "(Batch API prices)" in readme
     # Online over another journal: the same conversations (the stand-in answers deterministically).
-    (online, _) = generate(root, root / "gen-online")
+    (online, _) = generate(root, root / "gen-online", server)
     online_rows = hub.load_dataset("quickstart/candidates", split="train", revision=online.commit)
     assert online_rows["messages"] == rows["messages"]
     assert "online mode" in (hub.snapshot("quickstart/candidates", online.commit) / "README.md").read_text()
     # Online over the batch journal: every request is answered from the journal, nothing is appended.
-    generate(root, journals)
+    generate(root, journals, server)
     assert journal_lines(journals) == lines
 
 
 @pytest.mark.slow
-def test_rate_in_batch_mode_rates_every_turn_with_reasks_as_a_second_round(root, generated):
+def test_rate_in_batch_mode_rates_every_turn_with_reasks_as_a_second_round(root, generated, server):
     (candidates, _), _ = generated
     journals = root / "rate-batch"
     args = ["--config", "recipes/quickstart/rate.yaml", "--hub", f"local:{root}/hub", "--journal_dir", str(journals),
-            "--candidates_revision", candidates.commit, "--mode", "batch"]  # fmt: skip
+            "--candidates_revision", candidates.commit, "--mode", "batch", *stage_args(server)]  # fmt: skip
     (pushed,) = load_recipe("rate").cli(args)
     hub = LocalHub(root / "hub")
     rows = hub.load_dataset("quickstart/candidates", split="train", revision=candidates.commit)

@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard
 from vital.cards import lineage_of
 from vital.hub import LocalHub
 from vital.runner import load_recipe
+from vital.testing.serve import running_stand_in, stage_args
 from vital.testing.tiny_models import build_tiny_llava
 
 
@@ -27,9 +28,19 @@ def root(tmp_path_factory):
     return root
 
 
+JUDGE: list = []  # the stand-in judge of this module's runs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def judge():
+    with running_stand_in(faults=0.05, latency_ms=5) as server:
+        JUDGE[:] = [server]
+        yield server
+
+
 def evaluate(root, *extra):
     args = ["--config", "recipes/quickstart/evaluate.yaml", "--hub", f"local:{root}/hub", "--cache_dir",
-            str(root / "cache")]  # fmt: skip
+            str(root / "cache"), *stage_args(JUDGE[0])]  # fmt: skip
     return load_recipe("evaluate").cli([*args, *extra])
 
 

@@ -28,9 +28,10 @@ def hub_dir(tmp_path):
     return tmp_path
 
 
-def run(tmp_path, *extra):
+def run(tmp_path, server, *extra):
+    """The quickstart generation over the hub in ``tmp_path``, against the stand-in flags ``server``."""
     args = ["--config", QUICKSTART, "--hub", f"local:{tmp_path}/hub", "--journal_dir", f"{tmp_path}/journals"]
-    return generate.cli([*args, *extra])
+    return generate.cli([*args, *server, *extra])
 
 
 def journal_lines(tmp_path):
@@ -38,8 +39,8 @@ def journal_lines(tmp_path):
 
 
 @pytest.mark.slow
-def test_generate_on_the_stand_in(hub_dir):
-    pushed = run(hub_dir, "--stand_in_faults", "0")
+def test_generate_on_the_stand_in(hub_dir, stand_in):
+    pushed = run(hub_dir, stand_in(faults=0))
     hub = LocalHub(hub_dir / "hub")
     pairs = hub.load_dataset("quickstart/pairs", split="train")
     candidates = hub.load_dataset("quickstart/candidates", split="train", revision=pushed[0].commit)
@@ -71,13 +72,13 @@ def test_generate_on_the_stand_in(hub_dir):
 
     # A rerun sends nothing (every key is journaled once) and makes no new commit.
     lines = journal_lines(hub_dir)
-    again = run(hub_dir, "--stand_in_faults", "0")
+    again = run(hub_dir, stand_in(faults=0))
     assert journal_lines(hub_dir) == lines
     assert [p.commit for p in again] == [p.commit for p in pushed] and not any(p.created for p in again)
 
 
-def test_faults_end_in_success_or_a_recorded_failure(hub_dir):
-    run(hub_dir, "--stand_in_faults", "0.45", "--max_retries", "1", "--answer_pairs", "0")
+def test_faults_end_in_success_or_a_recorded_failure(hub_dir, stand_in):
+    run(hub_dir, stand_in(faults=0.45), "--max_retries", "1", "--answer_pairs", "0")
     hub = LocalHub(hub_dir / "hub")
     candidates = hub.load_dataset("quickstart/candidates", split="train")
     failures = hub.load_dataset("quickstart/candidates", "failures", split="train")
@@ -87,7 +88,7 @@ def test_faults_end_in_success_or_a_recorded_failure(hub_dir):
     assert set(candidates["pair_id"]).isdisjoint(failures["pair_id"])
     # Failed requests are retried by the next run; the successes are not sent again.
     ok_keys = {r["key"] for r in journal_lines(hub_dir) if r["error"] is None}
-    run(hub_dir, "--stand_in_faults", "0", "--answer_pairs", "0")
+    run(hub_dir, stand_in(faults=0), "--answer_pairs", "0")
     assert len(hub.load_dataset("quickstart/candidates", split="train")) == 15
     assert "failures" not in {
         c["config_name"] for c in hub.read_card("quickstart/candidates").data.to_dict()["configs"]
@@ -96,7 +97,31 @@ def test_faults_end_in_success_or_a_recorded_failure(hub_dir):
     assert len(resent) == len(ok_keys)
 
 
-def test_bad_pairs_are_quarantined_as_input_failures(hub_dir):
+def test_replies_from_another_model_are_not_labelled_stand_in(hub_dir, stand_in):
+    """The stand-in label comes from the replies: an endpoint answering as another model gets no stand-in label,
+    even on the same loopback server code."""
+    run(hub_dir, [*stand_in(model="tiny-real"), "--model", "tiny-real"], "--answer_pairs", "0")
+    hub = LocalHub(hub_dir / "hub")
+    generation = hub.load_dataset("quickstart/candidates", split="train")["generation"]
+    assert len(generation) == 15 and not any(g["stand_in"] for g in generation)
+    assert {(g["model"], g["endpoint"]) for g in generation} == {("tiny-real", "openai-compatible")}
+    card = hub.read_card("quickstart/candidates")
+    assert card.data.pretty_name == "BioMed-VITAL candidates" and "Stand-in data" not in card.text
+
+
+def test_hub_arguments_name_the_push(hub_dir, stand_in):
+    """`push_to_hub false` sends and journals, pushes nothing; `hub_revision` names the branch pushed to."""
+    server = stand_in()
+    assert run(hub_dir, server, "--answer_pairs", "0", "--push_to_hub", "false") == []
+    hub = LocalHub(hub_dir / "hub")
+    assert len(journal_lines(hub_dir)) == 15 and not (hub_dir / "hub/datasets/quickstart/candidates").exists()
+    (pushed,) = run(hub_dir, server, "--answer_pairs", "0", "--hub_revision", "run-1")
+    assert pushed.revision == "run-1" and hub.resolve("quickstart/candidates", "run-1") == pushed.commit
+    with pytest.raises(SystemExit):  # the old names are refused, not silently taken
+        run(hub_dir, server, "--revision", "run-2")
+
+
+def test_bad_pairs_are_quarantined_as_input_failures(hub_dir, stand_in):
     hub = LocalHub(hub_dir / "hub")
     pairs = hub.load_dataset("quickstart/pairs", split="train")
 
@@ -111,28 +136,29 @@ def test_bad_pairs_are_quarantined_as_input_failures(hub_dir):
         pairs.cast_column("image", Image(decode=False)).map(corrupt, with_indices=True).cast_column("image", Image())
     )
     hub.push_dataset(broken, "quickstart/pairs")
-    run(hub_dir, "--answer_pairs", "0", "--stand_in_faults", "0")
+    run(hub_dir, stand_in(faults=0), "--answer_pairs", "0")
     failures = hub.load_dataset("quickstart/candidates", "failures", split="train")
     assert failures["stage"] == ["input"] and failures["pair_id"] == [pairs[0]["id"]]
     assert "corrupt image" in failures["reason"][0]
     assert len(hub.load_dataset("quickstart/candidates", split="train")) == len(pairs) - 1
 
 
-def test_shards_merge_into_the_same_dataset(hub_dir, tmp_path):
-    assert run(hub_dir, "--shard", "0/2", "--answer_pairs", "0") == []
-    assert run(hub_dir, "--shard", "1/2", "--answer_pairs", "0") == []
+def test_shards_merge_into_the_same_dataset(hub_dir, tmp_path, stand_in):
+    server = stand_in(faults=0.1)  # retried faults change nothing in the merged result
+    assert run(hub_dir, server, "--shard", "0/2", "--answer_pairs", "0") == []
+    assert run(hub_dir, server, "--shard", "1/2", "--answer_pairs", "0") == []
     files = sorted(p.name for p in (hub_dir / "journals").glob("*.jsonl"))
     assert files == ["journal-00000-of-00002.jsonl", "journal-00001-of-00002.jsonl"]
     lines = journal_lines(hub_dir)
-    run(hub_dir, "--answer_pairs", "0")  # merges, sends nothing
+    run(hub_dir, server, "--answer_pairs", "0")  # merges, sends nothing
     assert journal_lines(hub_dir) == lines
     assert len(LocalHub(hub_dir / "hub").load_dataset("quickstart/candidates", split="train")) == 15
 
 
-def test_the_api_key_never_reaches_outputs(hub_dir, capfd, monkeypatch):
+def test_the_api_key_never_reaches_outputs(hub_dir, capfd, monkeypatch, stand_in):
     secret = "sk-test-VERY-secret-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    run(hub_dir, "--stand_in_faults", "0.2")
+    run(hub_dir, stand_in(faults=0.2))
     captured = capfd.readouterr()
     assert secret not in captured.out + captured.err
     for path in hub_dir.rglob("*"):
@@ -148,9 +174,9 @@ load_recipe("generate").cli(sys.argv[1:])
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume(hub_dir):
+def test_sigkill_mid_run_then_resume(hub_dir, stand_in):
     args = ["--config", QUICKSTART, "--hub", f"local:{hub_dir}/hub", "--journal_dir", f"{hub_dir}/journals"]
-    args += ["--stand_in_latency_ms", "400", "--concurrency", "2", "--answer_pairs", "0", "--stand_in_faults", "0"]
+    args += [*stand_in(latency_ms=400), "--concurrency", "2", "--answer_pairs", "0"]
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -164,7 +190,7 @@ def test_sigkill_mid_run_then_resume(hub_dir):
     finished = {r["key"] for r in journal_lines(hub_dir)}
     assert 4 <= len(finished) < 15, "the kill must land mid-run"
 
-    run(hub_dir, "--answer_pairs", "0", "--stand_in_faults", "0")
+    run(hub_dir, stand_in(faults=0), "--answer_pairs", "0")
     lines = journal_lines(hub_dir)
     keys = [r["key"] for r in lines]
     assert len(keys) == len(set(keys)) == 15  # no finished request was sent again

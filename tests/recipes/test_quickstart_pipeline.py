@@ -27,7 +27,10 @@ def test_quickstart_pipeline(tmp_path, capsys, monkeypatch):
     ]
     monkeypatch.chdir(tmp_path)
     pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(yaml.safe_dump({"hub": f"local:{tmp_path}/hub", "stages": stages}))
+    assert config["stand_in"] is not None  # the pipeline serves the stand-in endpoint for its API stages
+    pipeline.write_text(
+        yaml.safe_dump({"hub": f"local:{tmp_path}/hub", "stages": stages, "stand_in": config["stand_in"]})
+    )
     monkeypatch.setenv("VITAL_CACHE", str(tmp_path / "cache"))
     recipe = load_recipe("pipeline")
     common = ["--config", str(pipeline), "--report_dir", str(tmp_path / "report")]

@@ -14,6 +14,7 @@ from vital.cards import lineage_of
 from vital.data.schemas import qa_turns, validate_dataset
 from vital.hub import LocalHub
 from vital.runner import load_recipe
+from vital.testing.serve import running_stand_in, stage_args
 
 
 @pytest.fixture(scope="module")
@@ -21,32 +22,24 @@ def candidates_hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("rate")
     hub = f"local:{root}/hub"
     load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
-    load_recipe("generate").cli(
-        [
-            "--config",
-            "recipes/quickstart/generate.yaml",
-            "--hub",
-            hub,
-            "--journal_dir",
-            f"{root}/gen",
-            "--answer_pairs",
-            "0",
-        ]
-    )
+    with running_stand_in(faults=0.1, latency_ms=20) as server:
+        args = ["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir", f"{root}/gen"]
+        load_recipe("generate").cli([*args, "--answer_pairs", "0", *stage_args(server)])
     return root
 
 
-def rate(root, journals, *extra):
+def rate(root, journals, server, *extra):
+    """The quickstart rating over the candidates in ``root``, against the stand-in flags ``server``."""
     args = ["--config", "recipes/quickstart/rate.yaml", "--hub", f"local:{root}/hub", "--journal_dir", str(journals)]
-    return load_recipe("rate").cli([*args, *extra])
+    return load_recipe("rate").cli([*args, *server, *extra])
 
 
 def lines(journals):
     return [json.loads(line) for p in sorted(Path(journals).glob("*.jsonl")) for line in p.open()]
 
 
-def test_every_turn_is_rated(candidates_hub, tmp_path):
-    (pushed,) = rate(candidates_hub, tmp_path / "j")
+def test_every_turn_is_rated(candidates_hub, tmp_path, stand_in):
+    (pushed,) = rate(candidates_hub, tmp_path / "j", stand_in(faults=0.05, latency_ms=10))
     hub = LocalHub(candidates_hub / "hub")
     candidates = hub.load_dataset("quickstart/candidates", split="train")
     ratings = hub.load_dataset("quickstart/ratings", split="train", revision=pushed.commit)
@@ -59,7 +52,7 @@ def test_every_turn_is_rated(candidates_hub, tmp_path):
         "quickstart/candidates"
     )
     before = lines(tmp_path / "j")
-    again = rate(candidates_hub, tmp_path / "j")
+    again = rate(candidates_hub, tmp_path / "j", stand_in())
     assert lines(tmp_path / "j") == before and not again[0].created  # nothing asked twice, no new commit
 
 
@@ -67,11 +60,11 @@ SCRIPT = "import sys\nfrom vital.runner import load_recipe\nload_recipe('rate').
 
 
 @pytest.mark.slow
-def test_killed_rating_run_resumes_without_reasking(candidates_hub, tmp_path):
+def test_killed_rating_run_resumes_without_reasking(candidates_hub, tmp_path, stand_in):
     journals = tmp_path / "j"
     args = ["--config", "recipes/quickstart/rate.yaml", "--hub", f"local:{candidates_hub}/hub"]
-    args += ["--journal_dir", str(journals), "--stand_in_latency_ms", "300", "--concurrency", "2"]
-    args += ["--stand_in_faults", "0", "--ratings_repo", "killed/ratings"]
+    args += ["--journal_dir", str(journals), *stand_in(latency_ms=300), "--concurrency", "2"]
+    args += ["--ratings_repo", "killed/ratings"]
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -85,7 +78,7 @@ def test_killed_rating_run_resumes_without_reasking(candidates_hub, tmp_path):
     finished = {r["key"] for r in lines(journals)}
     assert 6 <= len(finished) < 60
 
-    rate(candidates_hub, journals, "--stand_in_faults", "0", "--ratings_repo", "killed/ratings")
+    rate(candidates_hub, journals, stand_in(), "--ratings_repo", "killed/ratings")
     keys = [r["key"] for r in lines(journals)]
     assert len(keys) == len(set(keys))  # no finished turn was asked again
     assert finished <= set(keys)

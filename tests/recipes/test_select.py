@@ -22,6 +22,7 @@ from vital.cards import lineage_of
 from vital.hub import LocalHub
 from vital.runner import load_recipe
 from vital.selector import SelectorModel
+from vital.testing.serve import running_stand_in, stage_args
 from vital.testing.tiny_models import build_tiny_clip
 
 
@@ -36,10 +37,11 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("select")
     hub = f"local:{root}/hub"
     load_recipe("ingest").cli(["--config", "recipes/quickstart/ingest.yaml", "--hub", hub])
-    fast = ["--stand_in_faults", "0", "--stand_in_latency_ms", "0", "--answer_pairs", "0"]
-    load_recipe("generate").cli(
-        ["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir", f"{root}/gen", *fast]
-    )
+    with running_stand_in() as server:  # no faults, no latency
+        fast = [*stage_args(server), "--answer_pairs", "0"]
+        load_recipe("generate").cli(
+            ["--config", "recipes/quickstart/generate.yaml", "--hub", hub, "--journal_dir", f"{root}/gen", *fast]
+        )
     clip = root / "clip"
     _, processor = build_tiny_clip(save_dir=clip, seed=0)
     with torch.random.fork_rng(devices=[]):

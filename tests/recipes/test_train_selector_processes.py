@@ -22,7 +22,8 @@ def test_two_processes_train_and_push_once(tmp_path, monkeypatch):
     hub_spec = f"local:{tmp_path}/hub"
     stages = ["ingest", "tiny_models", "curate_demos", "generate", "rate"]
     config = tmp_path / "pipeline.yaml"
-    lines = [f"hub: {hub_spec}", "stages:"] + [f"  - {s}={ROOT}/recipes/quickstart/{s}.yaml" for s in stages]
+    lines = [f"hub: {hub_spec}", "stand_in: true", "stages:"]  # the pipeline serves the stand-in endpoint
+    lines += [f"  - {s}={ROOT}/recipes/quickstart/{s}.yaml" for s in stages]
     config.write_text("\n".join(lines) + "\n")
     load_recipe("pipeline").cli(["--config", str(config), "--report_dir", str(tmp_path / "report")])
 

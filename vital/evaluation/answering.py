@@ -43,8 +43,29 @@ DEFAULT_CLOSED_HINT = "Answer with yes or no."
 
 @dataclass
 class GenerationSettings:
-    """How answers are generated; every field is part of an answer's journal key. (The names avoid those of
-    `EndpointConfig`, which configures the judge in the same command line.)"""
+    """
+    How the evaluated model's answers are generated (the evaluation stage's command line); every field is part of an
+    answer's journal key. The names avoid those of `EndpointConfig`, which configures the judge in the same command
+    line.
+
+    Parameters:
+        max_new_tokens (`int`, *optional*, defaults to `128`):
+            Most new tokens per answer.
+        do_sample (`bool`, *optional*, defaults to `False`):
+            Sample instead of greedy decoding.
+        sampling_temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature (with `do_sample`).
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus sampling mass (with `do_sample`).
+        num_beams (`int`, *optional*, defaults to `1`):
+            Beam search width (local models).
+        sampling_seed (`int`, *optional*, defaults to `0`):
+            Seed for sampling.
+        closed_hint (`str` or `None`, *optional*):
+            Appended to closed questions, e.g. `"Answer with yes or no."`; `None`: nothing appended.
+        system_prompt (`str` or `None`, *optional*):
+            A system message before each question; `None`: none.
+    """
 
     max_new_tokens: int = field(default=128, metadata={"help": "Most new tokens per answer."})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
@@ -365,3 +386,55 @@ def answer_with_endpoint(
             result.text if result.ok else "", error, result.model or endpoint.model, result.cost_usd
         )
     return answers
+
+
+@dataclass
+class AnsweredBy:
+    """Who answered the questions: the lineage entry of the model (an `ArtifactRef` at its weights' commit, or a
+    dict), how tables name it, and its local folder (None for an endpoint or a remote id)."""
+
+    ref: Any
+    label: str
+    folder: Path | None = None
+
+
+def answer_questions(
+    hub,
+    questions: Sequence[Question],
+    settings: GenerationSettings,
+    out: str | Path,
+    *,
+    model_name_or_path: str | None = None,
+    model_revision: str = "main",
+    model_label: str | None = None,
+    endpoint_url: str | None = None,
+    endpoint_model: str | None = None,
+    endpoint_api_key_env: str = "VLLM_API_KEY",
+    batch_size: int = 8,
+    dtype: str = "auto",
+    shard: str | None = None,
+) -> tuple[dict[str, Answer] | None, AnsweredBy]:
+    """Answer ``questions`` with a transformers model (batched, split across processes; journaled under
+    ``out/answers``) or, with ``endpoint_url``, through an OpenAI-compatible endpoint (journaled under
+    ``out/journals``). Returns the answers (None when this process has no merged result yet) and who answered."""
+    out = Path(out)
+    if endpoint_url:
+        model = endpoint_model or "default"
+        served = EndpointConfig("openai-compatible", model, endpoint_url, api_key_env=endpoint_api_key_env)
+        by = AnsweredBy({"source": endpoint_url, "model": model}, model_label or model)
+        return answer_with_endpoint(questions, served, settings, out / "journals", shard), by
+    from vital.hub import ArtifactRef
+    from vital.sft import display_name, resolve_model
+
+    source = resolve_model(hub, model_name_or_path, model_revision)
+    model_ref = source.lineage
+    if isinstance(model_ref, ArtifactRef):  # the weights' commit: our own model-index updates do not count
+        model_ref = dataclasses.replace(model_ref, commit=hub.content_commit(model_ref.repo_id, model_ref.commit))
+    # Keyed by the weights, not the commit: the card the stage writes back makes a new commit, not a new model.
+    folder = Path(source.path) if Path(source.path).is_dir() else None
+    model_id = f"weights:{model_fingerprint(folder)}" if folder else f"{source.path}@{source.revision}"
+    by = AnsweredBy(model_ref, model_label or display_name(source), folder)
+    answers = answer_with_model(
+        questions, source.path, model_id, settings, out / "answers", batch_size, source.revision, dtype, shard
+    )
+    return answers, by

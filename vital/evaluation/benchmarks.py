@@ -476,3 +476,34 @@ def load_open_chat(
     if not (snapshot / questions_file).is_file():
         raise HubError(f"{ref}: no {questions_file}")
     return read_open_chat(snapshot / questions_file, snapshot / images_dir, limit), ref
+
+
+def load_eval_inputs(
+    hub: Hub,
+    benchmarks: Sequence[str],
+    cache_dir: str | None = None,
+    limit: int | None = None,
+    chat_questions: str | None = None,
+    chat_images: str | None = None,
+    chat_questions_file: str = "questions.jsonl",
+    chat_images_dir: str = "images",
+) -> tuple[list[BenchmarkSpec], dict[str, tuple], dict[str, tuple[str, str, str]], Any, Any]:
+    """The evaluation's inputs at pinned commits: the VQA sets named by ``benchmarks`` and the open-chat questions
+    (a local JSONL file, or a hub repo ``repo@revision``; None: no chat).
+
+    Returns ``(specs, sets, sources, chat, chat_ref)``: ``sets`` maps a benchmark name to ``(dataset, ref)``,
+    ``sources`` a benchmark name (and ``"chat"``) to ``(repo or file, commit or sha256, split)``.
+    """
+    specs = [BenchmarkSpec.parse(s) for s in benchmarks]
+    sets = {s.name: load_benchmark(hub, s, cache_dir, limit) for s in specs}
+    sources = {s.name: (s.repo_id, sets[s.name][1].commit, s.split) for s in specs}
+    chat, chat_ref = None, None
+    if chat_questions and Path(chat_questions).is_file():
+        questions_file = Path(chat_questions)
+        chat = read_open_chat(questions_file, chat_images or questions_file.parent, limit)
+        chat_ref = {"source": str(questions_file.resolve()), "sha256": sha256_file(questions_file)}
+        sources["chat"] = (chat_ref["source"], chat_ref["sha256"], "test")
+    elif chat_questions:
+        chat, chat_ref = load_open_chat(hub, chat_questions, chat_questions_file, chat_images_dir, limit)
+        sources["chat"] = (chat_ref.repo_id, chat_ref.commit, "test")
+    return specs, sets, sources, chat, chat_ref

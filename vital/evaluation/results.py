@@ -381,3 +381,88 @@ def push_model_card_results(hub, repo_id: str, branch: str, results: Sequence, m
     # Read, modified and written against the same head: a concurrent push to the model repo is never undone.
     name = repo_id.split("/")[-1]
     return hub.update_card(repo_id, lambda text: str(update_model_card(text, results, name)), branch, "model", message)
+
+
+def load_comparisons(hub, specs: Sequence[str], label: str, summary: list) -> tuple[dict[str, list], list]:
+    """The summaries to compare: ours under ``label``, then each eval dataset of ``specs`` (``repo@revision``)
+    under its model's name (with its commit when two share a name). Returns the summaries and the refs read."""
+    summaries, refs = {label: summary}, []
+    for spec in specs:
+        rows, ref = load_summary(hub, spec)
+        name = rows[0]["model"] if rows else ref.repo_id
+        summaries[name if name not in summaries else f"{name} ({ref.commit[:7]})"] = rows
+        refs.append(ref)
+    return summaries, refs
+
+
+def push_eval_dataset(hub, configs: Mapping, summaries: Mapping, repo_id: str, card, args: Any, label: str):
+    """Push every config, the comparison chart (``figures/comparison.png``) and the card as one commit, to
+    ``args.hub_revision`` (created private when ``args.hub_private_repo``). Returns the `PushResult`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        comparison_chart(summaries, Path(tmp, "comparison.png"))
+        return hub.push_datasets(
+            configs,
+            repo_id,
+            args.hub_revision,
+            card,
+            args.hub_private_repo,
+            f"Evaluate {label}",
+            files={"figures/comparison.png": Path(tmp, "comparison.png")},
+        )
+
+
+def record_model_card_results(hub, model_ref, override: str | None, entries: Sequence, label: str, source_name: str,
+                              model_folder: Path | None, out: str | Path):  # fmt: skip
+    """Write ``entries`` into the evaluated model's card: a new README commit of its hub repo (or of ``override``,
+    ``repo[@branch]``), or, for a model that is not a hub repo, ``out/model_card/README.md`` (its own card updated).
+    Returns the `PushResult` of a hub push, else None."""
+    import logging
+
+    target = model_card_target(model_ref, override)
+    if target:
+        return push_model_card_results(hub, *target, entries, f"Evaluation results ({source_name})")
+    readme = model_folder / "README.md" if model_folder else None
+    text = readme.read_text(encoding="utf-8") if readme and readme.is_file() else None
+    card_path = Path(out) / "model_card" / "README.md"
+    card_path.parent.mkdir(parents=True, exist_ok=True)
+    card_path.write_text(str(update_model_card(text, entries, label)), encoding="utf-8")
+    logging.getLogger("vital.evaluate").info(
+        "the model is not a hub repo: its card with the results is in %s", card_path
+    )
+    return None
+
+
+def score_benchmarks(sets: Mapping[str, tuple], answers: Mapping[str, Any], model: str) -> tuple[dict, dict]:
+    """`score_benchmark` over every set of ``sets`` (name -> ``(dataset, ref)``): per-item rows and metrics by name."""
+    rows, metrics = {}, {}
+    for name, (dataset, _) in sets.items():
+        rows[name], metrics[name] = score_benchmark(dataset, answers, model)
+    return rows, metrics
+
+
+def eval_configs(label: str, sources: Mapping, vqa_rows: Mapping, vqa_metrics: Mapping, judged: Mapping) -> tuple:
+    """The eval dataset's configs and its summary rows: one config per benchmark (its split), the judges' ``chat``
+    and ``win_rate`` configs (``judged``, from `vital.evaluation.judges.judge_tables`) and ``summary``."""
+    from vital.data.schemas import rows_to_dataset
+
+    pooled = pooled_vqa([r for rows in vqa_rows.values() for r in rows])
+    summary = vqa_summary_rows(label, {n: (sources[n], m) for n, m in vqa_metrics.items()}, pooled)
+    configs = {n: (rows_to_dataset(rows, VQA_EVAL_FEATURES), sources[n][2]) for n, rows in vqa_rows.items()}
+    for name, (rows, features) in judged["configs"].items():
+        configs[name] = (rows_to_dataset(rows, features), "test")
+    if judged["chat_scores"] is not None:
+        summary += chat_summary_rows(label, *sources["chat"][:2], judged["chat_scores"])
+    if judged["win_summary"] is not None:
+        summary += win_summary_rows(label, judged["win_summary"], sources)
+    configs["summary"] = (rows_to_dataset(summary, SUMMARY_FEATURES), "test")
+    return configs, summary
+
+
+def headline(summary: Sequence[Mapping[str, Any]], first_benchmark: str) -> str:
+    """The artifact table's one-line result: the first two legacy-mode VQA numbers (overall, or the only set)."""
+    overall = [r for r in summary if r["task"] == "vqa" and r["benchmark"] in ("overall", first_benchmark)]
+    return ", ".join(
+        f"{r['metric']} {r['value']:.1f}" for r in overall[:2] if r["mode"] == "legacy" and r["value"] is not None
+    )

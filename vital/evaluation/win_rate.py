@@ -327,3 +327,38 @@ def load_other_answers(hub, spec: str, splits: Mapping[str, str]) -> tuple[dict[
             logging.getLogger(__name__).warning("win rate: %s has no %s answers (%s); skipped", spec, name, e)
     summary = hub.load_dataset(repo_id, "summary", revision=ref.commit, split="test")
     return answers, summary[0]["model"] if len(summary) else repo_id, ref
+
+
+def win_rate_inputs(
+    hub,
+    against: str,
+    sources: Mapping[str, tuple[str, str, str]],
+    sets: Mapping[str, tuple[Any, Any]],
+    vqa_rows: Mapping[str, list],
+    chat_items: Sequence[Mapping[str, Any]],
+    chat_answers: Mapping[str, Any],
+    answer_types: Sequence[str],
+) -> tuple[list[dict[str, Any]], str, Any]:
+    """The items of a win rate against another model's eval dataset ``against`` (``repo@revision``): our answers
+    (per-benchmark rows, and the open-chat answers), theirs, and every question's image. Returns the items, the
+    other model's label and its eval dataset's ref."""
+    from datasets import Image
+
+    splits = {name: split for name, (_, _, split) in sources.items()}
+    theirs, other_label, other_ref = load_other_answers(hub, against, splits)
+    ours, images = dict(vqa_rows), {}
+    ours["chat"] = [
+        {
+            "question_id": item["question_id"],
+            "question": item["text"],
+            "reference": item["gpt4_answer"],
+            "prediction": chat_answers[item["question_id"]].prediction,
+            "answer_error": chat_answers[item["question_id"]].error,
+        }
+        for item in chat_items
+    ]
+    for name, (dataset, _) in sets.items():
+        for row in dataset.cast_column("image", Image(decode=False)).select_columns(["id", "image"]):
+            images[f"{name}/{row['id']}"] = row["image"]
+    images |= {f"chat/{i['question_id']}": i["image"] for i in chat_items}
+    return win_rate_items(ours, theirs, images, other_label, answer_types), other_label, other_ref

@@ -17,10 +17,12 @@ from vital.llm.client import (
 )
 from vital.llm.journal import CompletionResult, Journal, merge_journals, parse_shard, shard_items, shard_path
 from vital.llm.pricing import DEFAULT_PRICES
+from vital.llm.provenance import STAND_IN_MODEL, from_stand_in
 
 
 __all__ = [
     "DEFAULT_PRICES",
+    "STAND_IN_MODEL",
     "AsyncLLMClient",
     "ChatRequest",
     "CompletionResult",
@@ -28,6 +30,7 @@ __all__ = [
     "EndpointError",
     "Journal",
     "RunStats",
+    "from_stand_in",
     "image_to_data_url",
     "merge_journals",
     "parse_shard",

@@ -58,7 +58,25 @@ _PLACEHOLDER_KEY = "EMPTY"
 
 @dataclass
 class BatchConfig:
-    """How a stage sends its requests: online (default) or through the Batch API. Every field is a command-line flag."""
+    """
+    How a stage sends its requests: online (default) or through the provider's Batch API. Every field is a
+    command-line flag of the API stages (`generate`, `rate`, `evaluate`).
+
+    Parameters:
+        mode (`str`, *optional*, defaults to `"online"`):
+            `"online"`: one HTTP request per job, answers in seconds. `"batch"`: the provider's Batch API, half the
+            price, answers within the completion window (24 h); a killed run resumes its batches.
+        batch_max_requests (`int`, *optional*, defaults to `50000`):
+            Most requests per batch input file (OpenAI: 50,000; Azure: 100,000).
+        batch_max_bytes (`int`, *optional*, defaults to `190000000`):
+            Most bytes per batch input file (OpenAI and Azure allow 200 MB).
+        batch_poll_s (`float`, *optional*, defaults to `30.0`):
+            First wait between polls of a batch, in seconds.
+        batch_poll_max_s (`float`, *optional*, defaults to `600.0`):
+            Longest wait between polls (each wait is 1.5x the last), in seconds.
+        batch_completion_window (`str`, *optional*, defaults to `"24h"`):
+            The batches' completion window.
+    """
 
     mode: str = field(
         default="online",
@@ -78,9 +96,6 @@ class BatchConfig:
         default=600.0, metadata={"help": "Longest wait between polls (each wait is 1.5x the last), in seconds."}
     )
     batch_completion_window: str = field(default="24h", metadata={"help": "The batches' completion window."})
-    stand_in_batch_delay_s: float = field(
-        default=0.2, metadata={"help": "With --stand_in: how long the stand-in Batch API takes to finish a batch."}
-    )
 
     def __post_init__(self) -> None:
         if self.mode not in ("online", "batch"):

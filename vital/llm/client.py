@@ -67,7 +67,58 @@ class EndpointError(RuntimeError):
 
 @dataclass
 class EndpointConfig:
-    """Where and how to send chat requests. Every field is a command-line flag in a recipe's ``TrlParser``."""
+    """
+    Where and how to send chat requests. Every field is a command-line flag of the API stages (`generate`, `rate`,
+    `evaluate`). The offline stand-in (``vital stand-in``) is an `openai-compatible` endpoint like any other.
+
+    Parameters:
+        provider (`str`, *optional*, defaults to `"openai"`):
+            `"openai"`, `"azure"` (Azure OpenAI) or `"openai-compatible"` (vLLM, `transformers serve`, the stand-in).
+        model (`str`, *optional*, defaults to `"gpt-4o"`):
+            Model name sent with each request (on Azure without `azure_deployment`: the deployment). Part of every
+            request's journal key.
+        base_url (`str` or `None`, *optional*):
+            Endpoint base URL ending in `/v1` (required for `openai-compatible`; optional for `openai`).
+        api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
+            Name of the environment variable holding the API key (never the key itself). An `openai-compatible`
+            endpoint without that variable set gets a placeholder key.
+        azure_endpoint (`str` or `None`, *optional*):
+            Azure OpenAI resource URL, e.g. `https://my-resource.openai.azure.com`.
+        azure_api_version (`str` or `None`, *optional*):
+            Azure OpenAI api-version, e.g. `2024-10-21`.
+        azure_deployment (`str` or `None`, *optional*):
+            Azure OpenAI deployment name.
+        timeout_s (`float`, *optional*, defaults to `120.0`):
+            Per-attempt timeout in seconds.
+        max_retries (`int`, *optional*, defaults to `6`):
+            Retries after the first attempt (0 to `MAX_RETRIES_LIMIT`).
+        backoff_base_s (`float`, *optional*, defaults to `1.0`):
+            Backoff before retry k is uniform in [0, min(`backoff_max_s`, base * 2**k)] seconds.
+        backoff_max_s (`float`, *optional*, defaults to `60.0`):
+            Cap on one backoff delay, in seconds.
+        concurrency (`int`, *optional*, defaults to `16`):
+            Most requests in flight at once.
+        requests_per_minute (`float`, *optional*, defaults to `0`):
+            Request budget per minute of the whole run, paced evenly (0 = unlimited). The processes of one machine
+            share it; with `--shard i/n` each machine takes 1/n of it.
+        tokens_per_minute (`float`, *optional*, defaults to `0`):
+            Token budget per minute of the whole run (prompt + `max_tokens`, estimated; 0 = unlimited), shared like
+            `requests_per_minute`.
+        http_transport (`str`, *optional*, defaults to `"auto"`):
+            HTTP library under the SDK: `"aiohttp"` (faster at high concurrency; needs `openai[aiohttp]`), `"httpx"`,
+            or `"auto"` (aiohttp when installed).
+        temperature (`float` or `None`, *optional*):
+            Sampling temperature; `None` leaves the server's default.
+        max_tokens (`int` or `None`, *optional*, defaults to `1024`):
+            Most completion tokens per reply.
+        seed (`int` or `None`, *optional*):
+            Sampling seed, for servers that honour one.
+        response_format (`str`, *optional*, defaults to `"text"`):
+            `"text"`, or `"json_object"` to ask for a JSON reply.
+        prices (`dict`, `str` or `None`, *optional*):
+            Prices: model -> `{prompt, completion}` in USD per 1M tokens, as a dict, JSON text or a JSON file path.
+            `None`: the built-in table (`openai-compatible` models not in it cost 0).
+    """
 
     provider: Literal["openai", "azure", "openai-compatible"] = field(
         default="openai",

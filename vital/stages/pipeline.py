@@ -10,12 +10,25 @@ The pipeline YAML names the hub and, for each stage, the recipe and its own YAML
 the pipeline YAML's folder). `--config` also takes the name of a shipped profile (`quickstart`, `biomed_vital`,
 `biomed_vital_plus`; `vital.resources`). Stages talk to each other only through the hub, so any stage can also be
 run alone with `vital <stage> --config <its yaml>`.
+
+With a ``stand_in:`` key (``true``, or a mapping of ``vital stand-in`` options such as ``latency_ms``, ``faults``,
+``seed``, ``batch_delay_s``), the pipeline starts the bundled stand-in endpoint as a subprocess for the run (stopped
+at the end, also on error) and points every API stage (a module with ``API_STAGE = True``) at it:
+``--provider openai-compatible --base_url <its URL> --model vital-stand-in``. Without it, API stages talk to the
+endpoints their YAMLs name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +63,10 @@ class PipelineArguments(HubLocation):
             run nothing and send nothing.
         report_dir (`str`, *optional*, defaults to `"outputs/pipeline"`):
             Where the artifact table and the lineage picture are written.
+        stand_in (`dict`, `str` or `None`, *optional*):
+            Serve the offline stand-in endpoint (`vital stand-in`) for the run and point every API stage at it:
+            `true`, or a mapping of its options (`latency_ms`, `faults`, `seed`, `batch_delay_s`; JSON on the command
+            line). Unset: API stages talk to the endpoints their configs name.
     """
 
     hub: str | None = field(default="local:outputs/hub", metadata={"help": "The hub every stage reads and writes."})
@@ -64,6 +81,13 @@ class PipelineArguments(HubLocation):
     )
     report_dir: str = field(
         default="outputs/pipeline", metadata={"help": "Where the artifact table and the lineage picture are written."}
+    )
+    stand_in: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Serve the offline stand-in endpoint for the run and point every API stage at it: true, or a "
+            "mapping (JSON on the command line) of its options: latency_ms, faults, seed, batch_delay_s."
+        },
     )
 
 
@@ -123,6 +147,65 @@ def dry_run(stages: list[tuple[str, str | None]], hub: str) -> list:
     return estimates
 
 
+def stand_in_options(value: str | dict | bool | None) -> dict | None:
+    """The ``stand_in`` setting as the stand-in's options: None (no stand-in), or a mapping (``true`` is ``{}``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = (
+            json.loads(text) if text.startswith("{") else {"true": True, "false": False, "": None}.get(text.lower())
+        )
+        if value is None and text.lower() not in ("false", ""):
+            raise ValueError(f"stand_in must be true, false or a mapping of options, got {text!r}")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"stand_in must be true, false or a mapping of options, got {value!r}")
+    return dict(value)
+
+
+@contextlib.contextmanager
+def serve_stand_in(options: dict, timeout_s: float = 60.0) -> Iterator[str]:
+    """Run ``vital stand-in`` (as ``python -m vital.cli stand-in``, the interpreter running this) on a free loopback
+    port as a subprocess; yield its base URL; stop it on exit, also when the run fails."""
+    with tempfile.TemporaryDirectory(prefix="vital-stand-in-") as tmp:
+        url_file = os.path.join(tmp, "url")
+        argv = [sys.executable, "-m", "vital.cli", "stand-in", "--port", "0", "--url_file", url_file]
+        argv += ["--exit_with_parent"]  # a SIGKILLed pipeline leaves no server behind
+        argv += [item for key, value in options.items() for item in (f"--{key}", str(value))]  # it refuses unknowns
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not os.path.exists(url_file):
+                if process.poll() is not None:
+                    raise RuntimeError(f"the stand-in endpoint exited with code {process.returncode} before serving")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the stand-in endpoint did not start within {timeout_s:.0f} s")
+                time.sleep(0.05)
+            url = Path(url_file).read_text(encoding="utf-8").strip()
+            logger.info("stand-in endpoint for this run: %s (pid %d)", url, process.pid)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def endpoint_argv(name: str, base_url: str | None) -> list[str]:
+    """The flags that point an API stage at the run's stand-in (none for other stages, or without a stand-in). The
+    key variable is one nobody sets, so no real key is ever sent to the stand-in."""
+    if base_url is None or not getattr(load_recipe(name), "API_STAGE", False):
+        return []
+    from vital.llm import STAND_IN_MODEL
+
+    return ["--provider", "openai-compatible", "--base_url", base_url, "--model", STAND_IN_MODEL,
+            "--api_key_env", "VITAL_STAND_IN_API_KEY"]  # fmt: skip
+
+
 def main(args: PipelineArguments) -> list[PushResult]:
     setup_logging()
     stages = [parse_stage(s) for s in args.stages]
@@ -133,9 +216,11 @@ def main(args: PipelineArguments) -> list[PushResult]:
     if args.dry_run:
         return dry_run(stages, args.hub)
     pushed: list[PushResult] = []
-    for name, config in stages:
-        logger.info("=== stage %s (%s)", name, config or "defaults")
-        pushed += load_recipe(name).cli(stage_argv(name, config, args.hub))
+    options = stand_in_options(args.stand_in)
+    with serve_stand_in(options) if options is not None else contextlib.nullcontext() as base_url:
+        for name, config in stages:
+            logger.info("=== stage %s (%s)", name, config or "defaults")
+            pushed += load_recipe(name).cli([*stage_argv(name, config, args.hub), *endpoint_argv(name, base_url)])
     # Every artifact as the hub now holds it, with its headline and the inputs its card names.
     from vital.hub import get_hub
     from vital.lineage import collect, table, write_report

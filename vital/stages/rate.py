@@ -3,46 +3,88 @@ rubric (model preference).
 
 Usage:
 
-    vital rate --config recipes/quickstart/rate.yaml                        # offline, on the bundled stand-in
+    vital pipeline --config recipes/quickstart/pipeline.yaml                # offline: the pipeline starts the stand-in
+    vital stand-in --port 8123 &                                           # or serve the stand-in yourself ...
+    vital rate --config recipes/quickstart/rate.yaml                        # ... and run this stage alone against it
     python recipes/rate.py --config recipes/biomed_vital/rate.yaml           # GPT-4V class judge (OPENAI_API_KEY)
     accelerate launch --num_processes 4 recipes/rate.py --config ...        # 4 shards, merged by process 0
 
-A reply whose first line is not a score is asked once more with a reminder; if it still fails, the turn gets a null
-score with the error (and the raw reply), never a default number. Requests are journaled like the generation stage's,
-so a killed run resumes without asking finished turns again.
+The judge is the configured OpenAI-compatible endpoint; the quickstart YAML names the stand-in's default address
+(``vital stand-in``, http://127.0.0.1:8123/v1). Ratings answered by the stand-in (model ``vital-stand-in``) say so on
+their card. A reply whose first line is not a score is asked once more with a reminder; if it still fails, the turn
+gets a null score with the error (and the raw reply), never a default number. Requests are journaled like the
+generation stage's, so a killed run resumes without asking finished turns again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 
 from datasets import Features, Image, Value
 
+from vital.arguments import HubArguments
 from vital.cards import Lineage, dataset_card
 from vital.data.inputs import require_columns
 from vital.data.schemas import RATING_FEATURES, rows_to_dataset
 from vital.hub import PushResult, get_hub
-from vital.llm import EndpointConfig, image_to_data_url
+from vital.llm import EndpointConfig, from_stand_in, image_to_data_url
 from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
-from vital.rating import build_rating_messages, plan_rating_jobs, rating_prompt_sha, rating_rows, retry_job
+from vital.llm.provenance import STAND_IN_MODEL, recorded_endpoint
+from vital.rating import (
+    build_rating_messages,
+    plan_rating_jobs,
+    rating_prompt_sha,
+    rating_rows,
+    rating_stats,
+    retry_job,
+)
 from vital.runner import artifact_table, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.rate")
 RATINGS_FEATURES = Features({**RATING_FEATURES, "raw": Value("string"), "judge_attempts": Value("int32")})
+API_STAGE = True  # sends model requests: `vital pipeline` points it at the stand-in when the pipeline has one
 
 
 @dataclass
-class RateArguments:
-    hub: str | None = field(default=None, metadata={"help": "'local:<dir>' or 'hf'. Default: $VITAL_HUB."})
+class RateArguments(HubArguments):
+    """
+    Arguments of the rating stage (beside `EndpointConfig`, the judge, and `BatchConfig`, how requests are sent).
+
+    Parameters:
+        hub (`str` or `None`, *optional*):
+            `"local:<dir>"` or `"hf"`. Default: `$VITAL_HUB`, else `~/.cache/vital/hub`.
+        push_to_hub (`bool`, *optional*, defaults to `True`):
+            Push the ratings. `False` asks the judge (journaled) and pushes nothing.
+        hub_revision (`str`, *optional*, defaults to `"main"`):
+            Branch the ratings are pushed to.
+        hub_private_repo (`bool`, *optional*, defaults to `True`):
+            Create the ratings repo private.
+        candidates_repo (`str`, *optional*, defaults to `"quickstart/candidates"`):
+            Candidate conversations to rate, one score per question-answer turn.
+        candidates_revision (`str`, *optional*, defaults to `"main"`):
+            Branch, tag or commit of the candidates (resolved to a commit, recorded in the lineage).
+        ratings_repo (`str`, *optional*, defaults to `"quickstart/ratings"`):
+            Dataset repo the ratings are pushed to.
+        limit (`int` or `None`, *optional*):
+            Only the first N candidates (smoke runs); `None` rates all.
+        judge_retries (`int`, *optional*, defaults to `1`):
+            Re-asks of a turn whose reply has no parseable score.
+        prompt_style (`str`, *optional*, defaults to `"ours"`):
+            `"paper"` (the official system message and `[Context] ... [System]` layout) or `"ours"`.
+        journal_dir (`str`, *optional*, defaults to `"outputs/journals/rate"`):
+            Where the request journals live (a rerun resumes from them).
+        shard (`str` or `None`, *optional*):
+            `"i/n"`: fill shard i's journal only and push nothing; a run without it merges the shards' journals.
+        expected_turns (`int` or `None`, *optional*):
+            For `--dry_run` before the candidates exist: how many question-answer turns will be rated.
+    """
+
     candidates_repo: str = field(default="quickstart/candidates", metadata={"help": "Candidates to rate."})
     candidates_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the candidates."})
     ratings_repo: str = field(default="quickstart/ratings", metadata={"help": "Repo the ratings go to."})
-    revision: str = field(default="main", metadata={"help": "Branch to push to."})
-    private: bool = field(default=True, metadata={"help": "Create repos private."})
     limit: int | None = field(default=None, metadata={"help": "Only the first N candidates (smoke runs)."})
     judge_retries: int = field(default=1, metadata={"help": "Re-asks of a turn whose reply has no parseable score."})
     prompt_style: str = field(
@@ -51,11 +93,6 @@ class RateArguments:
     )
     journal_dir: str = field(default="outputs/journals/rate", metadata={"help": "Where request journals live."})
     shard: str | None = field(default=None, metadata={"help": "'i/n': fill shard i's journal only, push nothing."})
-    stand_in: bool = field(default=False, metadata={"help": "Answer from the bundled stand-in judge (offline)."})
-    stand_in_latency_ms: float = field(default=0.0, metadata={"help": "Stand-in latency per request."})
-    stand_in_faults: float = field(
-        default=0.0, metadata={"help": "Stand-in fault rate, split over 429/500/malformed."}
-    )
     expected_turns: int | None = field(
         default=None,
         metadata={"help": "For --dry_run before the candidates exist: how many question-answer turns will be rated."},
@@ -67,6 +104,7 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
 
     setup_logging(main_process=PartialState().is_main_process)
     hub = get_hub(args.hub)
+    batch = batch or BatchConfig()
 
     # 1. The candidates at a pinned commit; one job per question-answer turn.
     candidates_ref = hub.ref(args.candidates_repo, args.candidates_revision)
@@ -75,17 +113,6 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
     if args.limit:
         candidates = candidates.select(range(min(args.limit, len(candidates))))
     jobs = plan_rating_jobs(candidates.cast_column("images", [Image(decode=False)]), endpoint.model, args.prompt_style)
-    server, configured = None, endpoint
-    batch = batch or BatchConfig()
-    if args.stand_in:
-        from vital.testing.sample_replies import SampleDataResponder, start_stand_in
-        from vital.testing.standin_batch import start_batch_stand_in
-
-        stand_in_args = (endpoint, SampleDataResponder(), args.stand_in_latency_ms, args.stand_in_faults)
-        if batch.mode == "batch":
-            server, endpoint = start_batch_stand_in(*stand_in_args, batch_delay_s=batch.stand_in_batch_delay_s)
-        else:
-            server, endpoint = start_stand_in(*stand_in_args)
 
     def build(job):
         return build_rating_messages(
@@ -93,61 +120,47 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
         )
 
     # 2. Ask the judge (this process's shard; unparseable replies are asked again), merge the journals.
-    try:
-        results = run_jobs_sharded(
-            jobs,
-            endpoint,
-            build,
-            args.journal_dir,
-            args.shard,
-            lambda job, r: retry_job(job, r, args.judge_retries),
-            batch=batch,
-        )
-    finally:
-        if server is not None:
-            server.stop()
+    followup = lambda job, r: retry_job(job, r, args.judge_retries)  # noqa: E731
+    results = run_jobs_sharded(jobs, endpoint, build, args.journal_dir, args.shard, followup, batch=batch)
     if results is None:
         return []
 
     # 3. One rating per turn; push with a card that counts scores and failures.
     rows = rating_rows(jobs, results, endpoint.model, args.judge_retries, args.prompt_style)
     ratings = rows_to_dataset(list(rows), RATINGS_FEATURES)
-    scores = [s for s in ratings["score"] if s is not None]
-    errors = Counter(e.split(":", 1)[0] for e in ratings["error"] if e)
-    # Replies with no readable score on the first ask (whether a second ask saved them or not): never a default score.
-    parse_failures = sum(
-        1 for a, e in zip(ratings["judge_attempts"], ratings["error"]) if a > 1 or (e or "").startswith("unparseable")
-    )
-    unparsed = sum(1 for e in ratings["error"] if (e or "").startswith("unparseable"))
+    stats = rating_stats(ratings)
+    stand_in = from_stand_in(endpoint, results.values())
+    config = [args, recorded_endpoint(endpoint, stand_in), batch]
     card = dataset_card(
         "ratings",
-        lineage=Lineage(stage="rate", inputs=[candidates_ref], config=[args, configured, batch]),
-        pretty_name="BioMed-VITAL judge ratings" + (" (stand-in)" if args.stand_in else ""),
+        lineage=Lineage(stage="rate", inputs=[candidates_ref], config=config),
+        pretty_name="BioMed-VITAL judge ratings" + (" (stand-in)" if stand_in else ""),
         repo_id=args.ratings_repo,
-        stand_in=args.stand_in,
-        judge=configured.model if not args.stand_in else "vital-stand-in",
+        stand_in=stand_in,
+        judge=STAND_IN_MODEL if stand_in else endpoint.model,
         prompt_sha=rating_prompt_sha(args.prompt_style),
         prompt_style=args.prompt_style,
-        parse_failures=parse_failures,
-        unparsed=unparsed,
         judge_retries=args.judge_retries,
-        num_rows=len(ratings),
         num_candidates=len(candidates),
-        num_scored=len(scores),
-        retried=sum(1 for a in ratings["judge_attempts"] if a > 1),
-        errors=dict(errors),
-        histogram=dict(sorted(Counter(int(s) for s in scores).items())),
-        mean=sum(scores) / len(scores) if scores else float("nan"),
         cost_usd=sum(r.cost_usd for r in results.values()),
         mode=batch.mode,
         api_run=getattr(results, "summary", None),
+        **stats,
     )
+    headline = f"{stats['num_scored']}/{len(ratings)} turns scored"
+    if not args.push_to_hub:
+        logger.info("push_to_hub is false: %s, not pushed", headline)
+        return []
     pushed = [
         hub.push_dataset(
-            ratings, args.ratings_repo, split="train", card=card, revision=args.revision, private=args.private
+            ratings,
+            args.ratings_repo,
+            split="train",
+            card=card,
+            revision=args.hub_revision,
+            private=args.hub_private_repo,
         )
     ]
-    headline = f"{len(scores)}/{len(ratings)} turns scored"
     print(artifact_table(pushed, {args.ratings_repo: headline}))
     return pushed
 

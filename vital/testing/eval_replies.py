@@ -1,5 +1,5 @@
 """A deterministic stand-in for the evaluation stage's models: the open-chat judge, the pairwise judge and a VQA
-answerer, for `vital.testing.sample_replies.start_stand_in` (offline tests and the quickstart).
+answerer, for the stand-in endpoint (`vital stand-in`, `vital.testing.serve`: offline tests and the quickstart).
 
 * Chat judge requests (``[Assistant 1]`` ... ``[Assistant 2]``): the reference gets 8, the answer 1 + 9 × the share of
   the reference's words it contains, rounded. About one request in five first gets a reply without scores, and about

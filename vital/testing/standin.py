@@ -39,10 +39,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from vital.llm.provenance import STAND_IN_MODEL
+
 
 logger = logging.getLogger(__name__)
 
-STAND_IN_MODEL = "vital-stand-in"
+# STAND_IN_MODEL (the model every reply names) is production code's, re-exported here.
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 # What an attempt can be answered with. "ok" is a normal reply; "refusal" is a polite 200 refusal.
 FAULT_KINDS = ("ok", "429", "500", "503", "400", "timeout", "malformed_json", "malformed_schema", "refusal")
