@@ -223,12 +223,48 @@ def test_hub_model_id_revision_and_privacy_decide_where_the_run_lands(env, tmp_p
     training = lineage_of(env.hub.read_card("t/sft-public", "exp-1", "model"))["config"]["training"]
     assert training["hub_model_id"] == "t/sft-public" and training["hub_revision"] == "exp-1"
     assert training["push_to_hub"] is True and training["hub_private_repo"] is False  # what the user set
+    card = env.hub.read_card("t/sft-public", "exp-1", "model").text
+    assert f"| `t/selected` | top40 | `main` | `{env.selected.commit[:12]}` | train | 1.0 |" in card
+    assert "`hub_model_id: t/sft-public` and `hub_revision: exp-1`" in card
     # hub_revision unset: the output folder's name; hub_private_repo true: a private repo.
     run = sft.cli(args_for(env, tmp_path / "run-7", "t/sft-private", hub_revision="", max_steps=1))[0]
     assert (run.repo_id, run.revision) == ("t/sft-private", "run-7") and private("t/sft-private") is True
     # push_to_hub false: trained and saved, nothing on the hub.
     assert sft.cli(args_for(env, tmp_path / "b", "t/sft-none", push_to_hub="false", max_steps=1)) == []
     assert (tmp_path / "b" / "README.md").is_file() and not env.hub.repo_dir("t/sft-none", "model").exists()
+
+
+def test_a_mixture_in_trls_shape_reads_each_dataset_at_its_revision(env, tmp_path):
+    import yaml
+
+    config = yaml.safe_load((QUICKSTART / "sft.yaml").read_text())
+    for key in ("dataset_name", "dataset_config", "dataset_revision", "dataset_train_split"):
+        config.pop(key)
+    rows = [selected_row(i, answer) for i, answer in enumerate(ANSWERS)]
+    first = env.hub.push_dataset(Dataset.from_list(rows, features=SELECTED_FEATURES), "t/mix-a", config_name="top40")
+    # A later commit on main: the mixture pins the first one by its commit.
+    env.hub.push_dataset(Dataset.from_list(rows[:1], features=SELECTED_FEATURES), "t/mix-a", config_name="top40")
+    config["datasets"] = [
+        {"path": "t/mix-a", "name": "top40", "revision": first.commit, "weight": 0.5},
+        {"path": "t/pairs", "weight": 2.0},
+    ]
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(config))
+    args = args_for(env, tmp_path / "out", "t/sft-mix", max_steps=1)
+    args[args.index("--config") + 1] = str(tmp_path / "mix.yaml")
+    for key in ("--dataset_name", "--dataset_config"):
+        del args[args.index(key) : args.index(key) + 2]
+    pushed = sft.cli(args)[0]
+    lineage = lineage_of(env.hub.read_card("t/sft-mix", pushed.commit, "model"))
+    pairs = env.hub.resolve("t/pairs")
+    assert lineage["extra"]["mixture"] == [
+        {"path": "t/mix-a", "name": "top40", "revision": first.commit, "commit": first.commit, "split": "train",
+         "weight": 0.5},
+        {"path": "t/pairs", "name": None, "revision": "main", "commit": pairs, "split": "train", "weight": 2.0},
+    ]  # fmt: skip
+    assert lineage["extra"]["metrics"]["train_rows"] == 4 + 16  # round(0.5 * 8) + 2 * 8
+    assert lineage["config"]["mixture"]["datasets"][1] == {
+        "path": "t/pairs", "name": None, "revision": "main", "split": "train", "weight": 2.0
+    }  # fmt: skip
 
 
 @pytest.mark.slow

@@ -97,7 +97,16 @@ def test_sweep_prints_and_draws(rated_hub, tmp_path, capsys):
     args = ["--config", "recipes/quickstart/sweep_clinician_weight.yaml", "--hub", f"local:{rated_hub}/hub"]
     args += ["--output_dir", str(tmp_path / "sweep")]
     args += ["--weights", "1", "100", "--max_steps", "6", "--results_repo", "test/sweep"]
-    (pushed,) = load_recipe("sweep_clinician_weight").cli(args)
+    # push_models: each selector (and its pairs) to hub_model_id / pairs_repo, branch weight-<w>; TRL's hub names.
+    args += ["--push_models", "true", "--hub_model_id", "test/sweep-selector", "--pairs_repo", "test/sweep-pairs"]
+    *selectors, pushed = load_recipe("sweep_clinician_weight").cli(args)
+    assert [(p.repo_id, p.revision) for p in selectors] == [
+        ("test/sweep-pairs", "weight-1"),
+        ("test/sweep-selector", "weight-1"),
+        ("test/sweep-pairs", "weight-100"),
+        ("test/sweep-selector", "weight-100"),
+    ]
+    assert (pushed.repo_id, pushed.revision) == ("test/sweep", "main")
     out = capsys.readouterr().out
     assert "weight  judge acc  clinician     95% interval     AUC     MAP" in out
     table = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "100 "))]
@@ -112,6 +121,8 @@ def test_sweep_prints_and_draws(rated_hub, tmp_path, capsys):
         assert chart.format == "PNG"
     card = hub.read_card("test/sweep", pushed.commit).text
     assert "](figures/clinician_weight_sweep.png)" in card and "| 100 |" in card
+    weight_100 = lineage_of(hub.read_card("test/sweep-selector", "weight-100", "model"))
+    assert weight_100["extra"]["clinician_weight"] == 100.0
 
 
 def test_clinician_pairs_from_an_export_repo_or_a_file(rated_hub, tmp_path):

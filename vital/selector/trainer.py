@@ -59,25 +59,37 @@ training set's mean weight; ``none`` (the official code) is ``mean(w l)`` over t
 
 @dataclass
 class SelectorTrainingConfig(RewardConfig):
-    """`trl.RewardConfig` plus what the selector's pairwise loss needs.
+    """
+    `trl.RewardConfig` plus what the selector's pairwise loss needs. The hub options are TRL's own: `push_to_hub`,
+    `hub_model_id` (the selector's repo), `hub_revision` (its branch; unset: `main`) and `hub_private_repo` (unset:
+    private); the stages push through the hub layer, never the trainer itself.
 
-    Defaults that differ from ``RewardConfig``: activation (gradient) checkpointing off (dual encoders are small, and
-    open_clip backbones do not support transformers' switch; turn it on with ``activation_checkpointing=True``), and
-    ``max_length=None`` (texts are truncated to the tokenizer's ``model_max_length``, never filtered out).
+    Defaults that differ from `RewardConfig`: activation (gradient) checkpointing off (dual encoders are small, and
+    open_clip backbones do not support transformers' switch; turn it on with `activation_checkpointing=True`), and
+    `max_length=None` (texts are truncated to the tokenizer's `model_max_length`, never filtered out).
 
-    Args:
-        loss_type: ``"bradley_terry"``: ``-w * logsigmoid(r_c - r_r)``; ``"hinge"`` (the paper's ranking loss):
-            ``w * max(0, margin - (r_c - r_r))``. How the batch's losses are combined is ``weight_normalization``.
-        weight_normalization: ``"training_set"`` (default, ours): a weighted mean over the *training set*,
-            ``sum(w l) / sum(w)``: a batch contributes ``sum_batch(w l) / (batch size * mean training weight)``.
-            (A per-batch ``sum(w l) / sum(w)`` would cap the influence of rare, heavily weighted pairs at the share of
-            batches that contain one, whatever their weight.) The mean training weight is read from the train
-            dataset's ``weight`` / ``source`` columns; for an ``IterableDataset`` the per-batch weighted mean is used.
-            ``"none"`` (the official code): ``mean_batch(w l)``, so a batch holding a pair of weight 400 has a loss
-            (and gradient) hundreds of times larger than one without: the learning rate acts per weight.
-        margin: the hinge's margin (the paper's 1.0); unused by ``bradley_terry``.
-        clinician_weight: if set, the weight of every clinician pair (``source == "clinician"``), replacing the
-            ``weight`` stored in the data; ``None`` uses the stored weights (set by ``load_clinician_pairs``).
+    Parameters:
+        loss_type (`str`, *optional*, defaults to `"bradley_terry"`):
+            `"bradley_terry"`: `-w * logsigmoid(r_c - r_r)`; `"hinge"` (the paper's ranking loss):
+            `w * max(0, margin - (r_c - r_r))`. How the batch's losses are combined is `weight_normalization`.
+        margin (`float`, *optional*, defaults to `1.0`):
+            The hinge's margin (the paper's 1.0); unused by `bradley_terry`.
+        weight_normalization (`str`, *optional*, defaults to `"training_set"`):
+            `"training_set"` (ours): a weighted mean over the *training set*, `sum(w l) / sum(w)`: a batch contributes
+            `sum_batch(w l) / (batch size * mean training weight)`. (A per-batch `sum(w l) / sum(w)` would cap the
+            influence of rare, heavily weighted pairs at the share of batches that contain one, whatever their
+            weight.) The mean training weight is read from the train dataset's `weight` / `source` columns; for an
+            `IterableDataset` the per-batch weighted mean is used. `"none"` (the official code): `mean_batch(w l)`,
+            so a batch holding a pair of weight 400 has a loss (and gradient) hundreds of times larger than one
+            without: the learning rate acts per weight.
+        clinician_weight (`float`, *optional*):
+            If set, the weight of every clinician pair (`source == "clinician"`), replacing the `weight` stored in the
+            data; unset uses the stored weights (set by `load_clinician_pairs`).
+        gradient_checkpointing (`bool`, *optional*):
+            Deprecated alias of `activation_checkpointing`, left unset (off) rather than TRL's `True`: transformers 5
+            reads the alias only when it is set, and warns.
+        max_length (`int`, *optional*):
+            Token limit per scored text (truncation); unset uses the tokenizer's `model_max_length`.
     """
 
     loss_type: str = field(

@@ -11,8 +11,9 @@ Usage:
     accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml recipes/sft.py \\
         --config recipes/biomed_vital/sft/config_llava15_7b.yaml
 
-The quickstart trains a tiny random LLaVA from a local folder on the demos that `vital ingest` pushes; build the
-model once with ``python -c "from vital.testing.tiny_models import build_tiny_llava as b; b('outputs/models/tiny-llava')"``.
+The quickstart trains the tiny random LLaVA that the `tiny_models` stage pushes (``hub:quickstart/tiny-llava``; run
+``vital tiny_models --config recipes/quickstart/tiny_models.yaml --hub local:outputs/hub`` once) on the selected
+candidates.
 
 The arguments are TRL's ``sft.py`` ones: `ScriptArguments` (``dataset_name``, ``dataset_config``, plus
 ``dataset_revision``), `trl.SFTConfig`, `trl.ModelConfig` and a mixture in the shape of TRL's `DatasetMixtureConfig`
@@ -23,10 +24,10 @@ their images, or with empty answers, are rejected before training. The model is 
 or ``hub:<repo>@<revision>`` on the recipe's hub (e.g. an earlier stage's run). With ``push_to_hub: true`` each run
 pushes, through the hub layer (local or hf), to its own branch ``hub_revision`` of ``hub_model_id``, created private
 unless ``hub_private_repo: false``; a branch that holds a finished run is not overwritten unless
-``overwrite_branch: true``. The Trainer itself never pushes. A killed run resumes from the last checkpoint in ``output_dir``, with every tensor of it,
-but only if the checkpoint belongs to this run: the run fingerprint (inputs at their commits, config, seed, world size,
-effective batch) is written into ``output_dir`` and each checkpoint, and an ``output_dir`` left by another run is moved
-to ``<output_dir>.superseded-<sha12>`` before a fresh start. A run that trained steps but whose weights equal the base
+``overwrite_branch: true``. The Trainer itself never pushes. A killed run resumes from the last checkpoint in
+``output_dir``, with every tensor of it, but only if the checkpoint belongs to this run: the run fingerprint (inputs
+at their commits, config, seed, world size, effective batch) is written into ``output_dir`` and each checkpoint, and
+an ``output_dir`` left by another run is moved to ``<output_dir>.superseded-<sha12>`` before a fresh start. A run that trained steps but whose weights equal the base
 model's is refused before the push.
 """
 
