@@ -548,3 +548,24 @@ def test_throughput_callback_adds_rates_to_the_logs():
     callback.on_log(args, state, None, logs={"eval_loss": 1.0})  # eval logs are left alone
     callback.on_train_end(args, state, None)
     assert callback.summary["train_tokens"] == 100.0 and math.isfinite(callback.summary["train_tokens_per_second"])
+
+
+def test_run_target_reads_sftconfigs_hub_options_with_our_defaults(tmp_path):
+    from trl import SFTConfig
+
+    from vital.sft import RunTarget, run_target
+
+    unset = SFTConfig(output_dir=str(tmp_path / "my run"), use_cpu=True, bf16=False)
+    assert unset.hub_private_repo is None and unset.push_to_hub is False  # TRL's defaults
+    # Unset: the output folder's name for the repo and the branch (as the Trainer names its repo), private.
+    assert run_target(unset) == RunTarget("my-run", "my-run", private=True, push=False)
+    named = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        push_to_hub=True,
+        hub_model_id="org/model",
+        hub_revision="exp-2",
+        hub_private_repo=False,
+    )
+    assert run_target(named) == RunTarget("org/model", "exp-2", private=False, push=True)
