@@ -569,3 +569,44 @@ def test_run_target_reads_sftconfigs_hub_options_with_our_defaults(tmp_path):
         hub_private_repo=False,
     )
     assert run_target(named) == RunTarget("org/model", "exp-2", private=False, push=True)
+
+
+def test_the_hf_backend_honours_the_same_hub_options(tmp_path):
+    """claim_branch and push_run with HfHub: the repo is created as hub_private_repo says, the run branch is
+    hub_revision, the repo is hub_model_id (the calls are checked on a mocked HfApi; nothing goes online)."""
+    from unittest import mock
+
+    from trl import SFTConfig
+
+    from vital.hub import HfHub
+    from vital.sft import claim_branch, push_run, run_target
+
+    api = mock.MagicMock()
+    api.upload_folder.return_value = mock.Mock(oid="c" * 40, commit_url="https://hub/commit/c")
+    api.create_commit.return_value = mock.Mock(oid="f" * 40, commit_url="https://hub/commit/f")
+    api.repo_info.return_value = mock.Mock(sha="e" * 40)
+    (tmp_path / "card.md").write_text("---\nlicense: mit\n---\n# no lineage\n")
+    api.hf_hub_download.return_value = str(tmp_path / "card.md")
+    hub = HfHub(api=api, token="hf_secret_token")
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        push_to_hub=True,
+        hub_model_id="org/model",
+        hub_revision="exp-3",
+        hub_private_repo=False,
+    )
+    target = run_target(args)
+    assert claim_branch(hub, target, Lineage(stage="sft"), world_size=1, overwrite=False) is None
+    api.create_repo.assert_any_call("org/model", repo_type="model", private=False, exist_ok=True)
+    api.create_branch.assert_any_call("org/model", branch="exp-3", revision=None, repo_type="model", exist_ok=True)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "config.json").write_text("{}")
+    (output / "checkpoint-1").mkdir()
+    (output / "checkpoint-1" / "model.safetensors").write_bytes(b"x")
+    push_run(hub, target, output, final_loss=1.0)
+    calls = [*api.upload_folder.call_args_list, *api.create_commit.call_args_list]
+    assert calls and all(c.kwargs.get("revision") == "exp-3" for c in calls)
+    assert all(c.kwargs.get("repo_id", c.args[0] if c.args else None) == "org/model" for c in calls)
