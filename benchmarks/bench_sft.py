@@ -135,7 +135,8 @@ def common_args(root: Path, out: Path, steps: int) -> list[str]:
     return [
         "--config", str(REPO_ROOT / "recipes" / "quickstart" / "sft.yaml"),
         "--hub", f"local:{root / 'hub'}",
-        "--dataset", "bench/selected:top40",
+        "--dataset_name", "bench/selected",
+        "--dataset_config", "top40",
         "--model_name_or_path", str(root / "tiny-llava"),
         "--output_dir", str(out),
         "--max_steps", str(steps),
@@ -148,7 +149,7 @@ def common_args(root: Path, out: Path, steps: int) -> list[str]:
 def run_recipe(root: Path, steps: int, index: int) -> None:
     from vital.runner import load_recipe
 
-    load_recipe("sft").cli([*common_args(root, root / f"recipe-{index}", steps), "--run_branch", f"r{index}"])
+    load_recipe("sft").cli([*common_args(root, root / f"recipe-{index}", steps), "--hub_revision", f"r{index}"])
 
 
 def run_bare(root: Path, hub, pushed, steps: int, index: int) -> None:
@@ -157,10 +158,12 @@ def run_bare(root: Path, hub, pushed, steps: int, index: int) -> None:
     from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
     from vital.runner import load_recipe
+    from vital.sft import SFTDatasetMixtureConfig
 
     out = root / f"bare-{index}"
-    parser = TrlParser((load_recipe("sft").ScriptArguments, SFTConfig, ModelConfig))
-    _, training_args, _ = parser.parse_args_and_config(common_args(root, out, steps))
+    parser = TrlParser((load_recipe("sft").ScriptArguments, SFTConfig, ModelConfig, SFTDatasetMixtureConfig))
+    # The bare trainer saves locally: the recipe's push goes through the hub layer, the Trainer's would go online.
+    _, training_args, _, _ = parser.parse_args_and_config([*common_args(root, out, steps), "--push_to_hub", "false"])
     snapshot = hub.snapshot("bench/selected", pushed.commit)
     train = load_dataset(str(snapshot), name="top40", split="train").select_columns(["images", "messages"])
     model = AutoModelForImageTextToText.from_pretrained(root / "tiny-llava")

@@ -16,8 +16,9 @@ from vital.data.schemas import MESSAGES, PAIR_FEATURES, SELECTED_FEATURES
 from vital.hub import ArtifactRef, LocalHub
 from vital.sft import (
     SFT_FEATURES,
-    DatasetSpec,
     RunBranchError,
+    SFTDatasetConfig,
+    SFTDatasetMixtureConfig,
     ThroughputCallback,
     check_cpu_launch,
     check_run_branch,
@@ -31,9 +32,9 @@ from vital.sft import (
     mix_datasets,
     model_lineage,
     pairs_to_caption_conversations,
-    parse_dataset_specs,
     resolve_model,
     stage_output,
+    training_datasets,
 )
 from vital.testing.tiny_models import build_tiny_idefics3, build_tiny_llava
 
@@ -95,19 +96,51 @@ def hub(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------------
 # Specs and formats
 # ----------------------------------------------------------------------------------------------------------------------
-def test_dataset_spec_parsing():
-    assert DatasetSpec.parse("org/sel") == DatasetSpec("org/sel", "main", None, "train", 1.0)
-    assert DatasetSpec.parse("org/sel@v1:top40:0.5") == DatasetSpec("org/sel", "v1", "top40", "train", 0.5)
-    assert DatasetSpec.parse("org/sel::2", revision="dev", config="top10") == DatasetSpec(
-        "org/sel", "dev", "top10", "train", 2.0
+def test_mixture_config_has_trls_shape_with_a_revision_and_a_weight_per_dataset(tmp_path):
+    from types import SimpleNamespace
+
+    from trl import ModelConfig, SFTConfig
+
+    from vital.runner import recipe_parser
+    from vital.stages.sft import ScriptArguments
+
+    config = tmp_path / "mix.yaml"
+    config.write_text(
+        "datasets:\n"
+        "  - {path: org/a, name: top40, revision: v1, weight: 0.5}\n"
+        "  - {path: org/b, split: dev, weight: 2}\n"
+        f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\nbf16: false\n"
     )
-    assert str(DatasetSpec.parse("org/sel@v1:top40:0.5")) == "org/sel@v1:top40:0.5"
-    specs = parse_dataset_specs("org/a", revision="r", config="c", split="dev")
-    assert specs == [DatasetSpec("org/a", "r", "c", "dev", 1.0)]
-    assert [s.weight for s in parse_dataset_specs(["a:x:1", "b:y:0.25"])] == [1.0, 0.25]
-    for bad in ("a:b:c:d", "a::zero", "a::0", "a::-1"):
-        with pytest.raises(ValueError):
-            DatasetSpec.parse(bad)
+    parser = recipe_parser((ScriptArguments, SFTConfig, ModelConfig, SFTDatasetMixtureConfig))
+    script_args, _, _, mixture = parser.parse_args_and_config(["--config", str(config)])
+    assert mixture.datasets == [
+        SFTDatasetConfig("org/a", "top40", "v1", "train", 0.5),
+        SFTDatasetConfig("org/b", None, "main", "dev", 2.0),
+    ]
+    assert training_datasets(script_args, mixture) == mixture.datasets
+    # One dataset by the script arguments, TRL's names plus a revision.
+    args = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false", "--dataset_name", "org/sel"]
+    args += ["--dataset_config", "top10", "--dataset_revision", "dev", "--dataset_train_split", "val"]
+    parser = recipe_parser((ScriptArguments, SFTConfig, ModelConfig, SFTDatasetMixtureConfig))  # no config defaults
+    script_args, _, _, mixture = parser.parse_args_and_config(args)
+    assert training_datasets(script_args, mixture) == [SFTDatasetConfig("org/sel", "top10", "dev", "val", 1.0)]
+    assert str(SFTDatasetConfig("org/sel", "top10", "dev", weight=0.5)) == "org/sel@dev:top10 x0.5"
+    # Both, or neither: refused.
+    both = SimpleNamespace(dataset_name="org/sel")
+    with pytest.raises(ValueError, match="both `dataset_name` and `datasets`"):
+        training_datasets(both, SFTDatasetMixtureConfig(datasets=[{"path": "org/a"}]))
+    with pytest.raises(ValueError, match="no data"):
+        training_datasets(SimpleNamespace(dataset_name=None), SFTDatasetMixtureConfig())
+    # TRL's normalised `fraction` is refused with the reason; unknown keys and bad weights are named.
+    with pytest.raises(ValueError, match=r"datasets\[1\] \(org/b\): `fraction`.*use `weight`"):
+        SFTDatasetMixtureConfig(datasets=[{"path": "org/a"}, {"path": "org/b", "fraction": 0.5}])
+    with pytest.raises(ValueError, match=r"unknown key\(s\) data_files"):
+        SFTDatasetMixtureConfig(datasets=[{"path": "org/a", "data_files": "x.json"}])
+    with pytest.raises(ValueError, match="no `path`"):
+        SFTDatasetMixtureConfig(datasets=[{"name": "top40"}])
+    for bad in (0, -1, "zero"):
+        with pytest.raises(ValueError, match="org/a: (the weight must be positive|weight)"):
+            SFTDatasetConfig("org/a", weight=bad)
 
 
 def test_detect_format():
@@ -124,13 +157,13 @@ def test_load_selected_demos_llava_and_pairs_at_pinned_commits(hub):
     # A later commit on main must not change what the first commit reads.
     hub.push_dataset(selected([selected_row(i) for i in range(5)]), "t/selected", config_name="top40")
 
-    rows, ref = load_sft_dataset(hub, f"t/selected@{first.commit}:top40")
+    rows, ref = load_sft_dataset(hub, SFTDatasetConfig("t/selected", "top40", first.commit))
     assert isinstance(ref, ArtifactRef) and ref.commit == first.commit and ref.config == "top40"
     assert rows.features == SFT_FEATURES
     assert rows["id"] == ["c0", "c1", "c2"]
     assert set(rows["source_dataset"]) == {f"t/selected@{first.commit[:12]}:top40"}
     assert np.array_equal(np.asarray(rows[0]["images"][0]), np.asarray(image(0)))
-    latest, ref = load_sft_dataset(hub, DatasetSpec("t/selected", config="top40"))
+    latest, ref = load_sft_dataset(hub, SFTDatasetConfig("t/selected", name="top40"))
     assert len(latest) == 5 and ref.commit != first.commit
 
     # Demos: messages + one `image` column.
@@ -285,7 +318,7 @@ def test_corrupt_image_is_rejected():
 def test_mixture_draws_by_weight_and_keeps_provenance(hub):
     hub.push_dataset(selected([selected_row(i) for i in range(10)]), "t/a", config_name="top40")
     hub.push_dataset(selected([selected_row(100 + i) for i in range(4)]), "t/b")
-    specs = parse_dataset_specs(["t/a:top40:0.5", "t/b::2.5"])
+    specs = [SFTDatasetConfig("t/a", "top40", weight=0.5), SFTDatasetConfig("t/b", weight=2.5)]
     mixed, refs = load_sft_mixture(hub, specs, seed=1)
     sources = mixed["source_dataset"]
     a, b = (f"t/a@{refs[0].commit[:12]}:top40", f"t/b@{refs[1].commit[:12]}")
@@ -310,17 +343,23 @@ def test_mixture_draws_by_weight_and_keeps_provenance(hub):
 # Labels: what TRL's own collator makes of our rows
 # ----------------------------------------------------------------------------------------------------------------------
 def quickstart_trainer(model, processor, train, tmp_path, config="sft.yaml", **overrides):
-    from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
+    from trl import ModelConfig, SFTConfig, TrlParser
 
     from vital.runner import load_recipe
+    from vital.sft import SFTRunTrainer
 
     args = ["--config", str(REPO_ROOT / "recipes" / "quickstart" / config), "--output_dir", str(tmp_path / "out")]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
-    script_args, training_args, _ = TrlParser(
-        (load_recipe("sft").ScriptArguments, SFTConfig, ModelConfig)
+    script_args, training_args, _, _ = TrlParser(
+        (load_recipe("sft").ScriptArguments, SFTConfig, ModelConfig, SFTDatasetMixtureConfig)
     ).parse_args_and_config(args)
-    return SFTTrainer(model=model, args=training_args, train_dataset=train, processing_class=processor)
+    # The quickstart sets push_to_hub: the stage's trainer keeps the Trainer's own pushes off (the hub layer pushes).
+    trainer = SFTRunTrainer(model=model, args=training_args, train_dataset=train, processing_class=processor)
+    assert training_args.push_to_hub and not trainer.args.push_to_hub and trainer.hub_model_id is None
+    with pytest.raises(RuntimeError, match="does not push by itself"):
+        trainer.push_to_hub()
+    return trainer
 
 
 @pytest.mark.parametrize("builder", [build_tiny_llava, build_tiny_idefics3], ids=["llava", "idefics3"])
@@ -509,3 +548,65 @@ def test_throughput_callback_adds_rates_to_the_logs():
     callback.on_log(args, state, None, logs={"eval_loss": 1.0})  # eval logs are left alone
     callback.on_train_end(args, state, None)
     assert callback.summary["train_tokens"] == 100.0 and math.isfinite(callback.summary["train_tokens_per_second"])
+
+
+def test_run_target_reads_sftconfigs_hub_options_with_our_defaults(tmp_path):
+    from trl import SFTConfig
+
+    from vital.sft import RunTarget, run_target
+
+    unset = SFTConfig(output_dir=str(tmp_path / "my run"), use_cpu=True, bf16=False)
+    assert unset.hub_private_repo is None and unset.push_to_hub is False  # TRL's defaults
+    # Unset: the output folder's name for the repo and the branch (as the Trainer names its repo), private.
+    assert run_target(unset) == RunTarget("my-run", "my-run", private=True, push=False)
+    named = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        push_to_hub=True,
+        hub_model_id="org/model",
+        hub_revision="exp-2",
+        hub_private_repo=False,
+    )
+    assert run_target(named) == RunTarget("org/model", "exp-2", private=False, push=True)
+
+
+def test_the_hf_backend_honours_the_same_hub_options(tmp_path):
+    """claim_branch and push_run with HfHub: the repo is created as hub_private_repo says, the run branch is
+    hub_revision, the repo is hub_model_id (the calls are checked on a mocked HfApi; nothing goes online)."""
+    from unittest import mock
+
+    from trl import SFTConfig
+
+    from vital.hub import HfHub
+    from vital.sft import claim_branch, push_run, run_target
+
+    api = mock.MagicMock()
+    api.upload_folder.return_value = mock.Mock(oid="c" * 40, commit_url="https://hub/commit/c")
+    api.create_commit.return_value = mock.Mock(oid="f" * 40, commit_url="https://hub/commit/f")
+    api.repo_info.return_value = mock.Mock(sha="e" * 40)
+    (tmp_path / "card.md").write_text("---\nlicense: mit\n---\n# no lineage\n")
+    api.hf_hub_download.return_value = str(tmp_path / "card.md")
+    hub = HfHub(api=api, token="hf_secret_token")
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        push_to_hub=True,
+        hub_model_id="org/model",
+        hub_revision="exp-3",
+        hub_private_repo=False,
+    )
+    target = run_target(args)
+    assert claim_branch(hub, target, Lineage(stage="sft"), world_size=1, overwrite=False) is None
+    api.create_repo.assert_any_call("org/model", repo_type="model", private=False, exist_ok=True)
+    api.create_branch.assert_any_call("org/model", branch="exp-3", revision=None, repo_type="model", exist_ok=True)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "config.json").write_text("{}")
+    (output / "checkpoint-1").mkdir()
+    (output / "checkpoint-1" / "model.safetensors").write_bytes(b"x")
+    push_run(hub, target, output, final_loss=1.0)
+    calls = [*api.upload_folder.call_args_list, *api.create_commit.call_args_list]
+    assert calls and all(c.kwargs.get("revision") == "exp-3" for c in calls)
+    assert all(c.kwargs.get("repo_id", c.args[0] if c.args else None) == "org/model" for c in calls)

@@ -19,6 +19,7 @@ What the SFT and selector recipes share about a run's *identity* and its *weight
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -368,6 +369,36 @@ class ExactResumeMixin:
             load_full_checkpoint(target, resume_from_checkpoint)
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+class HubLayerPushMixin:
+    """For a `transformers.Trainer` subclass whose stage pushes through `vital.hub` (local or Hugging Face backend): the
+    Trainer itself never pushes. ``push_to_hub``, ``hub_model_id``, ``hub_revision`` and ``hub_private_repo`` keep
+    the meaning the user gave them in the stage's config (and its lineage records them), but the trainer works on a
+    copy of the arguments with ``push_to_hub`` off, so that neither ``init_hf_repo`` at construction nor the
+    checkpoint and ``save_model`` pushes reach the Hugging Face Hub behind the hub layer's back (they would also fail
+    offline); `push_to_hub` is refused. (docs/design.md, Hub layer.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "args" in kwargs:
+            kwargs["args"] = _without_push(kwargs["args"])
+        elif len(args) > 1:
+            args = (args[0], _without_push(args[1]), *args[2:])
+        super().__init__(*args, **kwargs)
+
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"{type(self).__name__} does not push by itself: the stage pushes its output through vital.hub "
+            "(push_to_hub, hub_model_id, hub_revision, hub_private_repo in its config)"
+        )
+
+
+def _without_push(training_args: Any) -> Any:
+    if training_args is None or not getattr(training_args, "push_to_hub", False):
+        return training_args
+    training_args = copy.copy(training_args)
+    training_args.push_to_hub = False
+    return training_args
 
 
 def has_full_weights(folder: str | os.PathLike) -> bool:

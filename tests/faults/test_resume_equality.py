@@ -74,11 +74,12 @@ def setup(tmp_path_factory):
 def command(root: Path, out: Path, dump: Path) -> list[str]:
     values = {
         "hub": f"local:{root / 'hub'}",
-        "dataset": "t/sel:top40",
+        "dataset_name": "t/sel",
+        "dataset_config": "top40",
         "model_name_or_path": str(root / "llava"),
         "output_dir": str(out),
-        "output_repo": "t/resume",
-        "push": "false",
+        "hub_model_id": "t/resume",
+        "push_to_hub": "false",
         "max_steps": 8,
         "save_steps": 2,
         "save_total_limit": 10,

@@ -37,9 +37,10 @@ def lora_run(tmp_path_factory):
     overrides = {
         "hub": f"local:{root / 'hub'}",
         "model_name_or_path": "hub:t/tiny-llava",
-        "dataset": "t/sel",
+        "dataset_name": "t/sel",
+        "dataset_config": "",
         "output_dir": str(root / "out"),
-        "output_repo": "t/sft-lora",
+        "hub_model_id": "t/sft-lora",
         "max_steps": "3",
         "save_strategy": "no",
         "report_to": "tensorboard",

@@ -166,15 +166,18 @@ def test_plus_sft_config_trains_on_the_plus_selection():
     from trl import ModelConfig, SFTConfig
 
     sft = load_recipe("sft")
-    parser = recipe_parser((sft.ScriptArguments, SFTConfig, ModelConfig))
-    plus, training, _ = parser.parse_args_and_config(
+    from vital.sft import SFTDatasetMixtureConfig
+
+    dataclasses = (sft.ScriptArguments, SFTConfig, ModelConfig, SFTDatasetMixtureConfig)
+    plus, training, _, _ = recipe_parser(dataclasses).parse_args_and_config(
         ["--config", str(OURS / "sft/config_llava15_7b.yaml"), "--use_cpu", "true"]
     )
-    paper, _, _ = parser.parse_args_and_config(
+    paper, paper_training, _, _ = recipe_parser(dataclasses).parse_args_and_config(
         ["--config", str(PAPER / "sft/config_llava15_7b.yaml"), "--use_cpu", "true"]
     )
     selected = {p: yaml.safe_load((p / "select.yaml").read_text())["selected_repo"] for p in (PAPER, OURS)}
     evaluated = {p: yaml.safe_load((p / "evaluate.yaml").read_text())["model_name_or_path"] for p in (PAPER, OURS)}
-    assert (paper.dataset, plus.dataset) == ([selected[PAPER]], [selected[OURS]])
-    assert evaluated[PAPER] == f"hub:{paper.output_repo}@main" and evaluated[OURS] == f"hub:{plus.output_repo}@main"
+    assert (paper.dataset_name, plus.dataset_name) == (selected[PAPER], selected[OURS])
+    assert evaluated[PAPER] == f"hub:{paper_training.hub_model_id}@main"
+    assert evaluated[OURS] == f"hub:{training.hub_model_id}@main"
     assert (ROOT / training.chat_template_path).is_file()

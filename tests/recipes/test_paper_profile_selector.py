@@ -113,7 +113,7 @@ def test_ours_differs_where_documented_and_nowhere_else(name):
     for key, value in OURS_TRAIN.items():
         assert ours.get(key, "unset") == value, f"biomed_vital_plus/{name}.yaml: {key} = {ours.get(key)!r}"
     # ours reads its own profile's candidates and ratings and pushes to its own repos
-    repos = {"output_repo", "pairs_repo", "results_repo", "output_dir", "candidates_repo", "ratings_repo"}
+    repos = {"hub_model_id", "pairs_repo", "results_repo", "output_dir", "candidates_repo", "ratings_repo"}
     repos.add("per_device_eval_batch_size")  # speed only: evaluation does not train
     undocumented = {
         key
@@ -161,6 +161,7 @@ def test_paper_optimizer_is_adam_at_a_constant_rate_without_clipping(tmp_path):
 
     _, args = _paper_training_args(tmp_path)
     args.max_steps = 100
+    args.push_to_hub = False  # a bare Trainer would push itself (SelectorTrainer never does: the stage pushes)
     model = torch.nn.Linear(4, 1)
     trainer = Trainer(model=model, args=args)
     trainer.create_optimizer_and_scheduler(num_training_steps=100)

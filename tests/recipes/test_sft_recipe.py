@@ -95,10 +95,11 @@ def args_for(env, out: Path, repo: str, config: str = "sft.yaml", **overrides) -
     """The quickstart recipe pointed at the test hub, model and data; ``overrides`` become ``--key value``."""
     values = {
         "hub": env.hub_spec,
-        "dataset": "t/selected:top40",
+        "dataset_name": "t/selected",
+        "dataset_config": "top40",
         "model_name_or_path": str(env.llava),
         "output_dir": str(out),
-        "output_repo": repo,
+        "hub_model_id": repo,
         "overwrite_branch": "false",
         **overrides,
     }
@@ -130,7 +131,7 @@ def generate(model, processor) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_full_sft_lowers_the_loss_and_pushes_a_loadable_model(env, tmp_path):
-    (pushed,) = sft.cli(args_for(env, tmp_path / "out", "t/sft-full", dataset_eval_split="test"))
+    (pushed,) = sft.cli(args_for(env, tmp_path / "out", "t/sft-full", dataset_test_split="test"))
     assert pushed.repo_id == "t/sft-full" and pushed.revision == "quickstart"
     snapshot = env.hub.snapshot("t/sft-full", "quickstart", "model")
     assert snapshot_files(snapshot) == FULL_LAYOUT | {"eval_results.json"}  # no checkpoints, no pickled arguments
@@ -191,10 +192,10 @@ def test_lora_adapter_saves_and_reloads(env, tmp_path):
 def test_bad_rows_stop_the_run_before_training(env, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RecordError, match=r"record 'c9 \(from t/bad@[0-9a-f]{12}\)'.*empty assistant turn"):
-        sft.cli(args_for(env, out, "t/sft-bad", dataset="t/bad"))
+        sft.cli(args_for(env, out, "t/sft-bad", dataset_name="t/bad", dataset_config=""))
     assert not list(out.glob("checkpoint-*"))
     # errors: skip trains on the good rows and says how many were dropped.
-    sft.cli(args_for(env, out, "t/sft-bad", dataset="t/bad", errors="skip", max_steps=2))
+    sft.cli(args_for(env, out, "t/sft-bad", dataset_name="t/bad", dataset_config="", errors="skip", max_steps=2))
     card = env.hub.read_card("t/sft-bad", "quickstart", "model")
     extra = lineage_of(card)["extra"]
     assert extra["skipped_rows"] == 1 and extra["metrics"]["train_rows"] == 3
@@ -206,15 +207,75 @@ def test_bad_rows_stop_the_run_before_training(env, tmp_path):
     assert "skipped_rows.jsonl" in card.text and "1 row(s) of the data were skipped" in card.text
 
 
+def test_hub_model_id_revision_and_privacy_decide_where_the_run_lands(env, tmp_path):
+    """SFTConfig's push options, honoured by the hub layer (the Trainer itself never pushes: offline, it would fail)."""
+    public = sft.cli(
+        args_for(env, tmp_path / "a", "t/sft-public", hub_revision="exp-1", hub_private_repo="false", max_steps=1)
+    )[0]
+    assert (public.repo_id, public.revision) == ("t/sft-public", "exp-1")
+    assert env.hub.list_refs("t/sft-public", "model")["branches"]["exp-1"] == public.commit
+    assert snapshot_files(env.hub.snapshot("t/sft-public", "exp-1", "model")) == FULL_LAYOUT
+
+    def private(repo: str) -> bool:
+        return json.loads((env.hub.repo_dir(repo, "model") / ".vital" / "repo.json").read_text())["private"]
+
+    assert private("t/sft-public") is False
+    training = lineage_of(env.hub.read_card("t/sft-public", "exp-1", "model"))["config"]["training"]
+    assert training["hub_model_id"] == "t/sft-public" and training["hub_revision"] == "exp-1"
+    assert training["push_to_hub"] is True and training["hub_private_repo"] is False  # what the user set
+    card = env.hub.read_card("t/sft-public", "exp-1", "model").text
+    assert f"| `t/selected` | top40 | `main` | `{env.selected.commit[:12]}` | train | 1.0 |" in card
+    assert "`hub_model_id: t/sft-public` and `hub_revision: exp-1`" in card
+    # hub_revision unset: the output folder's name; hub_private_repo true: a private repo.
+    run = sft.cli(args_for(env, tmp_path / "run-7", "t/sft-private", hub_revision="", max_steps=1))[0]
+    assert (run.repo_id, run.revision) == ("t/sft-private", "run-7") and private("t/sft-private") is True
+    # push_to_hub false: trained and saved, nothing on the hub.
+    assert sft.cli(args_for(env, tmp_path / "b", "t/sft-none", push_to_hub="false", max_steps=1)) == []
+    assert (tmp_path / "b" / "README.md").is_file() and not env.hub.repo_dir("t/sft-none", "model").exists()
+
+
+def test_a_mixture_in_trls_shape_reads_each_dataset_at_its_revision(env, tmp_path):
+    import yaml
+
+    config = yaml.safe_load((QUICKSTART / "sft.yaml").read_text())
+    for key in ("dataset_name", "dataset_config", "dataset_revision", "dataset_train_split"):
+        config.pop(key)
+    rows = [selected_row(i, answer) for i, answer in enumerate(ANSWERS)]
+    first = env.hub.push_dataset(Dataset.from_list(rows, features=SELECTED_FEATURES), "t/mix-a", config_name="top40")
+    # A later commit on main: the mixture pins the first one by its commit.
+    env.hub.push_dataset(Dataset.from_list(rows[:1], features=SELECTED_FEATURES), "t/mix-a", config_name="top40")
+    config["datasets"] = [
+        {"path": "t/mix-a", "name": "top40", "revision": first.commit, "weight": 0.5},
+        {"path": "t/pairs", "weight": 2.0},
+    ]
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(config))
+    args = args_for(env, tmp_path / "out", "t/sft-mix", max_steps=1)
+    args[args.index("--config") + 1] = str(tmp_path / "mix.yaml")
+    for key in ("--dataset_name", "--dataset_config"):
+        del args[args.index(key) : args.index(key) + 2]
+    pushed = sft.cli(args)[0]
+    lineage = lineage_of(env.hub.read_card("t/sft-mix", pushed.commit, "model"))
+    pairs = env.hub.resolve("t/pairs")
+    assert lineage["extra"]["mixture"] == [
+        {"path": "t/mix-a", "name": "top40", "revision": first.commit, "commit": first.commit, "split": "train",
+         "weight": 0.5},
+        {"path": "t/pairs", "name": None, "revision": "main", "commit": pairs, "split": "train", "weight": 2.0},
+    ]  # fmt: skip
+    assert lineage["extra"]["metrics"]["train_rows"] == 4 + 16  # round(0.5 * 8) + 2 * 8
+    assert lineage["config"]["mixture"]["datasets"][1] == {
+        "path": "t/pairs", "name": None, "revision": "main", "split": "train", "weight": 2.0
+    }  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_branch_with_a_finished_run_is_not_overwritten(env, tmp_path):
-    first = sft.cli(args_for(env, tmp_path / "a", "t/sft-branch", run_branch="r1", max_steps=2))[0]
+    first = sft.cli(args_for(env, tmp_path / "a", "t/sft-branch", hub_revision="r1", max_steps=2))[0]
     with pytest.raises(RunBranchError, match="already holds a finished SFT run"):
-        sft.cli(args_for(env, tmp_path / "b", "t/sft-branch", run_branch="r1", max_steps=2))
+        sft.cli(args_for(env, tmp_path / "b", "t/sft-branch", hub_revision="r1", max_steps=2))
     assert not (tmp_path / "b").exists()  # refused before anything ran
-    other = sft.cli(args_for(env, tmp_path / "c", "t/sft-branch", run_branch="r2", max_steps=2))[0]
+    other = sft.cli(args_for(env, tmp_path / "c", "t/sft-branch", hub_revision="r2", max_steps=2))[0]
     again = sft.cli(
-        args_for(env, tmp_path / "b", "t/sft-branch", run_branch="r1", max_steps=2, overwrite_branch="true")
+        args_for(env, tmp_path / "b", "t/sft-branch", hub_revision="r1", max_steps=2, overwrite_branch="true")
     )[0]
     assert len({first.commit, other.commit, again.commit}) == 3
     refs = env.hub.list_refs("t/sft-branch", "model")["branches"]
@@ -251,9 +312,10 @@ def test_llava_med_alignment_then_instruction_through_the_hub(env, tmp_path):
             env,
             tmp_path / "s1",
             "t/stage1",
-            dataset="t/pairs",
+            dataset_name="t/pairs",
+            dataset_config="",
             freeze="all_but_projector",
-            run_branch="align",
+            hub_revision="align",
             max_steps=3,
         )
     )[0]
@@ -314,20 +376,24 @@ def test_two_gloo_processes_on_cpu_leave_the_same_artifact(env, tmp_path):
 
 
 def test_every_sft_config_parses():
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import ModelConfig, SFTConfig
 
-    configs = sorted(QUICKSTART.glob("sft*.yaml")) + sorted(
-        (REPO_ROOT / "recipes" / "biomed_vital" / "sft").glob("*.yaml")
-    )
-    assert len(configs) == 7
+    from vital.runner import recipe_parser
+    from vital.sft import SFTDatasetMixtureConfig, training_datasets
+
+    configs = sorted(QUICKSTART.glob("sft*.yaml")) + sorted((REPO_ROOT / "recipes").glob("biomed_vital*/sft/*.yaml"))
+    assert len(configs) == 8
     for config in configs:
         # bf16 is refused on a machine without a GPU unless use_cpu is set: the GPU configs are parsed with it.
-        parser = TrlParser((sft.ScriptArguments, SFTConfig, ModelConfig))
-        script_args, training_args, model_args = parser.parse_args_and_config(
+        parser = recipe_parser((sft.ScriptArguments, SFTConfig, ModelConfig, SFTDatasetMixtureConfig))
+        script_args, training_args, model_args, mixture = parser.parse_args_and_config(
             ["--config", str(config), "--use_cpu", "true"]
         )
         assert training_args.assistant_only_loss and training_args.max_length is None, config
-        assert script_args.dataset and script_args.output_repo and model_args.model_name_or_path, config
+        assert training_datasets(script_args, mixture) and model_args.model_name_or_path, config
+        # SFTConfig's hub vocabulary: every recipe names its model repo and run branch, pushes, and stays private.
+        assert training_args.hub_model_id and training_args.hub_revision, config
+        assert training_args.push_to_hub and training_args.hub_private_repo is True, config
         assert script_args.freeze in ("none", "vision_tower", "all_but_projector")
         if training_args.chat_template_path:
             assert (REPO_ROOT / training_args.chat_template_path).is_file()

@@ -42,10 +42,11 @@ def env(tmp_path_factory):
 def cli(env, out: Path, repo: str, config: str = "sft.yaml", **overrides):
     values = {
         "hub": f"local:{env.root / 'hub'}",
-        "dataset": "t/sel:top40",
+        "dataset_name": "t/sel",
+        "dataset_config": "top40",
         "model_name_or_path": str(env.llava),
         "output_dir": str(out),
-        "output_repo": repo,
+        "hub_model_id": repo,
         "max_steps": 4,
         "save_steps": 2,
         **overrides,
@@ -105,7 +106,7 @@ def test_a_rerun_with_another_learning_rate_trains_afresh_and_its_card_is_its_ow
 @pytest.mark.slow
 def test_an_unchanged_rerun_resumes_its_own_checkpoint(env, tmp_path):
     out = tmp_path / "out"
-    cli(env, out, "t/same", push="false")
+    cli(env, out, "t/same", push_to_hub="false")
     # The same run again (push on: not part of the fingerprint): it resumes its own last checkpoint, 0 steps to go.
     (pushed,) = cli(env, out, "t/same")
     snapshot = env.hub.snapshot("t/same", pushed.commit, "model")
@@ -130,13 +131,13 @@ def test_a_push_of_base_weights_after_training_is_refused(env, tmp_path, config)
 
 @pytest.mark.slow
 def test_a_checkpoint_of_another_run_named_by_path_is_refused(env, tmp_path):
-    cli(env, tmp_path / "a", "t/other", push="false", max_steps=2)
+    cli(env, tmp_path / "a", "t/other", push_to_hub="false", max_steps=2)
     with pytest.raises(StaleCheckpointError, match=r"belongs to another run .*config\.training\.learning_rate"):
         cli(
             env,
             tmp_path / "b",
             "t/other",
-            push="false",
+            push_to_hub="false",
             max_steps=2,
             learning_rate="5e-4",
             resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"),

@@ -48,11 +48,12 @@ def env(tmp_path_factory):
 def run(env, out: Path, model: str, config: str, **overrides) -> None:
     values = {
         "hub": f"local:{env.root / 'hub'}",
-        "dataset": "t/selected:top40",
+        "dataset_name": "t/selected",
+        "dataset_config": "top40",
         "model_name_or_path": str(env.root / model),
         "output_dir": str(out),
-        "output_repo": "t/resume",
-        "push": "false",
+        "hub_model_id": "t/resume",
+        "push_to_hub": "false",
         "max_steps": 4,
         "save_steps": 2,
         **overrides,

@@ -80,7 +80,7 @@ def test_train_selector_end_to_end(rated_hub, tmp_path):
 def test_lora_and_held_out_clinician_pairs(rated_hub, tmp_path):
     # Enough clinician pairs held out (by figure) when the minimum is 1; LoRA on the backbone, merged on save.
     args = ["--use_lora", "true", "--freeze_backbone", "false", "--min_clinician_heldout", "1", "--max_steps", "6"]
-    args += ["--output_repo", "lora/selector", "--pairs_repo", "lora/selector-pairs"]
+    args += ["--hub_model_id", "lora/selector", "--pairs_repo", "lora/selector-pairs"]
     pairs_push, model_push = train(rated_hub, tmp_path, *args)
     hub = LocalHub(rated_hub / "hub")
     model = AutoModel.from_pretrained(hub.snapshot("lora/selector", model_push.commit, "model"))
@@ -97,7 +97,16 @@ def test_sweep_prints_and_draws(rated_hub, tmp_path, capsys):
     args = ["--config", "recipes/quickstart/sweep_clinician_weight.yaml", "--hub", f"local:{rated_hub}/hub"]
     args += ["--output_dir", str(tmp_path / "sweep")]
     args += ["--weights", "1", "100", "--max_steps", "6", "--results_repo", "test/sweep"]
-    (pushed,) = load_recipe("sweep_clinician_weight").cli(args)
+    # push_models: each selector (and its pairs) to hub_model_id / pairs_repo, branch weight-<w>; TRL's hub names.
+    args += ["--push_models", "true", "--hub_model_id", "test/sweep-selector", "--pairs_repo", "test/sweep-pairs"]
+    *selectors, pushed = load_recipe("sweep_clinician_weight").cli(args)
+    assert [(p.repo_id, p.revision) for p in selectors] == [
+        ("test/sweep-pairs", "weight-1"),
+        ("test/sweep-selector", "weight-1"),
+        ("test/sweep-pairs", "weight-100"),
+        ("test/sweep-selector", "weight-100"),
+    ]
+    assert (pushed.repo_id, pushed.revision) == ("test/sweep", "main")
     out = capsys.readouterr().out
     assert "weight  judge acc  clinician     95% interval     AUC     MAP" in out
     table = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "100 "))]
@@ -112,6 +121,8 @@ def test_sweep_prints_and_draws(rated_hub, tmp_path, capsys):
         assert chart.format == "PNG"
     card = hub.read_card("test/sweep", pushed.commit).text
     assert "](figures/clinician_weight_sweep.png)" in card and "| 100 |" in card
+    weight_100 = lineage_of(hub.read_card("test/sweep-selector", "weight-100", "model"))
+    assert weight_100["extra"]["clinician_weight"] == 100.0
 
 
 def test_clinician_pairs_from_an_export_repo_or_a_file(rated_hub, tmp_path):
@@ -137,6 +148,35 @@ def test_clinician_pairs_from_an_export_repo_or_a_file(rated_hub, tmp_path):
 
 
 # -- resume: a killed fit resumes to the uninterrupted one; a changed config never resumes --------------------------
+def test_hub_model_id_revision_and_privacy_decide_where_the_selector_lands(rated_hub, tmp_path):
+    """SelectorTrainingConfig's (TRL's) push options, honoured by the hub layer; the trainer never pushes itself."""
+    where = ["--hub_model_id", "where/selector", "--pairs_repo", "where/pairs", "--hub_revision", "exp-1"]
+    pairs_push, model_push = train(rated_hub, tmp_path, *where, "--hub_private_repo", "false")
+    hub = LocalHub(rated_hub / "hub")
+    assert (model_push.repo_id, model_push.revision, pairs_push.repo_id, pairs_push.revision) == (
+        "where/selector",
+        "exp-1",
+        "where/pairs",
+        "exp-1",
+    )
+    assert hub.list_refs("where/selector", "model")["branches"]["exp-1"] == model_push.commit
+    assert hub.list_refs("where/pairs")["branches"]["exp-1"] == pairs_push.commit
+
+    def private(repo, repo_type):
+        return json.loads((hub.repo_dir(repo, repo_type) / ".vital" / "repo.json").read_text())["private"]
+
+    assert private("where/selector", "model") is False and private("where/pairs", "dataset") is False
+    training = lineage_of(hub.read_card("where/selector", "exp-1", "model"))["config"]["training"]
+    assert (training["hub_model_id"], training["hub_revision"], training["push_to_hub"]) == (
+        "where/selector",
+        "exp-1",
+        True,
+    )
+    # hub_private_repo true (the quickstart's): private repos.
+    train(rated_hub, tmp_path / "b", "--hub_model_id", "private/selector", "--pairs_repo", "private/pairs")
+    assert private("private/selector", "model") is True and private("private/pairs", "dataset") is True
+
+
 def fit(root, out, *extra, probe=None, monkeypatch=None):
     """The quickstart selector fit, checkpointing every 4 of 8 steps, logging every step, not pushed."""
     recipe = load_recipe("train_selector")
@@ -147,7 +187,7 @@ def fit(root, out, *extra, probe=None, monkeypatch=None):
             return original(*args, callbacks=[*(callbacks or []), probe], **kwargs)
 
         monkeypatch.setattr(recipe, "fit_selector", probed)
-    args = ["--config", CONFIG, "--hub", f"local:{root}/hub", "--output_dir", str(out), "--push", "false"]
+    args = ["--config", CONFIG, "--hub", f"local:{root}/hub", "--output_dir", str(out), "--push_to_hub", "false"]
     args += ["--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1", *extra]
     recipe.cli(args)
 
@@ -223,7 +263,7 @@ def test_a_selector_fit_with_another_config_never_resumes_the_old_checkpoint(rat
 
 
 def test_an_unchanged_rerun_skips_the_fit_and_a_changed_one_fits(rated_hub, tmp_path, monkeypatch):
-    repos = ["--output_repo", "skip/selector", "--pairs_repo", "skip/selector-pairs"]
+    repos = ["--hub_model_id", "skip/selector", "--pairs_repo", "skip/selector-pairs"]
     pairs, model = train(rated_hub, tmp_path, *repos)
     recipe = load_recipe("train_selector")
     fits = []

@@ -78,7 +78,9 @@ class _FixedRewards(torch.nn.Module):
         self.rewards = torch.tensor(rewards).view(-1, 1)
 
     def forward(self, **inputs):
-        assert set(inputs) == {"input_ids", "attention_mask", "pixel_values"}
+        # The pair weights and sources never reach the model; TRL's compute_loss adds use_cache=False.
+        assert set(inputs) == {"input_ids", "attention_mask", "pixel_values", "use_cache"}
+        assert inputs["use_cache"] is False
         return SimpleNamespace(logits=self.rewards)
 
 
@@ -90,7 +92,7 @@ def test_weights_change_compute_loss(make_selector, processor, pairs, tmp_path):
     )
     assert trainer.mean_pair_weight == 2.0
     fixed = _FixedRewards([2.0, 0.0, 0.0, 1.0])  # chosen 2, 0; rejected 0, 1: differences 2, -1
-    inputs = {"input_ids": None, "attention_mask": None, "pixel_values": None}
+    inputs = {"input_ids": None, "attention_mask": torch.ones(4, 3, dtype=torch.long), "pixel_values": None}
     d1, d2 = math.log1p(math.exp(-2)), math.log1p(math.exp(1))
 
     def loss(weights, sources):
@@ -101,6 +103,11 @@ def test_weights_change_compute_loss(make_selector, processor, pairs, tmp_path):
     assert loss([1.0, 3.0], [0.0, 0.0]) == pytest.approx((d1 + 3 * d2) / 2 / 2, rel=1e-6)
     _, outputs = trainer.compute_loss(fixed, {**inputs, "weights": torch.ones(2)}, return_outputs=True)
     torch.testing.assert_close(outputs["rewards"], torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+    # TRL's own metric lines ran for each of the three calls: rewards 2, 0, 0, 1; one of two pairs right, margin 0.5.
+    recorded = trainer._metrics["train"]
+    assert recorded["accuracy"] == [0.5] * 3 and recorded["margin"] == [0.5] * 3
+    assert recorded["min_reward"] == [0.0] * 3 and recorded["max_reward"] == [2.0] * 3
+    assert recorded["mean_reward"] == [0.75] * 3 and recorded["num_tokens"] == [36]  # 3 calls x 12 mask entries
 
     # clinician_weight replaces the stored weight of clinician pairs, in the batch and in the training mean (1+1+1+9)/4
     trainer = SelectorTrainer(

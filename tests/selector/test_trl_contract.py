@@ -38,3 +38,16 @@ def test_reward_trainer_still_prepares_datasets_and_keeps_metrics_the_way_the_su
     assert "self._metrics" in init  # compute_loss appends its metrics here
     log = inspect.getsource(RewardTrainer.log)
     assert "self._metrics" in log  # ... and log() averages and clears them
+
+
+def test_reward_trainer_compute_loss_still_runs_the_model_and_records_the_metrics_the_subclass_reuses():
+    # SelectorTrainer.compute_loss calls TRL's with return_outputs=True for the forward pass and TRL's metric lines,
+    # then replaces only the loss: the outputs must come back, and the metrics must be recorded there.
+    source = inspect.getsource(RewardTrainer.compute_loss)
+    assert "outputs = model(**inputs)" in source
+    assert "return (loss, outputs) if return_outputs else loss" in source
+    for metric in ("min_reward", "mean_reward", "max_reward", "accuracy", "margin", "num_tokens"):
+        assert f'self._metrics[mode]["{metric}"]' in source, metric
+    assert 'inputs["use_cache"] = False' in source  # SelectorModel.forward accepts (and ignores) use_cache
+    assert 'inputs["attention_mask"]' in source  # the collator always returns an attention mask
+    assert '"margin" in inputs' in source  # the collator never sends a "margin" key (the hinge margin is args')

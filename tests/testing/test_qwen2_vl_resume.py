@@ -59,11 +59,12 @@ class StateAtResume(TrainerCallback):
 def run(root: Path, out: Path, config: str) -> None:
     values = {
         "hub": f"local:{root / 'hub'}",
-        "dataset": "t/sel:top40",
+        "dataset_name": "t/sel",
+        "dataset_config": "top40",
         "model_name_or_path": str(root / "qwen2-vl"),
         "output_dir": str(out),
-        "output_repo": "t/qwen-resume",
-        "push": "false",
+        "hub_model_id": "t/qwen-resume",
+        "push_to_hub": "false",
         "max_steps": 4,
         "save_steps": 2,
     }

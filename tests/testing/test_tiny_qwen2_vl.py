@@ -244,10 +244,11 @@ def test_sft_recipe_on_a_local_hub(tmp_path):
     quickstart = Path(__file__).resolve().parents[2] / "recipes" / "quickstart" / "sft.yaml"
     values = {
         "hub": f"local:{tmp_path / 'hub'}",
-        "dataset": "t/selected:top40",
+        "dataset_name": "t/selected",
+        "dataset_config": "top40",
         "model_name_or_path": str(tmp_path / "tiny-qwen2-vl"),
         "output_dir": str(tmp_path / "out"),
-        "output_repo": "t/sft-qwen2-vl",
+        "hub_model_id": "t/sft-qwen2-vl",
         "overwrite_branch": "false",
         "max_steps": 3,
         "save_strategy": "no",

@@ -8,6 +8,11 @@ Selector).
 - :mod:`vital.selector.trainer`: :class:`SelectorTrainer` (a ``trl.RewardTrainer`` subclass) and
   :class:`SelectorTrainingConfig`.
 - :mod:`vital.selector.metrics`: pair accuracy, clinician alignment, AUC, mean rank, MAP.
+- :mod:`vital.selector.training`: backbones, clinician preferences, fitting and summarising (shared by the stages).
+- What the ``train_selector`` and ``sweep_clinician_weight`` stages call: :mod:`vital.selector.arguments` (their
+  script arguments), :mod:`vital.selector.inputs` (judge and clinician pairs at pinned commits),
+  :mod:`vital.selector.runs` (where a fit lands, its fingerprint, a finished fit, the saved selector) and
+  :mod:`vital.selector.publish` (the pairs and the selector pushed with their cards and tables).
 
 Importing this package registers ``vital_selector`` with transformers' Auto classes.
 """

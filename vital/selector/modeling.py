@@ -444,6 +444,7 @@ class SelectorModel(PreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        use_cache: bool | None = None,  # TRL's RewardTrainer passes use_cache=False; a dual encoder has no cache
     ) -> SequenceClassifierOutput | tuple:
         if input_ids is None or pixel_values is None:
             raise ValueError("the selector scores (image, text) inputs: pass input_ids and pixel_values")

@@ -1,10 +1,12 @@
 """Pairwise training of the selector: a thin subclass of TRL's ``RewardTrainer`` that takes images and pair weights.
 
 TRL's reward trainer tokenises text-only pairs and drops every other column. :class:`SelectorTrainer` keeps its
-training loop, logging and metrics (accuracy, margin, reward range) and overrides only what images and weights need:
-``_prepare_dataset`` (no text-only tokenisation: the collator processes images and text on the fly),
-``_set_signature_columns_if_needed`` (keep the columns the collator reads) and ``compute_loss`` (weighted
-Bradley–Terry or the paper's hinge). ``__init__`` only fills defaults: the :class:`SelectorCollator`, the processor,
+training loop, logging and metrics (accuracy, margin, reward range, tokens: TRL's own ``compute_loss`` computes them)
+and overrides only what images and weights need: ``_prepare_dataset`` (no text-only tokenisation: the collator
+processes images and text on the fly), ``_set_signature_columns_if_needed`` (keep the columns the collator reads) and
+``compute_loss`` (the pair weights and sources are taken out of the batch, TRL's ``compute_loss`` runs the model and
+records its metrics, and its unweighted loss is replaced by the weighted Bradley–Terry or the paper's hinge). The
+trainer never pushes by itself (`vital.runs.HubLayerPushMixin`): the stages push through the hub layer. ``__init__`` only fills defaults: the :class:`SelectorCollator`, the processor,
 and the pair sources as evaluation labels so that ``compute_metrics`` can split judge accuracy from clinician
 alignment.
 
@@ -32,6 +34,7 @@ from torch import nn
 from transformers import AutoProcessor
 from trl import RewardConfig, RewardTrainer
 
+from vital.runs import HubLayerPushMixin
 from vital.selector.data import SelectorCollator
 from vital.selector.metrics import compute_metrics as selector_compute_metrics
 
@@ -56,25 +59,37 @@ training set's mean weight; ``none`` (the official code) is ``mean(w l)`` over t
 
 @dataclass
 class SelectorTrainingConfig(RewardConfig):
-    """`trl.RewardConfig` plus what the selector's pairwise loss needs.
+    """
+    `trl.RewardConfig` plus what the selector's pairwise loss needs. The hub options are TRL's own: `push_to_hub`,
+    `hub_model_id` (the selector's repo), `hub_revision` (its branch; unset: `main`) and `hub_private_repo` (unset:
+    private); the stages push through the hub layer, never the trainer itself.
 
-    Defaults that differ from ``RewardConfig``: activation (gradient) checkpointing off (dual encoders are small, and
-    open_clip backbones do not support transformers' switch; turn it on with ``activation_checkpointing=True``), and
-    ``max_length=None`` (texts are truncated to the tokenizer's ``model_max_length``, never filtered out).
+    Defaults that differ from `RewardConfig`: activation (gradient) checkpointing off (dual encoders are small, and
+    open_clip backbones do not support transformers' switch; turn it on with `activation_checkpointing=True`), and
+    `max_length=None` (texts are truncated to the tokenizer's `model_max_length`, never filtered out).
 
-    Args:
-        loss_type: ``"bradley_terry"``: ``-w * logsigmoid(r_c - r_r)``; ``"hinge"`` (the paper's ranking loss):
-            ``w * max(0, margin - (r_c - r_r))``. How the batch's losses are combined is ``weight_normalization``.
-        weight_normalization: ``"training_set"`` (default, ours): a weighted mean over the *training set*,
-            ``sum(w l) / sum(w)``: a batch contributes ``sum_batch(w l) / (batch size * mean training weight)``.
-            (A per-batch ``sum(w l) / sum(w)`` would cap the influence of rare, heavily weighted pairs at the share of
-            batches that contain one, whatever their weight.) The mean training weight is read from the train
-            dataset's ``weight`` / ``source`` columns; for an ``IterableDataset`` the per-batch weighted mean is used.
-            ``"none"`` (the official code): ``mean_batch(w l)``, so a batch holding a pair of weight 400 has a loss
-            (and gradient) hundreds of times larger than one without: the learning rate acts per weight.
-        margin: the hinge's margin (the paper's 1.0); unused by ``bradley_terry``.
-        clinician_weight: if set, the weight of every clinician pair (``source == "clinician"``), replacing the
-            ``weight`` stored in the data; ``None`` uses the stored weights (set by ``load_clinician_pairs``).
+    Parameters:
+        loss_type (`str`, *optional*, defaults to `"bradley_terry"`):
+            `"bradley_terry"`: `-w * logsigmoid(r_c - r_r)`; `"hinge"` (the paper's ranking loss):
+            `w * max(0, margin - (r_c - r_r))`. How the batch's losses are combined is `weight_normalization`.
+        margin (`float`, *optional*, defaults to `1.0`):
+            The hinge's margin (the paper's 1.0); unused by `bradley_terry`.
+        weight_normalization (`str`, *optional*, defaults to `"training_set"`):
+            `"training_set"` (ours): a weighted mean over the *training set*, `sum(w l) / sum(w)`: a batch contributes
+            `sum_batch(w l) / (batch size * mean training weight)`. (A per-batch `sum(w l) / sum(w)` would cap the
+            influence of rare, heavily weighted pairs at the share of batches that contain one, whatever their
+            weight.) The mean training weight is read from the train dataset's `weight` / `source` columns; for an
+            `IterableDataset` the per-batch weighted mean is used. `"none"` (the official code): `mean_batch(w l)`,
+            so a batch holding a pair of weight 400 has a loss (and gradient) hundreds of times larger than one
+            without: the learning rate acts per weight.
+        clinician_weight (`float`, *optional*):
+            If set, the weight of every clinician pair (`source == "clinician"`), replacing the `weight` stored in the
+            data; unset uses the stored weights (set by `load_clinician_pairs`).
+        gradient_checkpointing (`bool`, *optional*):
+            Deprecated alias of `activation_checkpointing`, left unset (off) rather than TRL's `True`: transformers 5
+            reads the alias only when it is set, and warns.
+        max_length (`int`, *optional*):
+            Token limit per scored text (truncation); unset uses the tokenizer's `model_max_length`.
     """
 
     loss_type: str = field(
@@ -177,7 +192,7 @@ def selector_lora_config(
     )
 
 
-class SelectorTrainer(RewardTrainer):
+class SelectorTrainer(HubLayerPushMixin, RewardTrainer):
     """``trl.RewardTrainer`` for (image, text) pairs with per-pair weights.
 
     Args:
@@ -272,11 +287,12 @@ class SelectorTrainer(RewardTrainer):
             ]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        mode = "train" if self.model.training else "eval"
         inputs = dict(inputs)
         weights = inputs.pop("weights", None)
         sources = inputs.pop("sources", None)
-        outputs = model(**inputs)
+        # TRL's compute_loss runs the model on the (chosen, rejected) batch and records TRL's metrics (reward range,
+        # accuracy, margin, tokens) in self._metrics; only its loss, unweighted Bradley-Terry, is replaced here.
+        _, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1).float(), chunks=2)
         if weights is None:
             weights = torch.ones_like(rewards_chosen)
@@ -288,18 +304,6 @@ class SelectorTrainer(RewardTrainer):
         )
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
-
-        # The same metrics as TRL's reward trainer (accuracy counts ties as wrong there; the eval metrics count 0.5).
-        with torch.no_grad():
-            all_rewards = self.accelerator.gather(outputs.logits.detach())
-            self._metrics[mode]["min_reward"].append(all_rewards.min().item())
-            self._metrics[mode]["mean_reward"].append(all_rewards.mean().item())
-            self._metrics[mode]["max_reward"].append(all_rewards.max().item())
-            accuracy = (rewards_chosen > rewards_rejected).float().mean()
-            self._metrics[mode]["accuracy"].append(self.accelerator.gather_for_metrics(accuracy).mean().item())
-            margin = (rewards_chosen - rewards_rejected).mean()
-            self._metrics[mode]["margin"].append(self.accelerator.gather_for_metrics(margin).mean().item())
-
         if return_outputs:
             # (n_pairs, 2) rewards: what prediction_step hands to compute_metrics.
             return loss, {"rewards": torch.stack([rewards_chosen, rewards_rejected], dim=1)}

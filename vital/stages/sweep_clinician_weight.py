@@ -12,13 +12,17 @@ Usage:
 Takes every argument of `train_selector` plus `weights`. The pairs are built once; each weight trains a selector
 from the same initial model (same seed) on the same pairs and is evaluated on the same held-out pairs. The recipe
 prints a table (weight, judge accuracy, clinician alignment with its 95% Wilson interval, AUC, MAP), draws
-clinician alignment (with the interval) and judge accuracy against the weight (log x axis) and pushes both, with a card, to `results_repo`. With `push_models`, each selector
-also goes to `output_repo` on branch `weight-<w>`.
+clinician alignment (with the interval) and judge accuracy against the weight (log x axis) and, with
+`push_to_hub: true`, pushes both, with a card, to `results_repo` on branch `hub_revision`. With `push_models`, each
+selector also goes to `hub_model_id` on branch `weight-<w>` (and its pairs to `pairs_repo` on the same branch). The
+selector's library (`vital.selector`: `arguments`, `inputs`, `runs`, `publish`) does the work; no stage imports
+another.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import logging
 import math
@@ -32,13 +36,16 @@ from transformers import set_seed
 
 from vital.cards import Lineage, dataset_card
 from vital.hub import PushResult, get_hub
-from vital.runner import artifact_table, load_recipe, recipe_parser, setup_logging
+from vital.runner import artifact_table, recipe_parser, setup_logging
 from vital.selector import SelectorTrainingConfig, alignment_interval, clipping_caps_weights
+from vital.selector.arguments import SelectorScriptArguments, selector_config
+from vital.selector.inputs import prepare_data
+from vital.selector.publish import push_selector
+from vital.selector.runs import save_selector, selector_target
 from vital.selector.training import fit_selector, load_selector, resolve_backbone, summarize_metrics, training_pairs
 
 
 logger = logging.getLogger("vital.sweep_clinician_weight")
-train_selector = load_recipe("train_selector")
 FIGURE = "figures/clinician_weight_sweep.png"
 RESULT_FEATURES = Features(
     {
@@ -61,7 +68,22 @@ RESULT_FEATURES = Features(
 
 
 @dataclass
-class SweepArguments(train_selector.ScriptArguments):
+class SweepArguments(SelectorScriptArguments):
+    """
+    The sweep's arguments: every argument of `train_selector` (`vital.selector.arguments.SelectorScriptArguments`)
+    plus the weights swept and where the results go. The push options are `SelectorTrainingConfig`'s (TRL's):
+    `push_to_hub`, `hub_revision` (the results' branch), `hub_private_repo`, and `hub_model_id` (the selectors' repo,
+    with `push_models`).
+
+    Parameters:
+        weights (`list[float]`, *optional*, defaults to `[1.0, 10.0, 100.0, 200.0, 300.0, 400.0]`):
+            Clinician weights to train with, one selector each (paper: 1, 10, 100, 200, 300, 400).
+        results_repo (`str`, *optional*, defaults to `"quickstart/clinician-weight-sweep"`):
+            Dataset repo of the results table and the chart.
+        push_models (`bool`, *optional*, defaults to `False`):
+            Also push every selector to `hub_model_id`, branch `weight-<w>` (its pairs to `pairs_repo`, same branch).
+    """
+
     weights: list[float] = field(
         default_factory=lambda: [1.0, 10.0, 100.0, 200.0, 300.0, 400.0],
         metadata={"help": "Clinician weights to train with, one selector each (paper: 1, 10, 100, 200, 300, 400)."},
@@ -70,7 +92,7 @@ class SweepArguments(train_selector.ScriptArguments):
         default="quickstart/clinician-weight-sweep", metadata={"help": "Dataset repo of the results and the chart."}
     )
     push_models: bool = field(
-        default=False, metadata={"help": "Also push every selector to output_repo, branch 'weight-<w>'."}
+        default=False, metadata={"help": "Also push every selector to hub_model_id, branch 'weight-<w>'."}
     )
 
 
@@ -79,12 +101,11 @@ def main(args: SweepArguments, training_args: SelectorTrainingConfig) -> list[Pu
     setup_logging(main_process=training_args.process_index == 0)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    training_args.push_to_hub = False
     if not args.weights or any(not w > 0 for w in args.weights):
         raise ValueError(f"weights must be positive, got {args.weights}")
-    hub = get_hub(args.hub)
+    hub, target = get_hub(args.hub), selector_target(args, training_args)
     with training_args.main_process_first(desc="build the selector's training pairs"):
-        data = train_selector.prepare_data(args, training_args, hub)
+        data = prepare_data(args, training_args, hub)
         backbone = resolve_backbone(hub, args.backbone, args.backbone_revision)
     train_dataset = training_pairs(data["judge"]["train"], data["clinician_train"])
     if data["clinician_set"] is None:
@@ -97,7 +118,7 @@ def main(args: SweepArguments, training_args: SelectorTrainingConfig) -> list[Pu
         run_args.clinician_weight = float(weight)
         run_args.output_dir = os.path.join(training_args.output_dir, f"weight-{weight:g}")
         set_seed(training_args.seed)
-        model, processor = load_selector(backbone, seed=training_args.seed, **train_selector.selector_config(args))
+        model, processor = load_selector(backbone, seed=training_args.seed, **selector_config(args))
         trainer, metrics = fit_selector(model, processor, run_args, train_dataset, data["eval_sets"])
         n_clinician = len(data["eval_sets"][data["clinician_set"]])
         summary = summarize_metrics(metrics, data["clinician_set"], n_clinician, args.mean_rank)
@@ -110,11 +131,10 @@ def main(args: SweepArguments, training_args: SelectorTrainingConfig) -> list[Pu
         )
         logger.info("weight %g: %s", weight, summary)
         if args.push_models and trainer.is_world_process_zero():
-            save_dir = train_selector.save_selector(trainer, processor, os.path.join(run_args.output_dir, "selector"))
-            branch_args = copy.deepcopy(args)
-            branch_args.revision = f"weight-{weight:g}"
+            save_dir = save_selector(trainer, processor, os.path.join(run_args.output_dir, "selector"))
+            branch = dataclasses.replace(target, revision=f"weight-{weight:g}")
             run_data = {**data, "weight": float(weight)}
-            pushed += train_selector.push_selector(hub, branch_args, run_args, run_data, backbone, summary, save_dir)
+            pushed += push_selector(hub, branch, args, run_args, run_data, backbone, summary, save_dir)
         del trainer, model
         gc.collect()
 
@@ -122,8 +142,8 @@ def main(args: SweepArguments, training_args: SelectorTrainingConfig) -> list[Pu
     if training_args.process_index != 0:
         return pushed
     print(results_table(rows))
-    if args.push:
-        pushed.append(push_results(hub, args, training_args, data, rows, backbone))
+    if target.push:
+        pushed.append(push_results(hub, target, args, training_args, data, rows, backbone))
         print(artifact_table(pushed[-1:]))
     return pushed
 
@@ -184,7 +204,8 @@ def plot_sweep(rows: list[dict], path: str, clinician_on: str) -> str:
     return path
 
 
-def push_results(hub, args, training_args, data, rows, backbone) -> PushResult:
+def push_results(hub, target, args, training_args, data, rows, backbone) -> PushResult:
+    """The results table, the chart and their card, as one commit to ``results_repo`` on ``target.revision``."""
     clinician_on = rows[0]["clinician_alignment_on"] if rows else ""
     keys = ("judge_accuracy", "clinician_alignment", "auc", "mean_rank", "map", "clinician_auc", "clinician_map")
     fmt = {k: (lambda v: f"{v:.4f}") for k in keys}
@@ -227,9 +248,9 @@ def push_results(hub, args, training_args, data, rows, backbone) -> PushResult:
         return hub.push_datasets(
             {"default": (results, "train")},
             args.results_repo,
-            args.revision,
+            target.revision,
             card,
-            args.private,
+            target.private,
             "Sweep",
             files={FIGURE: os.path.join(staging, FIGURE)},
         )
