@@ -252,14 +252,14 @@ def _pad(tokenizer: Any, ids: Sequence[Sequence[int]], length: int | None) -> di
     import torch
 
     width = length or max(len(row) for row in ids)
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id or 0, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    input_ids = np.full((len(ids), width), tokenizer.pad_token_id or 0, dtype=np.int64)
+    attention_mask = np.zeros((len(ids), width), dtype=np.int64)
     left = tokenizer.padding_side == "left"
     for i, row in enumerate(ids):
         span = slice(width - len(row), width) if left else slice(0, len(row))
-        input_ids[i, span] = torch.tensor(row, dtype=torch.long)
+        input_ids[i, span] = row
         attention_mask[i, span] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
 
 
 def encode_prepared_images(model: Any, prepared: PreparedTurns) -> PreparedTurns:
