@@ -77,3 +77,36 @@ def test_each_image_is_encoded_once_per_candidate_and_scores_are_unchanged(selec
         expected = score_texts_images(model, processor, [image] * len(texts), texts, batch_size=4)
         np.testing.assert_allclose(scored.turn_scores[i], expected, rtol=1e-5, atol=1e-6)
     assert sum(encoded) == turns
+
+
+def test_texts_are_padded_as_the_tokenizer_pads_them(selector):
+    """prepare_image_turns tokenises once and pads each batch itself: the same ids and masks as the tokenizer's own
+    padding of that batch (longest, or max_length), right or left."""
+    from vital.selection import _pad
+
+    tokenizer = selector[1].tokenizer
+    texts = ["a", "a much longer question about the left lower lobe", "mid length text"]
+    ids = tokenizer(texts, truncation=True, max_length=32)["input_ids"]
+    side = tokenizer.padding_side
+    try:
+        for tokenizer.padding_side in ("right", "left"):
+            for padding, length in ((True, None), ("max_length", 32)):
+                expected = tokenizer(texts, padding=padding, truncation=True, max_length=32, return_tensors="pt")
+                padded = _pad(tokenizer, ids, length)
+                assert torch.equal(padded["input_ids"], expected["input_ids"])
+                assert torch.equal(padded["attention_mask"], expected["attention_mask"])
+    finally:
+        tokenizer.padding_side = side
+
+
+def test_a_model_in_training_mode_is_scored_in_eval_mode_and_left_as_it_was(selector):
+    """The preparing thread runs the image encoder, so the whole run is in eval mode (no dropout), then restored."""
+    model, processor = selector
+    candidates = Dataset.from_list([candidate(i, 2) for i in range(6)], features=CANDIDATE_FEATURES)
+    expected = score_candidates(model.eval(), processor, candidates, batch_size=4).scores
+    model.train()
+    try:
+        assert score_candidates(model, processor, candidates, batch_size=4).scores == expected
+        assert model.training
+    finally:
+        model.eval()

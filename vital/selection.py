@@ -61,6 +61,7 @@ __all__ = [
     "score_candidates",
     "score_image_turns",
     "score_prepared",
+    "encode_prepared_images",
     "select_top_ratios",
 ]
 
@@ -193,7 +194,8 @@ class PreparedTurns:
     """Model inputs of some candidates, ready for the forward pass (see :func:`prepare_image_turns`).
 
     ``pixels``: image batches (one image per candidate); ``encodings``: tokenised text batches, texts sorted by length;
-    ``order[i]``: the input position of the i-th sorted text; ``owners[j]``: the candidate of input text ``j``.
+    ``order[i]``: the input position of the i-th sorted text; ``owners[j]``: the candidate of input text ``j``;
+    ``image_features``: the pooled image features, once :func:`encode_prepared_images` has computed them.
     """
 
     turns: list[list[str]]
@@ -201,6 +203,7 @@ class PreparedTurns:
     encodings: list[Any] = field(default_factory=list)
     order: list[int] = field(default_factory=list)
     owners: Any = None
+    image_features: Any = None
 
 
 def prepare_image_turns(
@@ -230,13 +233,47 @@ def prepare_image_turns(
         # The images are RGB already (_decode converts them): the processor's own conversion is skipped.
         batch = image_processor(list(images[start:end]), return_tensors="pt", do_convert_rgb=False)
         prepared.pixels.append(batch["pixel_values"])
-    prepared.order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    # Every text tokenised in one call, then sorted by its token count (not its characters: with a small vocabulary
+    # they differ a lot), so that a batch is padded only to the longest of texts of nearly the same length: the text
+    # encoder's cost follows the padded length (docs/design.md, Selector).
+    ids = tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
+    prepared.order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+    pad_to = limit if padding == "max_length" else None
     for start, end in _even_chunks(len(texts), batch_size):
-        chunk = [texts[i] for i in prepared.order[start:end]]
-        prepared.encodings.append(
-            tokenizer(chunk, padding=padding, truncation=True, max_length=limit, return_tensors="pt")
-        )
+        chunk = [ids[i] for i in prepared.order[start:end]]
+        prepared.encodings.append(_pad(tokenizer, chunk, pad_to))
     prepared.owners = torch.tensor([i for i, group in enumerate(turns) for _ in group])
+    return prepared
+
+
+def _pad(tokenizer: Any, ids: Sequence[Sequence[int]], length: int | None) -> dict[str, Any]:
+    """``input_ids`` and ``attention_mask`` tensors of token id lists padded to ``length`` (default: the longest)
+    on the tokenizer's padding side with its pad token, as ``tokenizer(texts, padding=...)`` pads them."""
+    import torch
+
+    width = length or max(len(row) for row in ids)
+    input_ids = np.full((len(ids), width), tokenizer.pad_token_id or 0, dtype=np.int64)
+    attention_mask = np.zeros((len(ids), width), dtype=np.int64)
+    left = tokenizer.padding_side == "left"
+    for i, row in enumerate(ids):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        input_ids[i, span] = row
+        attention_mask[i, span] = 1
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+
+
+def encode_prepared_images(model: Any, prepared: PreparedTurns) -> PreparedTurns:
+    """Compute ``prepared.image_features`` (the image encoder over every image batch, without gradients) and return
+    ``prepared``. The model must be in eval mode. :func:`score_candidates` calls it in its preparing thread, so the
+    image encoder runs beside the text encoder of the previous batch (PyTorch releases the GIL inside operators)."""
+    import torch
+
+    if prepared.owners is not None and prepared.image_features is None:
+        backbone, device, dtype = model.backbone, model.device, model.dtype
+        with torch.no_grad():  # grad mode is per thread: this one is needed in a worker thread too
+            prepared.image_features = torch.cat(
+                [_pooled(backbone.get_image_features(pixel_values=px.to(device, dtype))) for px in prepared.pixels]
+            )
     return prepared
 
 
@@ -244,7 +281,8 @@ def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
     """The selector's scores of prepared inputs: each image encoded once, each text once, the head on every pair.
 
     The same computation as :meth:`vital.selector.SelectorModel.forward` (image features ‖ text features -> head),
-    so the scores equal :func:`vital.selector.score_texts_images` on the pairs up to float32 rounding.
+    so the scores equal :func:`vital.selector.score_texts_images` on the pairs up to float32 rounding. Image features
+    already computed by :func:`encode_prepared_images` are used as they are.
     """
     import torch
 
@@ -255,9 +293,7 @@ def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
     model.eval()
     try:
         with torch.no_grad():
-            image = torch.cat(
-                [_pooled(backbone.get_image_features(pixel_values=px.to(device, dtype))) for px in prepared.pixels]
-            )
+            image = encode_prepared_images(model, prepared).image_features
             sorted_text = torch.cat(
                 [
                     _pooled(
@@ -378,7 +414,9 @@ def score_candidates(
                 owners.append((first + offset, rid))
                 images.append(opened[0])
                 texts.append(turns)
-        return owners, rejected, prepare_image_turns(processor, images, texts, batch_size, max_length, padding)
+        prepared = prepare_image_turns(processor, images, texts, batch_size, max_length, padding)
+        # The image encoder runs here too, beside the text encoder of the batch before (docs/design.md, Selector).
+        return owners, rejected, encode_prepared_images(model, prepared)
 
     def consume(owners, rejected, prepared) -> None:
         for error, summary in rejected:
@@ -392,20 +430,28 @@ def score_candidates(
 
     # One batch is prepared ahead, in a thread, while the model scores the current one (image decoding and
     # preprocessing and tokenisation mostly release the GIL, as the forward pass does).
+    # The model stays in eval mode throughout: the preparing thread runs its image encoder.
     index, next_log = start, start + (log_every or 0)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vital-select-prepare") as pool:
-        ahead = None
-        for batch in part.with_format("arrow").iter(batch_size=batch_size):
-            following = pool.submit(prepare, batch, index)
-            index += batch.num_rows
+    was_training = model.training
+    model.eval()
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vital-select-prepare") as pool:
+            ahead = None
+            for batch in part.with_format("arrow").iter(batch_size=batch_size):
+                following = pool.submit(prepare, batch, index)
+                index += batch.num_rows
+                if ahead is not None:
+                    consume(*ahead.result())
+                ahead = following
+                if log_every and index - batch.num_rows >= next_log:
+                    logger.info(
+                        "scored %d / %d candidates (this process)", index - batch.num_rows - start, end - start
+                    )
+                    next_log += log_every
             if ahead is not None:
                 consume(*ahead.result())
-            ahead = following
-            if log_every and index - batch.num_rows >= next_log:
-                logger.info("scored %d / %d candidates (this process)", index - batch.num_rows - start, end - start)
-                next_log += log_every
-        if ahead is not None:
-            consume(*ahead.result())
+    finally:
+        model.train(was_training)
 
     quarantined = quarantine.records
     if num_processes > 1:

@@ -14,7 +14,14 @@ from collections import Counter
 
 import pytest
 
-from vital.testing.standin import REFUSAL_TEXT, STAND_IN_MODEL, SampleResponder, StandInServer
+from vital.testing.standin import ENGINES, REFUSAL_TEXT, STAND_IN_MODEL, SampleResponder, StandInServer
+
+
+@pytest.fixture(autouse=True, params=ENGINES)
+def engine(request, monkeypatch):
+    """Every test here runs against both engines (the default of StandInServer's ``engine`` is switched)."""
+    monkeypatch.setitem(StandInServer.__init__.__kwdefaults__, "engine", request.param)
+    return request.param
 
 
 def post(server: StandInServer, text: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:

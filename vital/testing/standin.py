@@ -25,6 +25,7 @@ Public API: :class:`StandInServer`, :class:`SampleResponder`, :class:`StandInSta
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 # STAND_IN_MODEL (the model every reply names) is production code's, re-exported here.
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 # What an attempt can be answered with. "ok" is a normal reply; "refusal" is a polite 200 refusal.
+ENGINES = ("threads", "asyncio")
 FAULT_KINDS = ("ok", "429", "500", "503", "400", "timeout", "malformed_json", "malformed_schema", "refusal")
 # Roughly OpenAI's per-image cost at low detail; enough to make usage grow with images.
 _IMAGE_TOKENS = 85
@@ -202,6 +204,10 @@ class StandInServer:
         fault_script: attempt number -> fault kind for every distinct request body; overrides the drawn fault.
         seed: seeds the fault and latency draws.
         model: the ``model`` reported in replies.
+        engine: ``"threads"`` (the standard library's threading HTTP server, one thread per connection) or
+            ``"asyncio"`` (one event loop thread: a lean HTTP/1.1 keep-alive responder whose waits are timers, so
+            hundreds of slow requests in flight cost no threads; what the throughput benchmark uses). Both answer
+            the same routes with the same faults, latencies and stats.
     """
 
     def __init__(
@@ -224,7 +230,10 @@ class StandInServer:
         fault_script: Sequence[str] = (),
         seed: int = 0,
         model: str = STAND_IN_MODEL,
+        engine: str = "threads",
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if latency not in ("fixed", "uniform", "lognormal"):
             raise ValueError(f"latency must be 'fixed', 'uniform' or 'lognormal', got {latency!r}")
         rates = {
@@ -253,8 +262,10 @@ class StandInServer:
         self.lock = threading.Lock()
         self._seen: Counter[bytes] = Counter()
         self._stopping = threading.Event()
+        self.engine = engine
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._aio: _AsyncioEngine | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     @property
@@ -269,9 +280,13 @@ class StandInServer:
 
     def start(self) -> StandInServer:
         """Bind and serve in a daemon thread. Returns ``self``."""
-        if self._httpd is not None:
+        if self._httpd is not None or self._aio is not None:
             return self
         self._stopping.clear()
+        if self.engine == "asyncio":
+            self._aio = _AsyncioEngine(self)
+            self.port = self._aio.start()
+            return self
         self._httpd = _HTTPServer((self.host, self.port), _Handler)
         self._httpd.owner = self
         self.port = self._httpd.server_address[1]
@@ -283,6 +298,9 @@ class StandInServer:
 
     def stop(self) -> None:
         """Stop serving; held "timeout" requests are released at once."""
+        if self._aio is not None:
+            self._aio.stop()
+            self._aio = None
         if self._httpd is None:
             return
         self._stopping.set()
@@ -338,7 +356,8 @@ class StandInServer:
         mu = math.log(mean) - sigma2 / 2
         return math.exp(mu + math.sqrt(sigma2) * _normal_ppf(u))
 
-    def _answer(self, handler: _Handler, body: bytes, request_json: dict[str, Any]) -> None:
+    def _admit(self, body: bytes, request_json: dict[str, Any]) -> _Plan:
+        """Count a chat request in the stats and decide its fate (both engines)."""
         with self.lock:
             stats = self.stats
             stats.requests += 1
@@ -348,42 +367,51 @@ class StandInServer:
             stats.prompts[_last_user_text(request_json)] += 1
             plan = self._plan(body)
             stats.outcomes[plan.kind] += 1
-        try:
-            self._reply(handler, plan, request_json)
-        finally:
-            with self.lock:
-                stats.in_flight -= 1
+        return plan
 
-    def _reply(self, handler: _Handler, plan: _Plan, request_json: dict[str, Any]) -> None:
+    def _done(self, stats: StandInStats) -> None:
+        with self.lock:
+            stats.in_flight -= 1
+
+    def _hold_s(self, plan: _Plan) -> float:
+        """How long an attempt is held before it is answered ("timeout": past the client's timeout)."""
+        return max(self.timeout_hold_s, plan.delay_s) if plan.kind == "timeout" else plan.delay_s
+
+    def _answer(self, handler: _Handler, body: bytes, request_json: dict[str, Any]) -> None:
+        stats = self.stats
+        plan = self._admit(body, request_json)
+        try:
+            self._stopping.wait(self._hold_s(plan))
+            handler._send_json(*self._response(plan, request_json))
+        finally:
+            self._done(stats)
+
+    def _response(self, plan: _Plan, request_json: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """``(status, JSON payload or raw bytes, extra headers)`` of an attempt whose wait is over."""
         kind = plan.kind
         if kind == "timeout":
-            self._stopping.wait(max(self.timeout_hold_s, plan.delay_s))
-            handler._send_json(504, {"error": {"message": "stand-in: held past the client's timeout"}})
-            return
-        self._stopping.wait(plan.delay_s)
+            return 504, {"error": {"message": "stand-in: held past the client's timeout"}}, {}
         if kind == "429":
             headers = {"Retry-After": str(max(0, math.ceil(self.retry_after_s)))}
             headers["retry-after-ms"] = str(int(round(self.retry_after_s * 1000)))
             error = {"message": "stand-in: rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}
-            handler._send_json(429, {"error": error}, headers)
-        elif kind in ("500", "503", "400"):
+            return 429, {"error": error}, headers
+        if kind in ("500", "503", "400"):
             status = HTTPStatus(int(kind))
-            handler._send_json(status, {"error": {"message": f"stand-in: {status.phrase}", "type": "stand_in"}})
-        elif kind == "malformed_json":
-            handler._send_json(200, b'{"id": "chatcmpl-standin", "choices": [{"message": ')
-        elif kind == "malformed_schema":
-            handler._send_json(200, {"id": "chatcmpl-standin", "object": "chat.completion", "model": self.model})
+            return status, {"error": {"message": f"stand-in: {status.phrase}", "type": "stand_in"}}, {}
+        if kind == "malformed_json":
+            return 200, b'{"id": "chatcmpl-standin", "choices": [{"message": ', {}
+        if kind == "malformed_schema":
+            return 200, {"id": "chatcmpl-standin", "object": "chat.completion", "model": self.model}, {}
+        if kind == "refusal":
+            text = REFUSAL_TEXT
         else:
-            if kind == "refusal":
-                text = REFUSAL_TEXT
-            else:
-                try:
-                    text = self.responder(request_json)
-                except Exception as exc:  # a broken responder is a server error, not a dead server thread
-                    logger.exception("stand-in responder failed")
-                    handler._send_json(500, {"error": {"message": f"stand-in responder failed: {exc}"}})
-                    return
-            handler._send_json(200, self._completion(request_json, text, refusal=kind == "refusal"))
+            try:
+                text = self.responder(request_json)
+            except Exception as exc:  # a broken responder is a server error, not a dead server thread
+                logger.exception("stand-in responder failed")
+                return 500, {"error": {"message": f"stand-in responder failed: {exc}"}}, {}
+        return 200, self._completion(request_json, text, refusal=kind == "refusal"), {}
 
     def _completion(self, request_json: dict[str, Any], text: str, *, refusal: bool) -> dict[str, Any]:
         prompt_tokens = 0
@@ -414,6 +442,168 @@ class StandInServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+class _AsyncioEngine:
+    """The ``asyncio`` engine: one event loop in a daemon thread, a :class:`_Connection` per connection, and a timer
+    (not a sleeping thread) per request in flight."""
+
+    def __init__(self, owner: StandInServer) -> None:
+        self.owner = owner
+        self.loop = asyncio.new_event_loop()
+        self.connections: set[_Connection] = set()
+        self.pending: dict[asyncio.TimerHandle, Callable[[], None]] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Bind, serve in a daemon thread, and return the port."""
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            try:
+                self._server = self.loop.run_until_complete(
+                    self.loop.create_server(
+                        lambda: _Connection(self), self.owner.host, self.owner.port, backlog=1024, reuse_address=True
+                    )
+                )
+            except BaseException as exc:  # reported to start()'s caller
+                failure.append(exc)
+                started.set()
+                return
+            started.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+        self._thread = threading.Thread(target=run, name="vital-stand-in-asyncio", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        """Answer every held request at once (as the threaded engine does), close every connection, stop the loop."""
+
+        def shutdown() -> None:
+            for handle, fire in list(self.pending.items()):
+                handle.cancel()
+                fire()
+            self.pending.clear()
+            if self._server is not None:
+                self._server.close()
+            for connection in list(self.connections):
+                connection.transport.close()
+            self.loop.call_later(0.05, self.loop.stop)  # let the last replies leave
+
+        if self._thread is None:
+            return
+        self.loop.call_soon_threadsafe(shutdown)
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def handle(self, connection: _Connection, method: str, target: str, body: bytes) -> None:
+        """Route one request: answered at once (health, models, errors) or after its planned wait (a timer)."""
+        owner = self.owner
+        path = target.split("?", 1)[0].rstrip("/")
+        if method == "GET":
+            if path == "/health":
+                return connection.respond(200, {"status": "ok", "model": STAND_IN_MODEL})
+            if path == "/v1/models":
+                model = {"id": STAND_IN_MODEL, "object": "model", "created": 0, "owned_by": "vital"}
+                return connection.respond(200, {"object": "list", "data": [model]})
+        if method != "POST" or not path.endswith("/chat/completions"):
+            return connection.respond(404, {"error": {"message": f"no route {target}", "type": "not_found"}})
+        try:
+            request_json = json.loads(body)
+            if not isinstance(request_json, dict) or not isinstance(request_json.get("messages"), list):
+                raise ValueError("'messages' must be a list")
+        except ValueError as exc:
+            error = {"message": f"invalid request: {exc}", "type": "invalid_request_error"}
+            return connection.respond(400, {"error": error})
+        stats = owner.stats
+        plan = owner._admit(body, request_json)
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            self.pending.pop(handle, None)
+            try:
+                connection.respond(*owner._response(plan, request_json))
+            finally:
+                owner._done(stats)
+
+        handle = self.loop.call_later(owner._hold_s(plan), fire)
+        self.pending[handle] = fire
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 keep-alive connection of the asyncio engine: requests are read one at a time (the next is parsed
+    once the current one is answered), bodies by ``Content-Length``."""
+
+    def __init__(self, engine: _AsyncioEngine) -> None:
+        self.engine = engine
+        self.buffer = bytearray()
+        self.busy = False
+        self.keep_alive = True
+        self.transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.engine.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._next()
+
+    def _next(self) -> None:
+        if self.busy:
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        try:
+            method, target, version = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length") or 0)
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                raise ValueError("chunked request bodies are not supported")
+        except ValueError as exc:
+            self.keep_alive = False
+            self.busy = True
+            return self.respond(400, {"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}})
+        if len(self.buffer) < end + 4 + length:
+            return
+        body = bytes(self.buffer[end + 4 : end + 4 + length])
+        del self.buffer[: end + 4 + length]
+        self.keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        self.busy = True
+        self.engine.handle(self, method, target, body)
+
+    def respond(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        if not self.transport.is_closing():
+            lines = [f"HTTP/1.1 {int(status)} {HTTPStatus(status).phrase}", "Content-Type: application/json"]
+            lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+            lines.append(f"Content-Length: {len(body)}")
+            if not self.keep_alive:
+                lines.append("Connection: close")
+            self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self.busy = False
+        if not self.keep_alive:
+            self.transport.close()
+        elif self.buffer:
+            self._next()
 
 
 def _normal_ppf(p: float) -> float:
@@ -462,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--responses", help="a JSON file mapping key strings to replies")
     parser.add_argument("--default", default="This is a stand-in reply.", help="the reply when no key matches")
+    parser.add_argument("--engine", choices=ENGINES, default="threads", help="threads, or asyncio (leaner)")
     args = parser.parse_args(argv)
     responses: dict[str, str] = {}
     if args.responses:
@@ -483,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         timeout_hold_s=args.timeout_hold_s,
         refusal_field=args.refusal_field,
         seed=args.seed,
+        engine=args.engine,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with server:
