@@ -93,18 +93,3 @@ def test_group_commit_syncs_batches_and_loses_no_append(tmp_path, monkeypatch):
     keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
     assert sorted(keys) == sorted(f"{t}-{i}" for t in "abcd" for i in range(100))
     assert journal.fsyncs == len(calls) and len(calls) < 100, len(calls)
-
-
-def test_the_direct_path_takes_its_proxy_from_the_environment_once(monkeypatch):
-    """HTTPS_PROXY / HTTP_PROXY and NO_PROXY, as the SDK's client honours them, resolved when the client is built."""
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("NO_PROXY", "localhost")
-    with StandInServer() as server:
-        config = EndpointConfig(provider="openai-compatible", model="m", base_url=server.base_url, max_retries=0)
-        assert AsyncLLMClient(config)._proxy == "http://127.0.0.1:9"
-        results, _ = run_sync(config, [ChatRequest([{"role": "user", "content": "via a dead proxy"}])])
-        assert results[0].error.startswith("connection error") and server.stats.requests == 0
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        assert AsyncLLMClient(config)._proxy is None
-        results, _ = run_sync(config, [ChatRequest([{"role": "user", "content": "direct"}])])
-        assert results[0].ok and server.stats.requests == 1

@@ -403,7 +403,6 @@ class AsyncLLMClient:
         self._headers["Authorization"] = f"Bearer {self._api_key}"
         # certifi's CAs, as the SDK's transport uses; loading them takes tens of ms, so not on the first request.
         self._ssl: Any = httpx2.create_ssl_context() if self.direct and self._chat_url.startswith("https") else True
-        self._proxy = _environment_proxy(self._chat_url) if self.direct else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._budget_lock: asyncio.Lock | None = None
@@ -571,14 +570,16 @@ class AsyncLLMClient:
         return _parse_reply(content)
 
     def _open_session(self) -> Any:
-        """The direct path's aiohttp session: a pool that keeps every concurrent connection alive and the SDK's TLS
-        settings (certifi's CAs)."""
+        """The direct path's aiohttp session: a pool that keeps every concurrent connection alive, the SDK's TLS
+        settings (certifi's CAs), and proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``) as the SDK's
+        client honours them."""
         import aiohttp
 
         timeout = self.config.timeout_s
         connector = aiohttp.TCPConnector(limit=max(self.config.concurrency, 100), ssl=self._ssl, keepalive_timeout=5.0)
         self._session = aiohttp.ClientSession(
             connector=connector,
+            trust_env=True,
             # Each phase is bounded by the endpoint's timeout, the whole exchange as on the SDK path (a server
             # trickling bytes).
             timeout=aiohttp.ClientTimeout(
@@ -603,7 +604,7 @@ class AsyncLLMClient:
         ).encode()
         try:
             async with session.post(
-                self._chat_url, data=body, headers=self._headers, allow_redirects=False, proxy=self._proxy
+                self._chat_url, data=body, headers=self._headers, allow_redirects=False
             ) as response:
                 content = await response.read()
                 status, headers = response.status, response.headers
@@ -836,20 +837,6 @@ def _refused_connection(exc: BaseException) -> str | None:
             return type(exc).__name__
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
-
-
-def _environment_proxy(url: str) -> str | None:
-    """The proxy the environment names for ``url`` (``HTTPS_PROXY`` / ``HTTP_PROXY``, unless ``NO_PROXY`` excludes
-    its host), as the SDK's httpx client would use it; resolved once per client (aiohttp's ``trust_env`` would read
-    the environment and ``~/.netrc`` on every request)."""
-    import urllib.parse
-    import urllib.request
-
-    parts = urllib.parse.urlsplit(url)
-    if parts.hostname and urllib.request.proxy_bypass_environment(parts.hostname):
-        return None
-    proxies = urllib.request.getproxies_environment()
-    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def _error_message(status: int, content: bytes) -> str:
