@@ -570,16 +570,14 @@ class AsyncLLMClient:
         return _parse_reply(content)
 
     def _open_session(self) -> Any:
-        """The direct path's aiohttp session: a pool that keeps every concurrent connection alive, the SDK's TLS
-        settings (certifi's CAs), and proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``) as the SDK's
-        client honours them."""
+        """The direct path's aiohttp session: a pool that keeps every concurrent connection alive and the SDK's TLS
+        settings (certifi's CAs)."""
         import aiohttp
 
         timeout = self.config.timeout_s
         connector = aiohttp.TCPConnector(limit=max(self.config.concurrency, 100), ssl=self._ssl, keepalive_timeout=5.0)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            trust_env=True,
             # Each phase is bounded by the endpoint's timeout, the whole exchange as on the SDK path (a server
             # trickling bytes).
             timeout=aiohttp.ClientTimeout(
