@@ -25,33 +25,6 @@ def test_both_transports_complete_requests(transport):
     assert stats.succeeded == 5 and all(r.text for r in results)
 
 
-def test_the_direct_aiohttp_path_sends_what_the_sdk_sends_and_fails_the_same_way(monkeypatch):
-    """aiohttp called directly (OpenAI-compatible on the aiohttp transport) and the SDK (httpx): the same body bytes,
-    the same auth and SDK headers, the same results and failure reasons, attempt by attempt."""
-    messages = [{"role": "user", "content": [{"type": "text", "text": 'hé 中 "q"'}]}]
-    outcomes, seen = {}, {}
-    for transport in ("aiohttp", "httpx"):
-        with StandInServer(fault_script=["500", "429", "ok"], retry_after_s=0.01) as server:
-            config = EndpointConfig(
-                provider="openai-compatible", model="m", base_url=server.base_url, http_transport=transport,
-                temperature=0.5, max_retries=1, backoff_base_s=0.01,
-            )  # fmt: skip
-            client = AsyncLLMClient(config)
-            assert client.direct == (transport == "aiohttp")
-            first, _ = run_sync(config, [ChatRequest(messages)])
-            second, _ = run_sync(config, [ChatRequest(messages, params={"seed": 1})])
-            outcomes[transport] = (first[0].error, first[0].attempts, second[0].text, second[0].attempts)
-            seen[transport] = set(server._seen)
-    assert outcomes["aiohttp"] == outcomes["httpx"]
-    assert outcomes["aiohttp"][0] == "http 429 after 2 attempts: stand-in: rate limit reached"
-    assert seen["aiohttp"] == seen["httpx"] and len(seen["aiohttp"]) == 2  # byte for byte
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-key")
-    azure = EndpointConfig(
-        provider="azure", azure_endpoint="https://x.openai.azure.com", azure_api_version="2024-10-21"
-    )
-    assert not AsyncLLMClient(azure).direct  # Azure keeps the SDK (its deployment URLs and api-key header)
-
-
 def test_auto_prefers_aiohttp_and_the_pool_keeps_every_connection():
     assert resolve_transport("auto") == "aiohttp"  # openai[aiohttp] is installed in the test environment
     config = EndpointConfig(provider="openai-compatible", model="m", base_url="http://127.0.0.1:9/v1", concurrency=300)
