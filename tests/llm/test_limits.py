@@ -131,9 +131,7 @@ def test_client_charges_the_token_budget_when_each_request_is_sent():
         now[0] += delay + (late.pop() if late else 0.0)
         await asyncio.sleep(0)
 
-    # Replies come after every charge (the fake clock runs through the waits in a few real milliseconds): a reply
-    # refunds its unused max_tokens, which would let the next request go sooner than one request's worth.
-    with StandInServer(latency_ms=500) as server:
+    with StandInServer() as server:
         config = EndpointConfig(
             provider="openai-compatible", model="gpt-4o", base_url=server.base_url, max_tokens=1000, concurrency=8
         )

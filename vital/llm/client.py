@@ -394,15 +394,6 @@ class AsyncLLMClient:
         self._sdk: openai.AsyncOpenAI | None = self._build_sdk()
         # The options of every chat request (the SDK's make_request_options for create()'s bearer auth and timeout).
         self._request_options = {"timeout": config.timeout_s, "security": {"bearer_auth": True}}
-        # On the aiohttp transport an OpenAI or OpenAI-compatible endpoint is called with aiohttp directly (see
-        # _post_direct); Azure, the httpx transport and a caller's http_client go through the SDK.
-        self.direct = self.transport == "aiohttp" and config.provider != "azure"
-        self._session: Any = None  # the aiohttp.ClientSession of the direct path, made in the running loop
-        self._chat_url = str(self._sdk.base_url).rstrip("/") + "/chat/completions"
-        self._headers = {name: value for name, value in self._sdk.default_headers.items() if isinstance(value, str)}
-        self._headers["Authorization"] = f"Bearer {self._api_key}"
-        # certifi's CAs, as the SDK's transport uses; loading them takes tens of ms, so not on the first request.
-        self._ssl: Any = httpx2.create_ssl_context() if self.direct and self._chat_url.startswith("https") else True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._budget_lock: asyncio.Lock | None = None
@@ -462,7 +453,6 @@ class AsyncLLMClient:
             return
         if self._loop is not None and self._http_client is None:
             self._sdk = None  # its pooled connections belong to a finished loop
-            self._session = None
         self._loop = loop
         self._semaphore = asyncio.Semaphore(self.config.concurrency)
         self._budget_lock = asyncio.Lock()
@@ -472,9 +462,6 @@ class AsyncLLMClient:
         if self._sdk is not None and self._http_client is None:
             await self._sdk.close()
         self._sdk = None
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
         self.budget.close()
 
     async def __aenter__(self) -> "AsyncLLMClient":
@@ -544,8 +531,6 @@ class AsyncLLMClient:
             )
             return response.content
 
-        if self.direct:
-            return await self._post_direct(params, messages)
         try:
             # The SDK's timeout bounds each phase; this one bounds the whole exchange (a server trickling bytes).
             # asyncio.timeout (3.11+) does so without wrapping the exchange in a task of its own.
@@ -567,57 +552,6 @@ class AsyncLLMClient:
             return _Failure(f"http {status}", detail, retryable, retry_after)
         except openai.APIConnectionError as exc:
             return _Failure("connection error", self._scrub(f"{type(exc.__cause__ or exc).__name__}"))
-        return _parse_reply(content)
-
-    def _open_session(self) -> Any:
-        """The direct path's aiohttp session: a pool that keeps every concurrent connection alive and the SDK's TLS
-        settings (certifi's CAs)."""
-        import aiohttp
-
-        timeout = self.config.timeout_s
-        connector = aiohttp.TCPConnector(limit=max(self.config.concurrency, 100), ssl=self._ssl, keepalive_timeout=5.0)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # Each phase is bounded by the endpoint's timeout, the whole exchange as on the SDK path (a server
-            # trickling bytes).
-            timeout=aiohttp.ClientTimeout(
-                total=timeout * 2 + 5, connect=timeout, sock_connect=timeout, sock_read=timeout
-            ),
-        )
-        return self._session
-
-    async def _post_direct(self, params: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | _Failure:
-        """One HTTP exchange with aiohttp directly: the same body bytes, headers (the SDK's own default headers and
-        bearer auth), timeouts and failure reasons as the SDK path, for about a third of the CPU per request: the
-        SDK builds each request through httpx's URL and header models before its aiohttp transport converts them
-        back (docs/design.md, "LLM client throughput")."""
-        import aiohttp
-
-        session = self._session or self._open_session()
-        body = json.dumps(
-            {"model": self.config.model, "messages": messages, **params},
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        ).encode()
-        try:
-            async with session.post(
-                self._chat_url, data=body, headers=self._headers, allow_redirects=False
-            ) as response:
-                content = await response.read()
-                status, headers = response.status, response.headers
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):  # noqa: UP041 - distinct on Python 3.10
-            return _Failure("timeout")
-        except aiohttp.ClientConnectorError as exc:
-            return _Failure("connection error", self._scrub(type(exc.os_error or exc).__name__))
-        except (aiohttp.ClientError, OSError) as exc:
-            return _Failure("connection error", self._scrub(type(exc).__name__))
-        if status >= 400:
-            retryable = status in _RETRYABLE_STATUS or status >= 500
-            retry_after = retry_after_seconds(headers) if status in (429, 503) else None
-            return _Failure(
-                f"http {status}", self._scrub(_error_message(status, content))[:300], retryable, retry_after
-            )
         return _parse_reply(content)
 
     async def complete(self, request: ChatRequest, on_send: Callable[[str], None] | None = None) -> CompletionResult:
@@ -835,18 +769,6 @@ def _refused_connection(exc: BaseException) -> str | None:
             return type(exc).__name__
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
-
-
-def _error_message(status: int, content: bytes) -> str:
-    """What the SDK reports for an error status: the body's ``error.message`` (or top-level ``message``), else
-    ``Error code: <status>``."""
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return f"Error code: {status}"
-    error = body.get("error", body) if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    return message if isinstance(message, str) and message else f"Error code: {status}"
 
 
 def message_text(content: Any) -> str:
