@@ -14,8 +14,7 @@ killed run resumes where it stopped::
 
 Inside async code use :class:`AsyncLLMClient` directly (``await client.run(...)`` or ``await client.complete(...)``).
 The SDK's own retries are disabled: every retry is decided here. The API key is read from the environment variable
-named by ``EndpointConfig.api_key_env`` and handed only to the HTTP layer (the SDK, or the Authorization header of
-the direct aiohttp path); it is never logged, journaled or returned.
+named by ``EndpointConfig.api_key_env`` and handed only to the SDK; it is never logged, journaled or returned.
 
 Public API: :class:`EndpointConfig`, :class:`ChatRequest`, :class:`CompletionResult`, :class:`RunStats`,
 :class:`AsyncLLMClient`, :class:`EndpointError`, :func:`run_sync`, :func:`request_key`, :func:`image_to_data_url`.
