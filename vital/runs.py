@@ -521,20 +521,28 @@ def run_figures(log_history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {"train_loss": sum(losses) / len(losses), "final_loss": losses[-1], "logged_steps": len(losses)}
 
 
-def finished_fingerprint(hub: Any, repo_id: str, revision: str, repo_type: str, fingerprint: Mapping[str, Any]):
-    """The lineage of the artifact on ``repo_id@revision`` if its card records this run fingerprint (and the same
-    stack versions), else None: the work is done already."""
-    from vital.cards import lineage_of, stack_versions
+def card_lineage(hub: Any, repo_id: str, revision: str, repo_type: str) -> dict[str, Any] | None:
+    """The lineage block of the card on ``repo_id@revision``, or None where there is no such repo, revision or card
+    (either backend)."""
+    from vital.cards import lineage_of
     from vital.hub import HubError
 
     try:
-        lineage = lineage_of(hub.read_card(repo_id, revision, repo_type))
+        return lineage_of(hub.read_card(repo_id, revision, repo_type))
     except HubError:
         return None
     except Exception as error:  # the Hugging Face backend: repository or revision not found
         if type(error).__name__ in ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"):
             return None
         raise
+
+
+def finished_fingerprint(hub: Any, repo_id: str, revision: str, repo_type: str, fingerprint: Mapping[str, Any]):
+    """The lineage of the artifact on ``repo_id@revision`` if its card records this run fingerprint (and the same
+    stack versions), else None: the work is done already."""
+    from vital.cards import stack_versions
+
+    lineage = card_lineage(hub, repo_id, revision, repo_type)
     if not lineage or (lineage.get("extra") or {}).get("run_fingerprint") != fingerprint["sha256"]:
         return None
     if lineage.get("versions") != stack_versions():

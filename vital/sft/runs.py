@@ -16,8 +16,8 @@ from trl import SFTTrainer
 
 from vital.arguments import HubArguments
 from vital.cards import Lineage
-from vital.hub import Hub, HubError, PushResult
-from vital.runs import ExactResumeMixin, HubLayerPushMixin, run_figures, run_fingerprint
+from vital.hub import Hub, PushResult
+from vital.runs import ExactResumeMixin, HubLayerPushMixin, card_lineage, run_figures, run_fingerprint
 
 
 logger = logging.getLogger(__name__)
@@ -35,16 +35,7 @@ def default_run_branch(output_dir: str | os.PathLike) -> str:
 
 def finished_run(hub: Hub, repo_id: str, branch: str) -> dict[str, Any] | None:
     """The lineage of the finished SFT run on ``branch`` (its card says stage ``sft`` and this branch), else None."""
-    from vital.cards import lineage_of
-
-    try:
-        lineage = lineage_of(hub.read_card(repo_id, branch, "model"))
-    except HubError:
-        return None
-    except Exception as error:  # the Hugging Face backend: repository or revision not found
-        if type(error).__name__ in ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"):
-            return None
-        raise
+    lineage = card_lineage(hub, repo_id, branch, "model")
     if lineage and lineage.get("stage") == "sft" and (lineage.get("extra") or {}).get("run_branch") == branch:
         return lineage
     return None
