@@ -61,7 +61,44 @@ def test_no_prefix_matching_and_unknown_arguments_are_named_without_values(tmp_p
     config = tmp_path / "rate.yaml"
     config.write_text("no_such_option: value-not-to-print\n")
     code, output = run_vital(["rate", "--config", str(config)], capsys)
-    assert code == 2 and "--no_such_option" in output and "value-not-to-print" not in output
+    assert code == 2 and f"in config {config}: key(s) no_such_option" in output and "value-not-to-print" not in output
+
+
+def test_renamed_and_misspelt_options_say_what_was_meant_in_one_line(tmp_path, capsys):
+    code, output = run_vital(["generate", "--revision", "v2", "--private", "false"], capsys)
+    assert code == 2
+    assert (
+        "--revision (did you mean --hub_revision?)" in output
+        and "--private (did you mean --hub_private_repo?)" in output
+    )
+    assert "v2" not in output and len(output.strip().splitlines()) == 1  # no usage dump of every option
+    sft = ["sft", "--use_cpu", "true", "--bf16", "false"]
+    code, output = run_vital([*sft, "--output_repo", "me/x", "--learning_rat", "1e-4"], capsys)
+    assert "--output_repo (did you mean --hub_model_id?)" in output
+    assert "--learning_rat (did you mean --learning_rate?)" in output
+    config = tmp_path / "ingest.yaml"
+    config.write_text("revision: v1\n")
+    code, output = run_vital(["ingest", "--config", str(config)], capsys)
+    assert code == 2 and f"in config {config}: key(s) revision (did you mean hub_revision?)" in output
+
+
+def test_a_shipped_config_is_found_from_any_folder_and_a_missing_one_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from vital.llm import EndpointConfig
+    from vital.llm.batch import BatchConfig
+    from vital.resources import resource_dir
+    from vital.runner import recipe_parser
+
+    monkeypatch.chdir(tmp_path)  # an empty folder: no recipes/ here
+    generate = load_recipe("generate")
+    parser_types = (generate.GenerateArguments, EndpointConfig, BatchConfig)
+    shipped = resource_dir("recipes") / "quickstart" / "generate.yaml"
+    for name in ("quickstart/generate.yaml", "recipes/quickstart/generate.yaml"):
+        args, endpoint, _ = recipe_parser(parser_types).parse_args_and_config(["--config", name])
+        assert endpoint.model == "vital-stand-in" and args.pairs_repo == "quickstart/pairs", name
+    assert shipped.is_file()
+    code, output = run_vital(["generate", "--config", "nope.yaml"], capsys)
+    assert code == 2 and "config 'nope.yaml' is neither a file nor a config shipped" in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1
 
 
 def test_the_full_names_still_parse(tmp_path):
@@ -90,3 +127,30 @@ def test_every_stage_refuses_a_key_without_echoing_it(capsys):
 def test_vital_hub_takes_no_abbreviations(capsys):
     code, output = run_vital(["hub", "refs", "some/repo", "--repo", "model"], capsys)  # --repo-type abbreviated
     assert code == 2 and "unrecognized arguments" in output
+
+
+def test_the_vital_command_prints_a_users_error_in_one_line(tmp_path, capsys):
+    from vital.cli import console
+
+    code = console(["select", "--hub", f"local:{tmp_path}/hub", "--candidates_repo", "nobody/candidates"])
+    output = capsys.readouterr().err
+    assert code == 1 and output.startswith("error: ") and "nobody/candidates" in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1
+
+
+def test_a_mistyped_stage_gets_a_suggestion(capsys):
+    with pytest.raises(SystemExit, match=r"unknown stage 'generat'; did you mean 'generate'\?"):
+        vital_main(["generat"])
+    with pytest.raises(SystemExit, match=r"did you mean 'stand-in'\?"):
+        vital_main(["standin"])
+
+
+def test_vital_hub_says_when_the_repo_is_of_the_other_type(tmp_path, capsys):
+    from vital.hub import LocalHub
+
+    hub = LocalHub(tmp_path / "hub")
+    hub.create_repo("me/model", "model")
+    hub.create_branch("me/model", "main", repo_type="model")
+    assert vital_main(["hub", "refs", "me/model", "--hub", f"local:{tmp_path}/hub"]) == 1
+    assert "a model repo of that name exists: --repo-type model" in capsys.readouterr().err
+    assert vital_main(["hub", "refs", "me/model", "--hub", f"local:{tmp_path}/hub", "--repo_type", "model"]) == 0

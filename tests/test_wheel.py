@@ -104,6 +104,10 @@ def test_the_wheel_installs_and_runs_the_quickstart_from_an_empty_folder(tmp_pat
     vital = tmp_path / "venv" / "bin" / "vital"
     listed = _run([vital, "--help"], empty, env).stdout
     assert all(stage in listed for stage in STAGES), listed
+    # A stage alone, on a shipped config named as in the README (no recipes/ folder here): it reads and checks, and
+    # pushes nothing.
+    alone = _run([vital, "ingest", "--config", "recipes/quickstart/ingest.yaml", "--push_to_hub", "false"], empty, env)
+    assert "nothing pushed" in alone.stdout and not (empty / "outputs").exists()
     run = _run([vital, "pipeline", "--config", "quickstart"], empty, env, timeout=600)
 
     hub = LocalHub(empty / "outputs" / "hub")

@@ -35,7 +35,9 @@ def _hub_command(argv: list[str]) -> int:
     parser.add_argument("action", choices=["resolve", "refs", "log", "path", "fsck", "gc", "migrate"])
     parser.add_argument("repo", nargs="?", help="repo id, optionally with @revision (every action but migrate)")
     parser.add_argument("--hub", default=None, help="local:<dir> or hf (default: $VITAL_HUB or ~/.cache/vital/hub)")
-    parser.add_argument("--repo-type", default="dataset", choices=["dataset", "model"])
+    parser.add_argument(
+        "--repo-type", "--repo_type", dest="repo_type", default="dataset", choices=["dataset", "model"]
+    )
     args = parser.parse_args(argv)
     from vital.hub import parse_repo_ref
 
@@ -76,9 +78,19 @@ def _hub_command(argv: list[str]) -> int:
             for info in hub.history(repo_id, revision, args.repo_type):
                 print(f"{info['sha'][:12]}  {info['message']}")
     except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{_other_type_hint(hub, args.repo, args.repo_type)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _other_type_hint(hub, repo: str, repo_type: str) -> str:
+    """``" (a model repo of that name exists: --repo-type model)"`` when the repo exists as the other type."""
+    from vital.hub import LocalHub, parse_repo_ref
+
+    other = "model" if repo_type == "dataset" else "dataset"
+    if isinstance(hub, LocalHub) and (hub.repo_dir(parse_repo_ref(repo)[0], other) / "refs").is_dir():
+        return f" (a {other} repo of that name exists: --repo-type {other})"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     command = ALIASES.get(command, command)
     if command == "hub":
         return _hub_command(rest)
-    if command == "stand-in":
+    if command in ("stand-in", "stand_in"):
         from vital.testing.serve import main as serve_stand_in
 
         return serve_stand_in(rest)
@@ -105,5 +117,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that say what the user should change (a missing repo or config, a bad record, a taken run branch, a
+    stale checkpoint, a push that would ship base weights): the command prints their message, not a traceback."""
+    from vital.data.errors import RecordError
+    from vital.data.inputs import MissingColumnsError
+    from vital.hub import HubError
+    from vital.runs import BaseWeightsError, StaleCheckpointError
+    from vital.sft.runs import RunBranchError
+
+    return (
+        HubError,
+        RecordError,
+        MissingColumnsError,
+        RunBranchError,
+        StaleCheckpointError,
+        BaseWeightsError,
+        FileNotFoundError,
+    )
+
+
+def console(argv: list[str] | None = None) -> int:
+    """The ``vital`` console script: :func:`main`, with the errors a user fixes printed as one ``error:`` line (exit
+    status 1) instead of a traceback. ``VITAL_TRACEBACK=1`` shows the traceback too."""
+    import os
+
+    try:
+        return main(argv)
+    except _user_errors() as error:
+        if os.environ.get("VITAL_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

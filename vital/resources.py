@@ -56,3 +56,22 @@ def pipeline_config(name_or_path: str) -> str:
     raise FileNotFoundError(
         f"pipeline config {name_or_path!r} is neither a file nor a shipped profile ({', '.join(PROFILES)})"
     )
+
+
+def config_file(name_or_path: str) -> str:
+    """The YAML a stage's ``--config`` names: an existing file as given, else a config shipped with the package,
+    named relative to ``recipes/`` (``quickstart/generate.yaml``) or as in the repository (``recipes/quickstart/
+    generate.yaml``), so the README's commands work from any folder once the package is installed. Anything else is
+    an error that names where it looked."""
+    if Path(name_or_path).is_file():
+        return name_or_path
+    relative = Path(name_or_path)
+    if not relative.is_absolute():
+        parts = relative.parts[1:] if relative.parts[:1] == ("recipes",) else relative.parts
+        shipped = resource_dir("recipes").joinpath(*parts) if parts else None
+        if shipped is not None and shipped.is_file():
+            return str(shipped)
+    raise FileNotFoundError(
+        f"config {name_or_path!r} is neither a file nor a config shipped in {resource_dir('recipes')} "
+        f"(e.g. quickstart/generate.yaml)"
+    )

@@ -95,23 +95,66 @@ def _recipe_parser_class() -> type:
                     if found:
                         self.error(_secret_refusal(f"config {args[index + 1]}: key {', '.join(found)}"))
 
+        def error(self, message: str) -> None:
+            """One line on standard error and exit status 2 (no usage dump of every option: see --help)."""
+            self.exit(2, f"{self.prog}: error: {message}\n")
+
         def parse_args_and_config(self, args: Iterable[str] | None = None, **_: Any) -> tuple:
             """Parse ``args`` (default ``sys.argv[1:]``) and their ``--config`` into the dataclasses; unknown
-            arguments are an error that names them (never their values)."""
+            arguments are an error that names them (never their values), with the option meant where it is clear.
+            ``--config`` takes a file, or a config shipped with the package (``quickstart/generate.yaml`` or
+            ``recipes/quickstart/generate.yaml``, from any folder)."""
+            from vital.resources import config_file
+
             args = list(sys.argv[1:] if args is None else args)
+            if "--config" in args and args.index("--config") + 1 < len(args):
+                index = args.index("--config") + 1
+                try:
+                    args[index] = config_file(args[index])
+                except FileNotFoundError as error:
+                    self.error(str(error))
             self.screen(args)
             *parsed, from_config, from_args = super().parse_args_and_config(
                 args, return_remaining_strings=True, separate_remaining_strings=True
             )
             unknown = [a.split("=", 1)[0] for a in from_args if a.startswith("-")]
-            unknown += [a for a in from_config if a.startswith("--")]
+            in_config = [a for a in from_config if a.startswith("--")]
             if from_args and not unknown:
                 unknown = [f"{len(from_args)} positional value(s)"]
-            if unknown:
-                self.error(f"unknown arguments: {', '.join(unknown)} (values not shown); see --help")
+            if unknown or in_config:
+                where = [f"{', '.join(self._meant(a) for a in unknown)} (values not shown)"] if unknown else []
+                if in_config:
+                    config = args[args.index("--config") + 1]
+                    keys = ", ".join(self._meant(a, prefix="") for a in in_config)
+                    where.append(f"in config {config}: key(s) {keys}")
+                self.error(f"unknown arguments: {'; '.join(where)}; see --help")
             return tuple(parsed)
 
+        def _meant(self, option: str, prefix: str = "--") -> str:
+            """``option`` with the option it was probably meant as: a renamed one, or a close spelling."""
+            import difflib
+
+            name = option.lstrip("-")
+            known = {o.lstrip("-") for action in self._actions for o in action.option_strings}
+            guess = RENAMED_OPTIONS.get(name) if RENAMED_OPTIONS.get(name) in known else None
+            if guess is None:
+                close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+                guess = close[0] if close else None
+            shown = f"{prefix}{name}"
+            return f"{shown} (did you mean {prefix}{guess}?)" if guess else shown
+
     return _RecipeParser
+
+
+RENAMED_OPTIONS = {
+    "revision": "hub_revision",
+    "private": "hub_private_repo",
+    "push": "push_to_hub",
+    "output_repo": "hub_model_id",
+    "run_branch": "hub_revision",
+    "dataset": "dataset_name",
+}
+"""Options renamed to TRL's / `TrainingArguments`' names; an unknown argument under an old name says the new one."""
 
 
 # Stages whose script has another name: a `recipes/select.py` would shadow the standard library's `select` module
@@ -134,7 +177,12 @@ def load_recipe(name: str) -> ModuleType:
     stem = name.replace("-", "_")
     stem = {script: stage for stage, script in STAGE_SCRIPTS.items()}.get(stem, stem)
     if stem not in STAGES:
-        raise SystemExit(f"unknown stage {name!r}; available: {', '.join(available_recipes())}")
+        import difflib
+
+        close = difflib.get_close_matches(stem, [*STAGES, "stand_in", "hub"], n=1)
+        hint = f"; did you mean {close[0].replace('stand_in', 'stand-in')!r}?" if close else ""
+        commands = ", ".join([*available_recipes(), "hub", "stand-in"])
+        raise SystemExit(f"unknown stage {name!r}{hint} (commands: {commands})")
     return importlib.import_module(f"vital.stages.{stem}")
 
 

@@ -147,4 +147,5 @@ def test_hub_options_branch_privacy_and_no_push(tmp_path, capsys):
         capsys.readouterr()
         with pytest.raises(SystemExit):
             ingest.cli(["--config", str(config), "--hub", f"local:{hub_dir}"])
-        assert f"unknown arguments: --{old} " in capsys.readouterr().err
+        new = {"revision": "hub_revision", "private": "hub_private_repo"}[old]
+        assert f"in config {config}: key(s) {old} (did you mean {new}?)" in capsys.readouterr().err

@@ -121,8 +121,9 @@ def stage_argv(name: str, config: str | None, hub: str) -> list[str]:
         if not Path(config).is_file():
             raise FileNotFoundError(f"stage {name!r}: config {config} not found")
         argv += ["--config", config]
-        if "hub" in (yaml.safe_load(Path(config).read_text()) or {}):
-            logger.warning("stage %r: the pipeline's hub %s overrides the one in %s", name, hub, config)
+        own = (yaml.safe_load(Path(config).read_text()) or {}).get("hub")
+        if own is not None and own != hub:
+            logger.warning("stage %r: the pipeline's hub %s overrides the one in %s (%s)", name, hub, config, own)
     return [*argv, "--hub", hub]
 
 
