@@ -1,6 +1,7 @@
 """The hub layer: the local backend in full, and the exact library calls of the Hugging Face backend (no network)."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -172,6 +173,31 @@ def test_new_repos_are_private_by_default(hub):
     hub.create_repo("b", private=False)
     assert json.loads((hub.repo_dir("a") / ".vital" / "repo.json").read_text())["private"] is True
     assert json.loads((hub.repo_dir("b") / ".vital" / "repo.json").read_text())["private"] is False
+
+
+def test_asking_another_visibility_of_an_existing_repo_warns_that_it_is_unchanged(hub, tmp_path, caplog):
+    hub.create_repo("m", "model")  # private, the default
+    caplog.set_level(logging.INFO, logger="vital.hub")
+    hub.upload_folder(write_folder(tmp_path / "f", {"w": "1"}), "m", "model", private=False)
+    hub.upload_folder(write_folder(tmp_path / "g", {"w": "2"}), "m", "model", private=False)  # warned once
+    assert json.loads((hub.repo_dir("m", "model") / ".vital" / "repo.json").read_text())["private"] is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "the model repo m exists as private and its visibility is unchanged (hub_private_repo=False asked for a "
+        'public one): set "private" in '
+    )
+    caplog.clear()
+    hub.create_repo("m", "model", private=True)  # the same visibility, or none asked: nothing to say
+    hub.create_repo("m", "model")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_hf_backend_warns_when_an_existing_repo_keeps_another_visibility(hf, caplog):
+    hf.api.repo_info.return_value = mock.Mock(sha="e" * 40, private=True)
+    hf.create_repo("org/m", "model", private=False)
+    hf.api.repo_info.assert_called_with("org/m", repo_type="model")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "exists as private and its visibility is unchanged" in warning and "settings page on the Hub" in warning
 
 
 # ----------------------------------------------------------------------------------------------------------------------

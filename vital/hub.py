@@ -493,6 +493,28 @@ def merge_card(current: str | None, card: RepoCard) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # Local directory backend
 # ----------------------------------------------------------------------------------------------------------------------
+def warn_if_visibility_differs(
+    hub: Any, repo_id: str, repo_type: str, existing: Any, asked: bool | None, how: str
+) -> None:
+    """Warn (once per repo of ``hub``) when a push asks for another visibility than the existing repo has: a push never
+    changes a repo's visibility (``create_repo`` keeps an existing repo as it is). ``how``: how to change it."""
+    if asked is None or not isinstance(existing, bool) or existing == asked:
+        return
+    warned = hub.__dict__.setdefault("_visibility_warned", set())
+    if (repo_id, repo_type) in warned:
+        return
+    warned.add((repo_id, repo_type))
+    logger.warning(
+        "the %s repo %s exists as %s and its visibility is unchanged (hub_private_repo=%s asked for a %s one): %s",
+        repo_type,
+        repo_id,
+        "private" if existing else "public",
+        asked,
+        "private" if asked else "public",
+        how,
+    )
+
+
 class LocalHub(Hub):
     """A hub in a local directory laid out as a Hugging Face cache, so ``snapshot_download``, ``from_pretrained``,
     ``hf_hub_download`` (``cache_dir=<root>, local_files_only=True``) and ``scan_cache_dir(<root>)`` read it by repo
@@ -639,6 +661,9 @@ class LocalHub(Hub):
     def create_repo(self, repo_id: str, repo_type: RepoType = "dataset", private: bool | None = None) -> None:
         repo = self.repo_dir(repo_id, repo_type)
         if (repo / _META / "repo.json").exists():
+            settings = json.loads((repo / _META / "repo.json").read_text(encoding="utf-8"))
+            how = f'set "private" in {repo / _META / "repo.json"} to change it'
+            warn_if_visibility_differs(self, repo_id, repo_type, settings.get("private"), private, how)
             return
         for sub in ("refs", "snapshots", "blobs", f"{_META}/commits", f"{_META}/tags", f"{_META}/tmp"):
             (repo / sub).mkdir(parents=True, exist_ok=True)
@@ -1278,6 +1303,14 @@ class HfHub(Hub):
 
     def create_repo(self, repo_id: str, repo_type: RepoType = "dataset", private: bool | None = None) -> None:
         self.api.create_repo(repo_id, repo_type=repo_type, private=True if private is None else private, exist_ok=True)
+        if private is not None:  # an existing repo keeps its visibility: say so when it is not the one asked for
+            try:
+                existing = self.api.repo_info(repo_id, repo_type=repo_type).private
+            except Exception as error:  # noqa: BLE001 (only a warning depends on it)
+                logger.debug("could not read the visibility of %s: %s", repo_id, error)
+            else:
+                how = "change it on the repo's settings page on the Hub"
+                warn_if_visibility_differs(self, repo_id, repo_type, existing, private, how)
 
     def resolve(self, repo_id: str, revision: str = "main", repo_type: RepoType = "dataset") -> str:
         return self.api.repo_info(repo_id, revision=revision, repo_type=repo_type).sha

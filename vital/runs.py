@@ -571,3 +571,8 @@ __all__ = [
     "weights_equal",
     "write_fingerprint",
 ]
+
+
+def log_not_pushed(what: str, folder: str | os.PathLike, repo_id: str) -> None:
+    """Say that ``push_to_hub`` is false: the run pushed nothing, and where what it made is instead."""
+    logger.info("push_to_hub is false: nothing was pushed to %s; %s is in %s", repo_id, what, Path(folder).resolve())

@@ -1,8 +1,11 @@
 """The generation stage end to end on a local hub and the stand-in server: resume, faults, shards, secrets."""
 
 import json
+import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +17,7 @@ import pytest
 from vital.cards import lineage_of
 from vital.data.schemas import validate_dataset
 from vital.hub import LocalHub
+from vital.llm.jobs import NoRepliesError
 from vital.runner import load_recipe
 
 
@@ -77,8 +81,31 @@ def test_generate_on_the_stand_in(hub_dir, stand_in):
     assert [p.commit for p in again] == [p.commit for p in pushed] and not any(p.created for p in again)
 
 
-def test_faults_end_in_success_or_a_recorded_failure(hub_dir, stand_in):
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_reply_at_all_stops_with_the_reasons_and_pushes_nothing(hub_dir):
+    """No server at the address: every request fails, so the stage stops with the reasons instead of pushing a
+    dataset of 0 conversations; the journal keeps the failed requests, and a rerun sends them again."""
+    nowhere = ["--provider", "openai-compatible", "--base_url", f"http://127.0.0.1:{closed_port()}/v1"]
+    with pytest.raises(NoRepliesError, match=r"all 15 request\(s\) failed \(connection error: 15\).*rerun"):
+        run(hub_dir, [*nowhere, "--model", "m"], "--answer_pairs", "0", "--max_retries", "0")
+    assert not (hub_dir / "hub/datasets/quickstart/candidates").exists()
+    lines = journal_lines(hub_dir)
+    assert len(lines) == 15 and all(line["error"] for line in lines)
+
+
+def test_faults_end_in_success_or_a_recorded_failure(hub_dir, stand_in, caplog):
+    caplog.set_level(logging.INFO)
     run(hub_dir, stand_in(faults=0.45), "--max_retries", "1", "--answer_pairs", "0")
+    # Some requests failed: the run's summary and the candidates' line are warnings with the counts by reason.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(re.search(r" [1-9]\d* failed \((http 5\d\d|malformed reply): \d", m) for m in warnings), warnings
+    assert any(m.startswith("candidates: ") and "failures (request: " in m for m in warnings), warnings
     hub = LocalHub(hub_dir / "hub")
     candidates = hub.load_dataset("quickstart/candidates", split="train")
     failures = hub.load_dataset("quickstart/candidates", "failures", split="train")

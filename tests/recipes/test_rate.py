@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 from vital.cards import lineage_of
 from vital.data.schemas import qa_turns, validate_dataset
 from vital.hub import LocalHub
+from vital.llm.jobs import NoRepliesError
 from vital.runner import load_recipe
 from vital.testing.serve import running_stand_in, stage_args
 
@@ -54,6 +56,17 @@ def test_every_turn_is_rated(candidates_hub, tmp_path, stand_in):
     before = lines(tmp_path / "j")
     again = rate(candidates_hub, tmp_path / "j", stand_in())
     assert lines(tmp_path / "j") == before and not again[0].created  # nothing asked twice, no new commit
+
+
+def test_a_judge_that_never_replies_stops_the_stage_and_pushes_nothing(candidates_hub, tmp_path):
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nowhere = ["--provider", "openai-compatible", "--base_url", f"http://127.0.0.1:{port}/v1", "--model", "m"]
+    with pytest.raises(NoRepliesError, match=r"failed \(connection error: \d+\); nothing was pushed.*rerun"):
+        rate(candidates_hub, tmp_path / "j", nowhere, "--ratings_repo", "none/ratings", "--max_retries", "0")
+    assert not LocalHub(candidates_hub / "hub").repo_dir("none/ratings").exists()
+    assert lines(tmp_path / "j") and all(line["error"] for line in lines(tmp_path / "j"))
 
 
 SCRIPT = "import sys\nfrom vital.runner import load_recipe\nload_recipe('rate').cli(sys.argv[1:])\n"

@@ -4,6 +4,7 @@ leave the same artifact, and the two LLaVA-Med steps chain through the hub. (Kil
 test_sft_resume.py; reruns with a changed config: test_sft_rerun.py.)"""
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -207,7 +208,7 @@ def test_bad_rows_stop_the_run_before_training(env, tmp_path):
     assert "skipped_rows.jsonl" in card.text and "1 row(s) of the data were skipped" in card.text
 
 
-def test_hub_model_id_revision_and_privacy_decide_where_the_run_lands(env, tmp_path):
+def test_hub_model_id_revision_and_privacy_decide_where_the_run_lands(env, tmp_path, caplog):
     """SFTConfig's push options, honoured by the hub layer (the Trainer itself never pushes: offline, it would fail)."""
     public = sft.cli(
         args_for(env, tmp_path / "a", "t/sft-public", hub_revision="exp-1", hub_private_repo="false", max_steps=1)
@@ -229,8 +230,13 @@ def test_hub_model_id_revision_and_privacy_decide_where_the_run_lands(env, tmp_p
     # hub_revision unset: the output folder's name; hub_private_repo true: a private repo.
     run = sft.cli(args_for(env, tmp_path / "run-7", "t/sft-private", hub_revision="", max_steps=1))[0]
     assert (run.repo_id, run.revision) == ("t/sft-private", "run-7") and private("t/sft-private") is True
-    # push_to_hub false: trained and saved, nothing on the hub.
+    # push_to_hub false: trained and saved, nothing on the hub, and the log says so and where the model is.
+    caplog.set_level(logging.INFO)
     assert sft.cli(args_for(env, tmp_path / "b", "t/sft-none", push_to_hub="false", max_steps=1)) == []
+    said = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "nothing was pushed" in r.getMessage()
+    ]
+    assert said == [f"push_to_hub is false: nothing was pushed to t/sft-none; the model is in {tmp_path / 'b'}"]
     assert (tmp_path / "b" / "README.md").is_file() and not env.hub.repo_dir("t/sft-none", "model").exists()
 
 
@@ -344,6 +350,11 @@ def test_llava_med_alignment_then_instruction_through_the_hub(env, tmp_path):
         "commit": stage1.commit,
     }
     assert card.data.base_model == "t/stage1"
+    # No path of this machine (the hub snapshot the base was read from) in the pushed files.
+    snapshot = env.hub.snapshot("t/stage2", "quickstart", "model")
+    # (The card, README.md, records the run's arguments as given, `hub: local:<dir>` included.)
+    files = [p for p in snapshot.rglob("*") if p.is_file() and p.name != "README.md"]
+    assert len(files) > 3 and [p.name for p in files if str(env.root / "hub") in p.read_text(errors="ignore")] == []
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ and a sweep that prints its table and draws its chart."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -42,6 +43,13 @@ def test_train_selector_end_to_end(rated_hub, tmp_path):
     assert isinstance(model, SelectorModel) and model.config.hidden_sizes == [64, 64]
     scores = vital.selector.score_texts_images(model, processor, [Image.new("RGB", (40, 40))], ["Q?\nA."])
     assert len(scores) == 1
+    # No path of this machine in the pushed files: the backbone is named by its repo id.
+    assert (
+        json.loads((folder / "config.json").read_text())["backbone_config"]["_name_or_path"] == "quickstart/tiny-clip"
+    )
+    # (The card, README.md, records the run's arguments as given, `hub: local:<dir>` included.)
+    files = [p for p in folder.rglob("*") if p.is_file() and p.name != "README.md"]
+    assert len(files) > 3 and [p.name for p in files if str(rated_hub) in p.read_text(errors="ignore")] == []
 
     # The card: metrics (clinician alignment labelled as measured on training pairs), weight, input commits.
     card = hub.read_card("quickstart/selector", model_push.commit, "model")
@@ -148,7 +156,7 @@ def test_clinician_pairs_from_an_export_repo_or_a_file(rated_hub, tmp_path):
 
 
 # -- resume: a killed fit resumes to the uninterrupted one; a changed config never resumes --------------------------
-def test_hub_model_id_revision_and_privacy_decide_where_the_selector_lands(rated_hub, tmp_path):
+def test_hub_model_id_revision_and_privacy_decide_where_the_selector_lands(rated_hub, tmp_path, caplog):
     """SelectorTrainingConfig's (TRL's) push options, honoured by the hub layer; the trainer never pushes itself."""
     where = ["--hub_model_id", "where/selector", "--pairs_repo", "where/pairs", "--hub_revision", "exp-1"]
     pairs_push, model_push = train(rated_hub, tmp_path, *where, "--hub_private_repo", "false")
@@ -175,6 +183,14 @@ def test_hub_model_id_revision_and_privacy_decide_where_the_selector_lands(rated
     # hub_private_repo true (the quickstart's): private repos.
     train(rated_hub, tmp_path / "b", "--hub_model_id", "private/selector", "--pairs_repo", "private/pairs")
     assert private("private/selector", "model") is True and private("private/pairs", "dataset") is True
+    # push_to_hub false: nothing on the hub, and the log says so and where the selector is.
+    caplog.set_level(logging.INFO)
+    assert train(rated_hub, tmp_path / "c", "--hub_model_id", "none/selector", "--push_to_hub", "false") == []
+    said = [r.getMessage() for r in caplog.records if "nothing was pushed" in r.getMessage()]
+    assert said == [
+        f"push_to_hub is false: nothing was pushed to none/selector; the selector is in {tmp_path / 'c/out/selector'}"
+    ]
+    assert not hub.repo_dir("none/selector", "model").exists()
 
 
 def fit(root, out, *extra, probe=None, monkeypatch=None):

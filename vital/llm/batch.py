@@ -294,6 +294,7 @@ class BatchRunner:
         self.model = (endpoint.azure_deployment or endpoint.model) if self.azure else endpoint.model
         self.tries: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()  # files, batches, submitted, merged, failed_batches, ...
+        self.failure_reasons: Counter[str] = Counter()  # failed requests by reason (http 500, timeout, ...)
 
     def close(self) -> None:
         """Close the intent log (the SDK client too, when this runner built it)."""
@@ -458,6 +459,8 @@ class BatchRunner:
                 continue  # merged before a kill, or answered online meanwhile
             self.journal.append(result)
             self.counts["succeeded" if result.ok else "failed"] += 1
+            if not result.ok:
+                self.failure_reasons[failure_category(result.error)] += 1
             _kill_point("merging")
         self.journal.sync()
         self.state.record({"event": "merged", "file": name, "status": batch.status})
@@ -569,11 +572,18 @@ def run_batch_jobs(
                 round_ = [nxt for job in round_ if followup and (nxt := followup(job, results[job.key])) is not None]
         finally:
             runner.close()
-        logger.info(
-            "batch mode: %d file(s) uploaded, %d batch(es) created, %d request(s) submitted, %s",
+        failed = runner.counts["failed"]
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in runner.failure_reasons.most_common())
+        logger.log(
+            logging.WARNING if failed else logging.INFO,  # failures are recorded, and said out loud
+            "batch mode: %d file(s) uploaded, %d batch(es) created, %d request(s) submitted, %s; %d succeeded, "
+            "%d failed%s",
             runner.counts["files"],
             runner.counts["batches"],
             runner.counts["submitted"],
             {k: v for k, v in runner.counts.items() if k.startswith("batches_")},
+            runner.counts["succeeded"],
+            failed,
+            f" ({reasons})" if reasons else "",
         )
     return resumed, total

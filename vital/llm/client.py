@@ -756,7 +756,8 @@ class AsyncLLMClient:
                 journal_.close()
             elif journal_ is not None:
                 journal_.sync()
-            logger.info("%s", stats.summary())
+            # Failed requests are a warning with their reasons (the stages record them as failures too).
+            logger.log(logging.WARNING if stats.failed else logging.INFO, "%s", stats.summary())
         return [results[key] for key in keys]
 
 

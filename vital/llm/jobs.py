@@ -18,12 +18,13 @@ import hashlib
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vital.llm.client import AsyncLLMClient, ChatRequest, EndpointConfig
+from vital.llm.client import AsyncLLMClient, ChatRequest, EndpointConfig, failure_category
 from vital.llm.journal import CompletionResult, Journal, _prefer, merge_journals, parse_shard, shard_path
 from vital.llm.limits import Budget
 
@@ -100,6 +101,25 @@ class JobResults(dict):
     summary: dict[str, Any]
 
 
+class NoRepliesError(RuntimeError):
+    """Not one request of a run got a reply (e.g. no server at the endpoint's address): the stage stops and pushes
+    nothing rather than push a dataset of failures."""
+
+
+def require_some_replies(results: Mapping[str, CompletionResult], journal_dir: str | Path) -> None:
+    """Raise `NoRepliesError`, naming the failure reasons and counts, when ``results`` holds requests and not one of
+    them succeeded. Some failures are fine: the stages record them (e.g. a `failures` config)."""
+    if not results or any(result.ok for result in results.values()):
+        return
+    reasons = Counter(failure_category(result.error) or "no reply" for result in results.values())
+    described = ", ".join(f"{reason}: {count}" for reason, count in reasons.most_common())
+    raise NoRepliesError(
+        f"all {len(results)} request(s) failed ({described}); nothing was pushed. Check the endpoint (--base_url, "
+        f"--model, the API key) and rerun: the journal in {journal_dir} keeps what was done and a rerun resumes "
+        "from it (failed requests are sent again)"
+    )
+
+
 def describe_budget(endpoint: EndpointConfig, processes: int = 1, shards: int = 1) -> str:
     """The rate budget of a run in words, as its card shows it."""
     parts = []
@@ -163,6 +183,9 @@ def run_jobs_sharded(
 
     ``batch`` (a `vital.llm.batch.BatchConfig` with ``mode="batch"``) sends this process's share through the
     provider's Batch API instead, into the same journal under the same keys.
+
+    Raises:
+        NoRepliesError: not one request got a reply (the journals keep what was done; a rerun resumes).
     """
     from accelerate import PartialState
 
@@ -223,6 +246,7 @@ def run_jobs_sharded(
         round_ = _followups(round_, done, followup)
         everything += round_
     results = JobResults({job.key: done[job.key] for job in everything})
+    require_some_replies(results, journal_dir)
     # A one-process run over journals named -of-N merges the shards of N machines (accelerate's processes push
     # from their own main process): say how the budget was split.
     shards = 1 if state.num_processes > 1 else len(list(journal_dir.glob("journal-*-of-*.jsonl")))

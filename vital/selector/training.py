@@ -69,6 +69,14 @@ class BackboneSource:
             return name.removeprefix("hf-hub:") if name.startswith("hf-hub:") else None
         return self.spec if isinstance(self.lineage, dict) and "repo_id" in self.lineage else None
 
+    @property
+    def repo_name(self) -> str:
+        """How a saved selector's ``config.json`` names its backbone (``_name_or_path``): the repo id (a ``hub:``
+        repo or a Hub id), never a folder on this machine (a local folder gives ``""``)."""
+        if isinstance(self.lineage, ArtifactRef):
+            return self.lineage.repo_id
+        return self.hub_id or ""
+
 
 def folder_fingerprint(folder: str | Path) -> str:
     """sha256 over the sorted (relative path, content sha256) of a folder's files: what a local model folder is."""
@@ -130,6 +138,7 @@ def load_selector(source: BackboneSource, seed: int | None = None, **config: Any
         kwargs = {"revision": source.revision} if source.revision else {}
         backbone = AutoModel.from_pretrained(source.path, **kwargs)
         processor = AutoProcessor.from_pretrained(source.path, **kwargs)
+        backbone.config._name_or_path = source.repo_name  # loaded from a local snapshot: no path in the saved config
         commit = getattr(backbone.config, "_commit_hash", None)
         if commit and isinstance(source.lineage, dict) and "repo_id" in source.lineage:
             source.lineage["commit"] = commit  # a Hub id: record the commit transformers loaded

@@ -158,6 +158,12 @@ def push_with_failures(hub, rows, failures: list[dict], repo_id: str, card, args
     return hub.push_datasets(configs, repo_id, args.hub_revision, card, args.hub_private_repo, delete_configs=empty)
 
 
+def failure_counts(failures: list[dict]) -> str:
+    """`` (request: 3, parse: 1)``: the failures by where they happened, or nothing when there are none."""
+    counts = Counter(f["stage"] for f in failures).most_common()
+    return f" ({', '.join(f'{stage}: {count}' for stage, count in counts)})" if counts else ""
+
+
 def load_inputs(hub, args: GenerateArguments):
     """The pairs and demos at pinned commits (``limit`` applied), their refs, and the quarantine report of the pairs
     that cannot be sent (e.g. a corrupt image): they become ``input`` failures, never requests."""
@@ -266,12 +272,13 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
     pair_failures: list = []
     rows = answer_pair_rows(pairs, plan.pair_jobs, done, kind, plan.pair_prompt_sha, pair_failures)
     answer_pairs = rows_to_dataset(list(rows), answer_pair_features())
-    headline = f"{len(candidates)} conversations, {len(failures)} failures"
+    headline = f"{len(candidates)} conversations, {len(failures)} failures{failure_counts(failures)}"
+    level = logging.WARNING if failures else logging.INFO  # failures are recorded, and said out loud
     if not args.push_to_hub:
-        logger.info("push_to_hub is false: %s, %d answer pairs not pushed", headline, len(answer_pairs))
+        logger.log(level, "push_to_hub is false: %s, %d answer pairs not pushed", headline, len(answer_pairs))
         return []
     pushed = [push_with_failures(hub, candidates, failures, args.candidates_repo, card, args)]
-    logger.info("candidates: %s -> %s", headline, pushed[0].location)
+    logger.log(level, "candidates: %s -> %s", headline, pushed[0].location)
     if plan.pair_jobs:
         card = answer_pairs_card(args, lineage, plan, answer_pairs, pair_failures, endpoint, stand_in)
         pushed.append(push_with_failures(hub, answer_pairs, pair_failures, args.answer_pairs_repo, card, args))

@@ -43,7 +43,7 @@ from trl import ModelConfig, SFTConfig, get_peft_config
 from vital.arguments import HubLocation
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, recipe_parser, setup_logging
-from vital.runs import FingerprintCallback, check_not_base_weights, prepare_output_dir
+from vital.runs import FingerprintCallback, check_not_base_weights, log_not_pushed, prepare_output_dir
 from vital.sft import (
     FREEZE_CHOICES,
     SFTDatasetMixtureConfig,
@@ -215,6 +215,8 @@ def main(
         if target.push:
             pushed.append(push_run(hub, target, training_args.output_dir, metrics["final_loss"]))
             print(artifact_table(pushed, {target.repo_id: f"final loss {metrics['final_loss']:.4f}"}))
+        else:
+            log_not_pushed("the model", training_args.output_dir, target.repo_id)
     trainer.accelerator.wait_for_everyone()
     trainer.end()
     return pushed

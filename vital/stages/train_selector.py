@@ -40,7 +40,7 @@ from transformers import set_seed
 
 from vital.hub import PushResult, get_hub
 from vital.runner import artifact_table, recipe_parser, setup_logging
-from vital.runs import FingerprintCallback, prepare_output_dir, run_figures
+from vital.runs import FingerprintCallback, log_not_pushed, prepare_output_dir, run_figures
 from vital.selector import SelectorTrainingConfig, selector_lora_config
 from vital.selector.arguments import SelectorScriptArguments, selector_config
 from vital.selector.inputs import prepare_data
@@ -126,6 +126,8 @@ def main(script_args: ScriptArguments, training_args: SelectorTrainingConfig) ->
         if target.push:
             pushed = push_selector(hub, target, script_args, training_args, data, backbone, summary, save_dir)
             print(artifact_table(pushed, {target.model_repo: headline(summary)}))
+        else:
+            log_not_pushed("the selector", save_dir, target.model_repo)
     trainer.accelerator.wait_for_everyone()
     return pushed
 
