@@ -85,12 +85,14 @@ def _hub_command(argv: list[str]) -> int:
 
 def _other_type_hint(hub, repo: str, repo_type: str) -> str:
     """``" (a model repo of that name exists: --repo-type model)"`` when the repo exists as the other type."""
-    from vital.hub import LocalHub, parse_repo_ref
+    from vital.hub import HubError, LocalHub
 
     other = "model" if repo_type == "dataset" else "dataset"
-    if isinstance(hub, LocalHub) and (hub.repo_dir(parse_repo_ref(repo)[0], other) / "refs").is_dir():
-        return f" (a {other} repo of that name exists: --repo-type {other})"
-    return ""
+    try:  # the repo id only: the revision may be what was refused
+        exists = isinstance(hub, LocalHub) and (hub.repo_dir(repo.split("@", 1)[0], other) / "refs").is_dir()
+    except HubError:
+        exists = False
+    return f" (a {other} repo of that name exists: --repo-type {other})" if exists else ""
 
 
 def main(argv: list[str] | None = None) -> int:
