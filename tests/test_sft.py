@@ -36,6 +36,7 @@ from vital.sft import (
     stage_output,
     training_datasets,
 )
+from vital.testing.sft_rows import STAND_IN_GENERATION
 from vital.testing.tiny_models import build_tiny_idefics3, build_tiny_llava
 
 
@@ -46,16 +47,7 @@ ANSWERS = [
     "No acute abnormality.",
     "The MRI shows a hyperintense lesion.",
 ]
-GENERATION = {
-    "model": "stand-in",
-    "endpoint": "stand-in",
-    "prompt_sha": "0" * 8,
-    "demo_ids": [],
-    "prompt_tokens": 1,
-    "completion_tokens": 1,
-    "cost_usd": 0.0,
-    "stand_in": True,
-}
+GENERATION = STAND_IN_GENERATION
 
 
 def image(seed: int, size=(40, 36)) -> PILImage.Image:

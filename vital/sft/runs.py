@@ -157,7 +157,7 @@ def run_target(training_args: Any) -> RunTarget:
     (unset: private, this project's default) and ``push_to_hub``."""
     branch = default_run_branch(training_args.output_dir)
     options = HubArguments.from_training_args(None, training_args, default_revision=branch)
-    repo_id = training_args.hub_model_id or default_run_branch(training_args.output_dir)
+    repo_id = training_args.hub_model_id or branch
     return RunTarget(repo_id, options.hub_revision, options.hub_private_repo, options.push_to_hub)
 
 

@@ -9,6 +9,19 @@ import numpy as np
 from PIL import Image
 
 
+STAND_IN_GENERATION = {
+    "model": "stand-in",
+    "endpoint": "stand-in",
+    "prompt_sha": "0" * 8,
+    "demo_ids": [],
+    "prompt_tokens": 1,
+    "completion_tokens": 1,
+    "cost_usd": 0.0,
+    "stand_in": True,
+}
+"""The `generation` column of the rows: where a candidate came from (here: the stand-in)."""
+
+
 def random_image(seed: int, size: tuple[int, int] = (40, 36)) -> Image.Image:
     """An RGB image of random pixels, ``size`` = (height, width), the same for the same seed."""
     return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8))
@@ -27,15 +40,6 @@ def selected_row(i: int, answer: str, question: str = "What does this image show
         "modality": "ct",
         "caption": f"Figure {i}.",
         "mentions": [],
-        "generation": {
-            "model": "stand-in",
-            "endpoint": "stand-in",
-            "prompt_sha": "0" * 8,
-            "demo_ids": [],
-            "prompt_tokens": 1,
-            "completion_tokens": 1,
-            "cost_usd": 0.0,
-            "stand_in": True,
-        },
+        "generation": dict(STAND_IN_GENERATION),
         "selector_score": float(i),
     }
