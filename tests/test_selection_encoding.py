@@ -62,7 +62,8 @@ def test_each_image_is_encoded_once_per_candidate_and_scores_are_unchanged(selec
 
     monkeypatch.setattr(model.backbone, "get_image_features", counting_encoder)
     monkeypatch.setattr(type(processor.image_processor), "__call__", counting_processor)
-    scored = score_candidates(model, processor, candidates, batch_size=4)
+    # Preprocessing in this process (num_workers=0), so that the counting processor sees it.
+    scored = score_candidates(model, processor, candidates, batch_size=4, num_workers=0)
     turns = sum(len(qa_turns(r["messages"])) for r in rows)
     assert turns == 21
     assert sum(encoded) == sum(preprocessed) == len(rows)  # one per candidate, not one per turn
@@ -110,3 +111,24 @@ def test_a_model_in_training_mode_is_scored_in_eval_mode_and_left_as_it_was(sele
         assert model.training
     finally:
         model.eval()
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_dataloader_workers_give_the_same_scores_and_quarantine_in_row_order(selector, num_workers):
+    """Preprocessing in worker processes changes where the work runs, not the result: the scores are equal bit for
+    bit to those of num_workers=0, in row order, and the bad rows come back from the workers with their reasons."""
+    model, processor = selector
+    rows = [candidate(i, 1 + i % 3) for i in range(13)]
+    rows[3]["images"] = [{"bytes": b"not a png", "path": "3.png"}]
+    rows[8]["images"] = []
+    candidates = Dataset.from_list(rows, features=CANDIDATE_FEATURES)
+    inline = score_candidates(model, processor, candidates, batch_size=3, num_workers=0)
+    workers = score_candidates(model, processor, candidates, batch_size=3, num_workers=num_workers)
+    assert workers.candidate_ids == inline.candidate_ids == [f"c{i}" for i in range(13) if i not in (3, 8)]
+    assert workers.indices == inline.indices
+    assert workers.scores == inline.scores
+    assert workers.turn_scores == inline.turn_scores
+    assert [(r.record_id, r.field) for r in workers.quarantine.records] == [("c3", "images[0]"), ("c8", "images")]
+    assert [r.reason for r in workers.quarantine.records] == [r.reason for r in inline.quarantine.records]
+    assert "corrupt image" in workers.quarantine.records[0].reason
+    assert "0x" not in workers.quarantine.records[0].reason  # no object address: the same reason on every run

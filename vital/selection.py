@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset, Features, List, Value
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vital.data.errors import Quarantine, RecordError
 from vital.data.schemas import SELECTED_FEATURES, validate_messages
@@ -84,6 +86,7 @@ MIXTURE_FEATURES = Features({**SELECTED_FEATURES, TURN_SCORES: List(Value("float
 turn scores, and ``provenance`` (``repo@commit[:config]`` of the row's source)."""
 
 _SCORED_COLUMNS = ("id", "images", "messages", "caption", "mentions")
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 def _float32(value: float) -> float:
@@ -135,7 +138,10 @@ def _open_images(row: Mapping[str, Any], rid: str) -> list[Any]:
         except FileNotFoundError as e:
             raise RecordError(rid, name, f"image file not found: {e.filename or cell}") from e
         except Exception as e:  # PIL raises many types for corrupt or truncated data
-            raise RecordError(rid, name, f"corrupt image ({type(e).__name__}: {e})") from e
+            # Without the object reprs PIL puts in some messages ("<_io.BytesIO object at 0x...>"), so that the
+            # reason is the same on every run and a rerun's quarantine does not differ.
+            reason = _OBJECT_REPR.sub("", str(e))
+            raise RecordError(rid, name, f"corrupt image ({type(e).__name__}: {reason})") from e
         images.append(image)
     return images
 
@@ -290,7 +296,8 @@ def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
         return [[] for _ in prepared.turns]
     backbone, device, dtype = model.backbone, model.device, model.dtype
     was_training = model.training
-    model.eval()
+    if was_training:  # (train() walks every module: not once per batch when the caller already set eval mode)
+        model.eval()
     try:
         with torch.no_grad():
             image = encode_prepared_images(model, prepared).image_features
@@ -298,7 +305,8 @@ def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
                 [
                     _pooled(
                         backbone.get_text_features(
-                            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
+                            input_ids=torch.as_tensor(enc["input_ids"]).to(device),
+                            attention_mask=torch.as_tensor(enc["attention_mask"]).to(device),
                         )
                     )
                     for enc in prepared.encodings
@@ -306,14 +314,15 @@ def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
             )
             text = torch.empty_like(sorted_text)
             text[torch.tensor(prepared.order, device=device)] = sorted_text
-            image = image[prepared.owners.to(device)]
+            image = image[torch.as_tensor(prepared.owners).to(device)]
             # As SelectorModel.features and forward combine them.
             if model.config.normalize_features:
                 image = torch.nn.functional.normalize(image, dim=-1)
                 text = torch.nn.functional.normalize(text, dim=-1)
             scores = model.head(torch.cat([image, text], dim=-1).to(dtype)).squeeze(-1).float().cpu().tolist()
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     out, position = [], 0
     for group in prepared.turns:
         out.append(scores[position : position + len(group)])
@@ -344,6 +353,68 @@ def score_image_turns(
     return score_prepared(model, prepare_image_turns(processor, images, turns, batch_size, max_length, padding))
 
 
+def _as_is(item: Any) -> Any:
+    """The DataLoader's collate function here: the dataset yields whole prepared batches."""
+    return item
+
+
+def _quiet_tokenizers(worker_id: int) -> None:
+    """A DataLoader worker tokenises on its own: the fast tokenizer's thread pool would only contend with the model
+    (and, forked after the parent used it, warns and disables itself anyway)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+class _CandidateBatches(IterableDataset):
+    """The rows of ``part`` in batches of ``batch_size``, each read, checked, decoded, preprocessed and tokenised: one
+    ``(owners, rejected, PreparedTurns)`` per batch, where ``owners`` are the ``(row index, id)`` of the candidates
+    prepared and ``rejected`` the ``(RecordError, summary)`` of those quarantined.
+
+    With DataLoader workers, worker ``k`` of ``n`` prepares batches ``k, k + n, ...``; the loader takes them from the
+    workers in turn, so they arrive in row order. Picklable, so that workers also start under ``spawn``."""
+
+    def __init__(self, part, first, batch_size, processor, fields, template, aggregate, max_length, padding):
+        self.part, self.first, self.batch_size, self.processor = part, first, batch_size, processor
+        self.fields, self.template, self.aggregate = fields, template, aggregate
+        self.max_length, self.padding = max_length, padding
+
+    def __iter__(self):
+        worker = get_worker_info()
+        k, n = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        for b, batch in enumerate(self.part.with_format("arrow").iter(batch_size=self.batch_size)):
+            if b % n == k:
+                yield self.prepare(batch, self.first + b * self.batch_size)
+
+    def prepare(self, batch: Any, first: int) -> tuple[list[tuple[int, str]], list[tuple[RecordError, dict]], Any]:
+        images, texts, owners, rejected = [], [], [], []  # one image and one list of turn texts per candidate
+        for offset, row in enumerate(batch.to_pylist()):
+            rid = str(row.get("id"))
+            try:
+                opened = _open_images(row, rid)
+                validate_messages(row.get("messages"), rid, "messages", n_images=len(opened))
+                n_scored = 1 if self.aggregate == "first" else _n_turns(row)
+                turns = [
+                    candidate_turn_text(row, t, self.fields, self.template)
+                    for t in range(min(n_scored, _n_turns(row)))
+                ]
+                if not turns:
+                    raise RecordError(rid, "messages", "no question-answer turn to score")
+            except RecordError as error:
+                rejected.append((error, _summary(row)))
+            else:
+                owners.append((first + offset, rid))
+                images.append(opened[0])
+                texts.append(turns)
+        prepared = prepare_image_turns(
+            self.processor, images, texts, self.batch_size, self.max_length, self.padding
+        )  # fmt: skip
+        if get_worker_info() is not None:
+            # A tensor leaves a worker as a shared-memory handle, each one a round trip to the worker; the small ones
+            # travel as numpy arrays (copied, in the same message), so only the image batches are shared.
+            prepared.encodings = [{name: t.numpy() for name, t in enc.items()} for enc in prepared.encodings]
+            prepared.owners = prepared.owners.numpy()
+        return owners, rejected, prepared
+
+
 def score_candidates(
     model: Any,
     processor: Any,
@@ -355,6 +426,7 @@ def score_candidates(
     max_length: int | None = None,
     state: Any = None,
     log_every: int | None = None,
+    num_workers: int = 1,
 ) -> CandidateScores:
     """Score every candidate (the aggregate of its turn scores), streaming the rows from disk in batches.
 
@@ -370,11 +442,14 @@ def score_candidates(
         state: an ``accelerate.PartialState``; with several processes each scores a contiguous run of whole batches
             and the results are gathered (every process gets all of them). Batches are cut from the global row order,
             so every process count pads the same inputs together.
+        log_every: log progress every this many candidates (this process's).
+        num_workers: DataLoader worker processes that read, decode, preprocess and tokenise the batches ahead of the
+            model (``0``: in this process, in the thread that also runs the image encoder). Processes, unlike
+            threads, do not share the GIL with the forward pass. The scores do not depend on it.
 
     Scores are reproducible bit for bit for the same model, data, ``batch_size``, process count and torch threads on
     the same hardware. Changing any of those can move a score by a float32 rounding step (about 1e-8 here: CPU
     matrix kernels vary their summation order), which reorders candidates only where scores tie to that precision.
-        log_every: log progress every this many candidates (this process's).
 
     Returns:
         :class:`CandidateScores` in row order, with the quarantine (mode ``skip``) of the rows not scored.
@@ -383,6 +458,8 @@ def score_candidates(
         raise ValueError(f"aggregate must be one of {sorted(AGGREGATIONS)}, got {aggregate!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be 0 or more, got {num_workers}")
     fields = list(text_fields or getattr(model.config, "text_fields", None) or ("question", "answer"))
     template = getattr(model.config, "text_template", None) if text_fields is None else None
     # Arrow batches: image cells stay as stored bytes (decoded below, one batch at a time) and nothing is copied; a cast
@@ -395,28 +472,16 @@ def score_candidates(
     results: list[tuple[int, str, float, list[float]]] = []
     quarantine = Quarantine("skip")
     padding = getattr(model.config, "text_padding", True)
-
-    def prepare(batch: Any, first: int) -> tuple[list[tuple[int, str]], list[tuple[RecordError, dict]], PreparedTurns]:
-        """Read, check, decode and preprocess one batch of rows (in a thread, while the model scores the last one)."""
-        images, texts, owners, rejected = [], [], [], []  # one image and one list of turn texts per candidate
-        for offset, row in enumerate(batch.to_pylist()):
-            rid = str(row.get("id"))
-            try:
-                opened = _open_images(row, rid)
-                validate_messages(row.get("messages"), rid, "messages", n_images=len(opened))
-                n_scored = 1 if aggregate == "first" else _n_turns(row)
-                turns = [candidate_turn_text(row, t, fields, template) for t in range(min(n_scored, _n_turns(row)))]
-                if not turns:
-                    raise RecordError(rid, "messages", "no question-answer turn to score")
-            except RecordError as error:
-                rejected.append((error, _summary(row)))
-            else:
-                owners.append((first + offset, rid))
-                images.append(opened[0])
-                texts.append(turns)
-        prepared = prepare_image_turns(processor, images, texts, batch_size, max_length, padding)
-        # The image encoder runs here too, beside the text encoder of the batch before (docs/design.md, Selector).
-        return owners, rejected, encode_prepared_images(model, prepared)
+    batches = _CandidateBatches(
+        part, start, batch_size, processor, fields, template, aggregate, max_length, padding
+    )  # fmt: skip
+    loader = DataLoader(
+        batches,
+        batch_size=None,  # the dataset yields whole prepared batches
+        collate_fn=_as_is,
+        num_workers=num_workers,
+        worker_init_fn=_quiet_tokenizers if num_workers else None,
+    )
 
     def consume(owners, rejected, prepared) -> None:
         for error, summary in rejected:
@@ -428,28 +493,32 @@ def score_candidates(
                 raise ValueError(f"the selector scored candidate {rid!r} NaN: check the model")
             results.append((row_index, rid, aggregate_turn_scores(turn_scores, aggregate), turn_scores))
 
-    # One batch is prepared ahead, in a thread, while the model scores the current one (image decoding and
-    # preprocessing and tokenisation mostly release the GIL, as the forward pass does).
-    # The model stays in eval mode throughout: the preparing thread runs its image encoder.
+    def take(prepared_batches: Any) -> Any:
+        """The next prepared batch with its images encoded, or None at the end (run in the helper thread)."""
+        following = next(prepared_batches, None)
+        if following is None:
+            return None
+        owners, rejected, prepared = following
+        return owners, rejected, encode_prepared_images(model, prepared)
+
+    # Batches are read, checked, decoded, preprocessed and tokenised by `num_workers` DataLoader worker processes
+    # (in the loader's own iteration with none); a helper thread takes each one and runs the image encoder on it
+    # while this thread runs the text encoder and head on the batch before (PyTorch releases the GIL inside
+    # operators). The model stays in eval mode throughout, as the helper thread uses it too.
     index, next_log = start, start + (log_every or 0)
     was_training = model.training
     model.eval()
     try:
+        prepared_batches = iter(loader)  # the workers start here, before the helper thread exists
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vital-select-prepare") as pool:
-            ahead = None
-            for batch in part.with_format("arrow").iter(batch_size=batch_size):
-                following = pool.submit(prepare, batch, index)
-                index += batch.num_rows
-                if ahead is not None:
-                    consume(*ahead.result())
-                ahead = following
-                if log_every and index - batch.num_rows >= next_log:
-                    logger.info(
-                        "scored %d / %d candidates (this process)", index - batch.num_rows - start, end - start
-                    )
+            ahead = pool.submit(take, prepared_batches)
+            while (current := ahead.result()) is not None:
+                ahead = pool.submit(take, prepared_batches)
+                consume(*current)
+                index += len(current[0]) + len(current[1])
+                if log_every and index >= next_log:
+                    logger.info("scored %d / %d candidates (this process)", index - start, end - start)
                     next_log += log_every
-            if ahead is not None:
-                consume(*ahead.result())
     finally:
         model.train(was_training)
 

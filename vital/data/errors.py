@@ -28,6 +28,9 @@ class RecordError(ValueError):
         self.reason = reason
         super().__init__(f"record {self.record_id!r}, field {field!r}: {reason}")
 
+    def __reduce__(self):  # picklable (DataLoader workers send them back): rebuilt from its fields, not its message
+        return type(self), (self.record_id, self.field, self.reason)
+
 
 @dataclass
 class QuarantinedRecord:

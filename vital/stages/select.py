@@ -94,6 +94,9 @@ class ScriptArguments(HubArguments):
             Candidates read, and inputs scored, per step.
         max_length (`int` or `None`, *optional*):
             Token limit per text. Default: the tokenizer's.
+        dataloader_num_workers (`int`, *optional*, defaults to `1`):
+            Worker processes (per scoring process) that read, decode, preprocess and tokenise batches ahead of the
+            model, as the `Trainer` argument of that name. `0`: in the scoring process. Scores do not depend on it.
         torch_threads (`int` or `None`, *optional*):
             CPU threads per process for torch. Unset: torch's default.
         use_cpu (`bool`, *optional*, defaults to `False`):
@@ -142,6 +145,10 @@ class ScriptArguments(HubArguments):
     )
     batch_size: int = field(default=64, metadata={"help": "Candidates read, and inputs scored, per step."})
     max_length: int | None = field(default=None, metadata={"help": "Token limit per text; default the tokenizer's."})
+    dataloader_num_workers: int = field(
+        default=1,
+        metadata={"help": "Worker processes that preprocess batches ahead of the model; 0: in the scoring process."},
+    )
     mixtures: list[str] = field(
         default_factory=list,
         metadata={
@@ -207,6 +214,7 @@ def main(args: ScriptArguments) -> list[PushResult]:
         max_length=args.max_length,
         state=state,
         log_every=10 * args.batch_size,
+        num_workers=args.dataloader_num_workers,
     )
     logger.info("%d candidates scored, %d quarantined", len(scored), len(scored.quarantine))
     pushed: list[PushResult] = []
