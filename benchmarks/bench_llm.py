@@ -186,14 +186,15 @@ def run_clients(kind: str, transport: str, concurrency: int, count: int, base_ur
     }
 
 
-def bench_throughput(levels: list[int], latency_ms: float = 300, waves: int = 6, transport: str = "auto") -> None:
+def bench_throughput(levels: list[int], latency_ms: float = 300, waves: int = 20, transport: str = "auto") -> None:
     from vital.llm.client import resolve_transport
 
     transport = resolve_transport(transport)
     print(
         f"(a) throughput at {latency_ms:.0f} ms latency, as a fraction of the bound concurrency / latency, and client "
         f"CPU per request: this client (journal, shared budget) beside a bare AsyncOpenAI + semaphore client, both on "
-        f"the {transport} transport, against a stand-in (asyncio engine) in its own process"
+        f"the {transport} transport, against a stand-in (asyncio engine) in its own process; {waves} waves of c "
+        f"requests a run, so that opening the c connections is a small part of it"
     )
     header = f"    {'c':>4} {'procs':>5} {'client':>6} {'req/s':>8} {'bound':>7} {'fraction':>8} {'CPU ms/req':>10}"
     print(header)
@@ -388,11 +389,12 @@ def main() -> None:
     parser.add_argument("--parts", default="abcd", help="which benchmarks to run, e.g. 'ab'")
     parser.add_argument("--transport", default="auto", choices=["auto", "aiohttp", "httpx"], help="HTTP transport")
     parser.add_argument("--levels", default="16,64,256,512", help="concurrency levels of (a)")
+    parser.add_argument("--waves", type=int, default=20, help="requests per run of (a), in multiples of c")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if "a" in args.parts:
         levels = [int(c) for c in args.levels.split(",")]
-        bench_throughput(levels, waves=3 if args.quick else 6, transport=args.transport)
+        bench_throughput(levels, waves=3 if args.quick else args.waves, transport=args.transport)
     if "b" in args.parts:
         bench_rpm(600, 6 if args.quick else 30)
     if "c" in args.parts:

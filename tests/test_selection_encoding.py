@@ -120,15 +120,17 @@ def test_dataloader_workers_give_the_same_scores_and_quarantine_in_row_order(sel
     model, processor = selector
     rows = [candidate(i, 1 + i % 3) for i in range(13)]
     rows[3]["images"] = [{"bytes": b"not a png", "path": "3.png"}]
-    rows[8]["images"] = []
+    for i in (6, 7, 8):  # a whole batch with nothing to score
+        rows[i]["images"] = []
     candidates = Dataset.from_list(rows, features=CANDIDATE_FEATURES)
     inline = score_candidates(model, processor, candidates, batch_size=3, num_workers=0)
     workers = score_candidates(model, processor, candidates, batch_size=3, num_workers=num_workers)
-    assert workers.candidate_ids == inline.candidate_ids == [f"c{i}" for i in range(13) if i not in (3, 8)]
+    assert workers.candidate_ids == inline.candidate_ids == [f"c{i}" for i in range(13) if i not in (3, 6, 7, 8)]
     assert workers.indices == inline.indices
     assert workers.scores == inline.scores
     assert workers.turn_scores == inline.turn_scores
-    assert [(r.record_id, r.field) for r in workers.quarantine.records] == [("c3", "images[0]"), ("c8", "images")]
+    quarantined = [(r.record_id, r.field) for r in workers.quarantine.records]
+    assert quarantined == [("c3", "images[0]"), ("c6", "images"), ("c7", "images"), ("c8", "images")]
     assert [r.reason for r in workers.quarantine.records] == [r.reason for r in inline.quarantine.records]
     assert "corrupt image" in workers.quarantine.records[0].reason
     assert "0x" not in workers.quarantine.records[0].reason  # no object address: the same reason on every run

@@ -407,7 +407,7 @@ class _CandidateBatches(IterableDataset):
         prepared = prepare_image_turns(
             self.processor, images, texts, self.batch_size, self.max_length, self.padding
         )  # fmt: skip
-        if get_worker_info() is not None:
+        if get_worker_info() is not None and prepared.owners is not None:
             # A tensor leaves a worker as a shared-memory handle, each one a round trip to the worker; the small ones
             # travel as numpy arrays (copied, in the same message), so only the image batches are shared.
             prepared.encodings = [{name: t.numpy() for name, t in enc.items()} for enc in prepared.encodings]
