@@ -143,3 +143,50 @@ def test_a_checkpoint_of_another_run_named_by_path_is_refused(env, tmp_path):
             resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"),
         )
     assert (tmp_path / "a" / "checkpoint-2" / FINGERPRINT_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_the_chat_template_file_is_an_input_fingerprinted_by_its_content(env, tmp_path):
+    """A `chat_template_path` file is read (TRL reads .jinja files) and recorded as an input by its sha256: an unchanged
+    rerun is the same run (no new commit), an edited template is a new run, whatever the file is called."""
+    from vital.tiny_models import LLAVA_CHAT_TEMPLATE
+
+    template = tmp_path / "chat.jinja"
+    template.write_text(LLAVA_CHAT_TEMPLATE, encoding="utf-8")
+    (first,) = cli(env, tmp_path / "a", "t/template", chat_template_path=template)
+    (record,) = [i for i in lineage_of(env.hub.read_card("t/template", first.commit, "model"))["inputs"]
+                 if i.get("repo_type") == "chat_template"]  # fmt: skip
+    assert record == {"source": str(template), "repo_type": "chat_template", "sha256": sha256_text(template)}
+
+    (again,) = cli(env, tmp_path / "a", "t/template", chat_template_path=template)
+    assert again.commit == first.commit  # the same run: nothing trained, nothing pushed
+
+    template.write_text(LLAVA_CHAT_TEMPLATE + "{#- edited: a new run -#}", encoding="utf-8")
+    (edited,) = cli(env, tmp_path / "a", "t/template", chat_template_path=template)
+    assert edited.commit != first.commit
+    # A new run fingerprint: the first run's output_dir was moved aside, not resumed.
+    assert len(list(tmp_path.glob("a.superseded-*"))) == 1
+    inputs = lineage_of(env.hub.read_card("t/template", edited.commit, "model"))["inputs"]
+    assert {"source": str(template), "repo_type": "chat_template", "sha256": sha256_text(template)} in inputs
+
+
+def test_a_shipped_chat_template_is_found_from_any_folder(tmp_path, monkeypatch):
+    """The paper configs name `recipes/biomed_vital/sft/llava15_training.jinja`: from a folder without it, the copy
+    shipped with the package is read (TRL would otherwise take the path for a model id to download)."""
+    from vital.resources import resource_dir
+    from vital.sft import chat_template_input
+
+    monkeypatch.chdir(tmp_path)
+    name = "recipes/biomed_vital/sft/llava15_training.jinja"
+    record, found = chat_template_input(name)
+    shipped = resource_dir("recipes") / "biomed_vital" / "sft" / "llava15_training.jinja"
+    assert Path(found) == shipped and record["source"] == name and record["sha256"] == sha256_text(shipped)
+    assert chat_template_input(None) == chat_template_input("llava-hf/llava-1.5-7b-hf") == (None, None)
+    with pytest.raises(FileNotFoundError, match="chat_template_path 'missing.jinja'"):
+        chat_template_input("missing.jinja")
+
+
+def sha256_text(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -14,7 +14,7 @@ from vital.cards import Lineage, model_card
 from vital.data.errors import Quarantine
 from vital.hub import Hub, PushResult
 from vital.runs import FINGERPRINT_FILE
-from vital.sft.model import ModelSource, base_reference, model_lineage
+from vital.sft.model import ModelSource, base_reference
 
 
 # Files of a trainer's output_dir that are not part of the model artifact. TensorBoard's `runs/` is: the Hub shows the
@@ -103,7 +103,7 @@ def sft_card(
     the run's figures, the mixture with its commits, the branch, and the base model as loaders name it."""
     lineage = Lineage(
         stage="sft",
-        inputs=[model_lineage(source, model), *data.refs],
+        inputs=planned.inputs,  # the base model, the data at their commits, a chat template file by its sha256
         config=planned.config,
         seed=planned.seed,
         extra={

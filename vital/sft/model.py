@@ -125,6 +125,29 @@ def folder_fingerprint(folder: str | os.PathLike, max_file_bytes: int = 256 << 2
     return digest.hexdigest()
 
 
+def chat_template_input(chat_template_path: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The lineage record of ``SFTConfig.chat_template_path`` and the file to read it from.
+
+    TRL reads a ``.jinja`` / ``.j2`` path that exists as a file and otherwise takes the value for a model id to clone
+    a template from. A template path that is not a file here but names one shipped with the package (the paper
+    profiles' ``recipes/biomed_vital/sft/llava15_training.jinja``) is read from the shipped copy, so the paper configs
+    run from any folder, not only from a checkout. The record (the path as configured and the file's sha256) goes
+    into the run's inputs, so a run is fingerprinted by the template's content: an edited template is a new run, and
+    the same template read from a checkout or from an installed package is the same run. ``(None, None)`` without a
+    template file (unset, or a model id for TRL to clone from).
+    """
+    from vital.resources import config_file
+
+    path = chat_template_path
+    if not path or not str(path).endswith((".jinja", ".j2")):
+        return None, None
+    try:
+        found = config_file(path)  # the path as given when it is a file, else the shipped copy
+    except FileNotFoundError:
+        raise FileNotFoundError(f"chat_template_path {path!r}: no such file, nor one shipped with vital") from None
+    return {"source": str(path), "repo_type": "chat_template", "sha256": sha256_file(Path(found))}, found
+
+
 def _top_modules(model: Any, names: Sequence[str]) -> dict[str, Any]:
     """Modules whose attribute name is in ``names``, outermost only (``a.visual``, not ``a.visual.merger`` too)."""
     found: dict[str, Any] = {}

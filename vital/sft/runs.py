@@ -17,7 +17,14 @@ from trl import SFTTrainer
 from vital.arguments import HubArguments
 from vital.cards import Lineage
 from vital.hub import Hub, PushResult
-from vital.runs import ExactResumeMixin, HubLayerPushMixin, card_lineage, run_figures, run_fingerprint
+from vital.runs import (
+    NOT_FINGERPRINTED,
+    ExactResumeMixin,
+    HubLayerPushMixin,
+    card_lineage,
+    run_figures,
+    run_fingerprint,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -49,6 +56,12 @@ def same_finished_run(hub: Hub, repo_id: str, branch: str, lineage, world_size: 
     if finished is None:
         return None
     planned = lineage.to_dict()
+    # Settings that do not touch the weights (where it writes, how it logs: NOT_FINGERPRINTED) do not make another
+    # run, as in the run fingerprint; the card still records them as set.
+    planned["config"], finished["config"] = (
+        _weight_config(planned.get("config")),
+        _weight_config(finished.get("config")),
+    )
     changed = [key for key in ("inputs", "config", "seed", "versions") if finished.get(key) != planned.get(key)]
     finished_world = (finished.get("extra") or {}).get("world_size")
     if finished_world != world_size:
@@ -61,6 +74,15 @@ def same_finished_run(hub: Hub, repo_id: str, branch: str, lineage, world_size: 
         logger.info("the finished run on %s@%s differs in %s: running again", repo_id, branch, ", ".join(changed))
         return None
     return hub.resolve(repo_id, branch, "model")
+
+
+def _weight_config(config: Any) -> Any:
+    if not isinstance(config, dict):
+        return config
+    return {
+        part: {k: v for k, v in values.items() if k not in NOT_FINGERPRINTED} if isinstance(values, dict) else values
+        for part, values in config.items()
+    }
 
 
 def check_run_branch(hub: Hub, repo_id: str, branch: str, overwrite: bool = False) -> None:

@@ -50,6 +50,7 @@ from vital.sft import (
     SFTRunTrainer,
     ThroughputCallback,
     base_model_folder,
+    chat_template_input,
     check_cpu_launch,
     claim_branch,
     count_parameters,
@@ -150,7 +151,9 @@ def main(
     # 3. The run's identity: unchanged inputs and config on a finished branch are the result (idempotent reruns); a
     #    branch holding another finished run is refused unless overwrite_branch.
     config = {"script": script_args, "training": training_args, "model": model_args, "mixture": dataset_args}
-    planned, fingerprint = plan_run([model_lineage(source, model), *data.refs], config, training_args)
+    template, template_file = chat_template_input(training_args.chat_template_path)  # an input, by its content
+    inputs = [model_lineage(source, model), *data.refs, *([template] if template else [])]
+    planned, fingerprint = plan_run(inputs, config, training_args)
     planned.config = planned.to_dict()["config"]  # as the user set it: the trainer adjusts a few fields of its args
     done = claim_branch(
         hub, target, planned, training_args.world_size, script_args.overwrite_branch, training_args.process_index == 0
@@ -167,6 +170,8 @@ def main(
         logger.info("resuming this run from %s", checkpoint)
 
     # 5. Trainer (assistant-only loss, vision collator: SFTConfig; exact resume, no pushes of its own) and training.
+    if template_file:
+        training_args.chat_template_path = template_file  # a shipped template when not found here (recorded as set)
     throughput = ThroughputCallback()
     trainer = SFTRunTrainer(
         model=model,
