@@ -104,6 +104,11 @@ def _input_record(item: Any) -> dict[str, Any]:
     return record
 
 
+def fingerprinted(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (one part of a run's config, as plain values) without the `NOT_FINGERPRINTED` settings, by name."""
+    return {k: v for k, v in sorted(values.items()) if k not in NOT_FINGERPRINTED}
+
+
 def run_fingerprint(
     *,
     stage: str,
@@ -132,7 +137,7 @@ def run_fingerprint(
     parts = {}
     for part, values in config.items():
         plain = redact_secrets(_plain(values))
-        parts[part] = {k: v for k, v in sorted(plain.items()) if k not in NOT_FINGERPRINTED}
+        parts[part] = fingerprinted(plain)
     body = {
         "stage": stage,
         "inputs": [_input_record(item) for item in inputs],

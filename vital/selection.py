@@ -86,7 +86,6 @@ MIXTURE_FEATURES = Features({**SELECTED_FEATURES, TURN_SCORES: List(Value("float
 turn scores, and ``provenance`` (``repo@commit[:config]`` of the row's source)."""
 
 _SCORED_COLUMNS = ("id", "images", "messages", "caption", "mentions")
-_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 def _float32(value: float) -> float:
@@ -138,10 +137,7 @@ def _open_images(row: Mapping[str, Any], rid: str) -> list[Any]:
         except FileNotFoundError as e:
             raise RecordError(rid, name, f"image file not found: {e.filename or cell}") from e
         except Exception as e:  # PIL raises many types for corrupt or truncated data
-            # Without the object reprs PIL puts in some messages ("<_io.BytesIO object at 0x...>"), so that the
-            # reason is the same on every run and a rerun's quarantine does not differ.
-            reason = _OBJECT_REPR.sub("", str(e))
-            raise RecordError(rid, name, f"corrupt image ({type(e).__name__}: {reason})") from e
+            raise RecordError(rid, name, f"corrupt image ({type(e).__name__}: {e})") from e
         images.append(image)
     return images
 

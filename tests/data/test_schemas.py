@@ -238,3 +238,19 @@ def test_preferences_contract():
 def test_quarantine_mode_is_checked():
     with pytest.raises(ValueError, match="'raise' or 'skip'"):
         Quarantine("ignore")
+
+
+def test_a_reason_is_the_same_on_every_run_without_object_addresses():
+    """PIL names an undecodable in-memory image by its repr ("<_io.BytesIO object at 0x...>"): RecordError leaves
+    such reprs out, so the same bad record gives the same reason and quarantine row in every run and process."""
+    from vital.data.schemas import validate_image
+
+    reasons = set()
+    for _ in range(3):
+        with pytest.raises(RecordError) as caught:
+            validate_image({"bytes": b"not an image", "path": None}, "r1")
+        reasons.add(caught.value.reason)
+    (reason,) = reasons
+    assert reason.startswith("corrupt image (UnidentifiedImageError: cannot identify image file")
+    assert "0x" not in reason and "0x" not in str(caught.value)
+    assert RecordError("r2", "image", "kept <as written> at 0xbeef, no repr").reason.endswith("at 0xbeef, no repr")

@@ -15,18 +15,23 @@ from typing import Any, Literal
 
 ErrorMode = Literal["raise", "skip"]
 
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+"""An object's default repr inside a message (PIL: "cannot identify image file <_io.BytesIO object at 0x...>")."""
+
 
 class RecordError(ValueError):
     """A record that breaks a data contract.
 
-    The message always reads ``record '<id>', field '<field>': <reason>`` so that a user can find the record.
+    The message always reads ``record '<id>', field '<field>': <reason>`` so that a user can find the record. Object
+    reprs with a memory address are left out of the reason, so the same bad record gives the same reason (and the same
+    quarantine row) on every run and in every process.
     """
 
     def __init__(self, record_id: Any, field: str, reason: str):
         self.record_id = "<unknown>" if record_id is None else str(record_id)
         self.field = field
-        self.reason = reason
-        super().__init__(f"record {self.record_id!r}, field {field!r}: {reason}")
+        self.reason = _OBJECT_REPR.sub("", reason)
+        super().__init__(f"record {self.record_id!r}, field {field!r}: {self.reason}")
 
     def __reduce__(self):  # picklable (DataLoader workers send them back): rebuilt from its fields, not its message
         return type(self), (self.record_id, self.field, self.reason)

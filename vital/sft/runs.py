@@ -18,10 +18,10 @@ from vital.arguments import HubArguments
 from vital.cards import Lineage
 from vital.hub import Hub, PushResult
 from vital.runs import (
-    NOT_FINGERPRINTED,
     ExactResumeMixin,
     HubLayerPushMixin,
     card_lineage,
+    fingerprinted,
     run_figures,
     run_fingerprint,
 )
@@ -79,10 +79,7 @@ def same_finished_run(hub: Hub, repo_id: str, branch: str, lineage, world_size: 
 def _weight_config(config: Any) -> Any:
     if not isinstance(config, dict):
         return config
-    return {
-        part: {k: v for k, v in values.items() if k not in NOT_FINGERPRINTED} if isinstance(values, dict) else values
-        for part, values in config.items()
-    }
+    return {part: fingerprinted(values) if isinstance(values, dict) else values for part, values in config.items()}
 
 
 def check_run_branch(hub: Hub, repo_id: str, branch: str, overwrite: bool = False) -> None:
