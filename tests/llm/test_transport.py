@@ -3,6 +3,7 @@ commit (one fsync per batch of appends, in a thread: the event loop never waits 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from vital.llm import ChatRequest, CompletionResult, EndpointConfig, Journal, run_sync
-from vital.llm.client import AsyncLLMClient, resolve_transport
+from vital.llm.client import RUN_GC_THRESHOLD0, AsyncLLMClient, fewer_young_collections, resolve_transport
 from vital.testing.standin import StandInServer
 
 
@@ -66,3 +67,70 @@ def test_group_commit_syncs_batches_and_loses_no_append(tmp_path, monkeypatch):
     keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
     assert sorted(keys) == sorted(f"{t}-{i}" for t in "abcd" for i in range(100))
     assert journal.fsyncs == len(calls) and len(calls) < 100, len(calls)
+
+
+def _young_collections(allocations: int) -> int:
+    """Young-generation collections while ``allocations`` small cyclic containers are made and dropped, a few
+    hundred of them alive at a time (as in a request in flight)."""
+    counts: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 0:
+            counts.append(1)
+
+    alive: list = []
+    gc.callbacks.append(count)
+    try:
+        for i in range(allocations):
+            node: dict = {"i": i}
+            node["self"] = node
+            alive.append(node)
+            if len(alive) > 300:
+                alive.pop(0)
+    finally:
+        gc.callbacks.remove(count)
+    return len(counts)
+
+
+def test_a_run_collects_the_young_generation_far_less_often_and_restores_the_thresholds():
+    before = gc.get_threshold()
+    default = _young_collections(60_000)
+    with fewer_young_collections():
+        assert gc.get_threshold() == (RUN_GC_THRESHOLD0, *before[1:])
+        raised = _young_collections(60_000)
+        with fewer_young_collections():  # nested, or a second run in the same process: the first one restores
+            pass
+        assert gc.get_threshold()[0] == RUN_GC_THRESHOLD0
+    assert gc.get_threshold() == before
+    assert default >= 50 and raised * 5 <= default, (default, raised)
+
+    gc.set_threshold(50_000, *before[1:])  # never lowered
+    try:
+        with fewer_young_collections():
+            assert gc.get_threshold()[0] == 50_000
+        assert gc.get_threshold()[0] == 50_000
+    finally:
+        gc.set_threshold(*before)
+    gc.disable()  # a disabled collector is left alone
+    try:
+        with fewer_young_collections():
+            assert gc.get_threshold() == before and not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_requests_run_under_the_raised_threshold(monkeypatch):
+    seen: list[int] = []
+    original = AsyncLLMClient._complete_safely
+
+    async def recording(self, request, on_send=None):
+        seen.append(gc.get_threshold()[0])
+        return await original(self, request, on_send)
+
+    monkeypatch.setattr(AsyncLLMClient, "_complete_safely", recording)
+    before = gc.get_threshold()
+    with StandInServer() as server:
+        config = EndpointConfig(provider="openai-compatible", model="m", base_url=server.base_url)
+        _, stats = run_sync(config, [ChatRequest([{"role": "user", "content": f"q{i}"}]) for i in range(3)])
+    assert stats.succeeded == 3 and seen == [RUN_GC_THRESHOLD0] * 3
+    assert gc.get_threshold() == before

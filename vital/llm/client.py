@@ -22,7 +22,9 @@ Public API: :class:`EndpointConfig`, :class:`ChatRequest`, :class:`CompletionRes
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import importlib.util
 import io
@@ -32,6 +34,7 @@ import math
 import os
 import random
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
@@ -59,6 +62,39 @@ _RETRYABLE_STATUS = {408, 409, 429}
 _FATAL_FAILURES = {"http 401", "http 403", "http 404"}
 _PLACEHOLDER_KEY = "EMPTY"
 _TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+# The cyclic collector's youngest-generation threshold while requests run (CPython's default is 700). Each request in
+# flight holds a few hundred container objects for its whole latency, so at the default they survive a young
+# collection, are promoted, and keep the older generations collecting: about a tenth of the client's CPU at c=256.
+# A larger young generation lets most of them die by reference counting first (docs/design.md, "LLM client
+# throughput"). The older thresholds stay CPython's.
+RUN_GC_THRESHOLD0 = 10_000
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def fewer_young_collections(threshold0: int = RUN_GC_THRESHOLD0):
+    """Raise the collector's youngest-generation threshold to at least ``threshold0`` for the duration, and restore
+    the process's thresholds when the last of any nested or concurrent scopes ends. Never lowers a higher threshold,
+    and does nothing while the collector is disabled."""
+    global _gc_depth, _gc_saved
+    with _gc_lock:
+        if _gc_depth == 0:
+            _gc_saved = gc.get_threshold()
+            if gc.isenabled() and 0 < _gc_saved[0] < threshold0:
+                gc.set_threshold(threshold0, *_gc_saved[1:])
+        _gc_depth += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0 and _gc_saved is not None:
+                if gc.get_threshold()[0] == max(threshold0, _gc_saved[0]):  # unless changed meanwhile by someone else
+                    gc.set_threshold(*_gc_saved)
+                _gc_saved = None
 
 
 class EndpointError(RuntimeError):
@@ -678,6 +714,16 @@ class AsyncLLMClient:
         Raises:
             EndpointError: a request failed with 401, 403 or 404, which every other request would meet too.
         """
+        with fewer_young_collections():
+            return await self._run(requests, journal, progress, retry_failed)
+
+    async def _run(
+        self,
+        requests: Iterable[ChatRequest],
+        journal: Journal | str | os.PathLike | None,
+        progress: bool,
+        retry_failed: bool,
+    ) -> list[CompletionResult]:
         self._bind_loop()
         started = time.monotonic()
         own_journal = journal is not None and not isinstance(journal, Journal)
