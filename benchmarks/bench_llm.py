@@ -3,6 +3,7 @@
     python benchmarks/bench_llm.py            # all four, several minutes
     python benchmarks/bench_llm.py --quick    # smaller sizes, for a smoke run
     python benchmarks/bench_llm.py --parts a --levels 256  # only (a), at c=256
+    python benchmarks/bench_llm.py --parts a --repeats 3   # (a), each cell the median of 3 runs taken in turn
 
 (a) throughput at 300 ms latency and c = 16, 64, 256, 512, with one and two client processes, as a fraction of the
     bound concurrency / latency, and client CPU per request, beside a bare AsyncOpenAI + semaphore client on the same
@@ -186,7 +187,11 @@ def run_clients(kind: str, transport: str, concurrency: int, count: int, base_ur
     }
 
 
-def bench_throughput(levels: list[int], latency_ms: float = 300, waves: int = 20, transport: str = "auto") -> None:
+def bench_throughput(
+    levels: list[int], latency_ms: float = 300, waves: int = 20, transport: str = "auto", repeats: int = 1
+) -> None:
+    import statistics
+
     from vital.llm.client import resolve_transport
 
     transport = resolve_transport(transport)
@@ -195,6 +200,7 @@ def bench_throughput(levels: list[int], latency_ms: float = 300, waves: int = 20
         f"CPU per request: this client (journal, shared budget) beside a bare AsyncOpenAI + semaphore client, both on "
         f"the {transport} transport, against a stand-in (asyncio engine) in its own process; {waves} waves of c "
         f"requests a run, so that opening the c connections is a small part of it"
+        + (f"; the median of {repeats} runs of each, the two clients taking turns" if repeats > 1 else "")
     )
     header = f"    {'c':>4} {'procs':>5} {'client':>6} {'req/s':>8} {'bound':>7} {'fraction':>8} {'CPU ms/req':>10}"
     print(header)
@@ -205,15 +211,23 @@ def bench_throughput(levels: list[int], latency_ms: float = 300, waves: int = 20
             count = max(waves * concurrency, 240)
             bound = concurrency / (latency_ms / 1000)
             for processes in (1, 2):
+                runs: dict[str, list[dict]] = {VITAL: [], BARE: []}
+                for _ in range(repeats):  # taking turns, so that a burst of load on the machine falls on both
+                    for kind in (VITAL, BARE):
+                        runs[kind].append(run_clients(kind, transport, concurrency, count, base_url, processes))
                 row = {}
                 for kind in (VITAL, BARE):
-                    result = run_clients(kind, transport, concurrency, count, base_url, processes)
+                    result = {
+                        name: statistics.median(run[name] for run in runs[kind])
+                        for name in ("rate", "cpu_per_request_ms")
+                    }
+                    failed = sum(run["count"] - run["ok"] for run in runs[kind])
                     row[kind] = result
                     fraction = result["rate"] / bound
                     print(
                         f"    {concurrency:>4} {processes:>5} {kind:>6} {result['rate']:>8.1f} {bound:>7.1f} "
                         f"{fraction:>8.3f} {result['cpu_per_request_ms']:>10.3f}"
-                        + ("" if result["ok"] == result["count"] else f"  ({result['count'] - result['ok']} failed)")
+                        + (f"  ({failed} failed)" if failed else "")
                     )
                     record_figure("llm", f"(a) c={concurrency} {processes} proc {kind}: fraction of bound", fraction)
                 ratio = row[VITAL]["cpu_per_request_ms"] / row[BARE]["cpu_per_request_ms"]
@@ -390,11 +404,12 @@ def main() -> None:
     parser.add_argument("--transport", default="auto", choices=["auto", "aiohttp", "httpx"], help="HTTP transport")
     parser.add_argument("--levels", default="16,64,256,512", help="concurrency levels of (a)")
     parser.add_argument("--waves", type=int, default=20, help="requests per run of (a), in multiples of c")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each cell of (a), the median kept")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if "a" in args.parts:
         levels = [int(c) for c in args.levels.split(",")]
-        bench_throughput(levels, waves=3 if args.quick else args.waves, transport=args.transport)
+        bench_throughput(levels, waves=3 if args.quick else args.waves, transport=args.transport, repeats=args.repeats)
     if "b" in args.parts:
         bench_rpm(600, 6 if args.quick else 30)
     if "c" in args.parts:
