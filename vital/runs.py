@@ -150,17 +150,26 @@ def run_fingerprint(
     return {"sha256": digest, **body}
 
 
-def fingerprint_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
-    """What differs between two fingerprints, as readable names (``config.training.learning_rate``, ``world_size``)."""
+FINGERPRINT_KEYS = ("stage", "inputs", "seed", "world_size", "effective_batch")
+
+
+def fingerprint_changes(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any], keys: Sequence[str] = FINGERPRINT_KEYS
+) -> list[str]:
+    """What differs between two fingerprints, as readable names (``config.training.learning_rate``, ``world_size``):
+    the top-level ``keys`` as a whole, ``config`` setting by setting."""
     if not old:
         return ["no fingerprint (made by another version or by hand)"]
     changed = []
-    for key in ("stage", "inputs", "seed", "world_size", "effective_batch"):
+    for key in keys:
         if old.get(key) != new.get(key):
             changed.append(key)
     old_config, new_config = old.get("config") or {}, new.get("config") or {}
     for part in sorted(set(old_config) | set(new_config)):
         a, b = old_config.get(part) or {}, new_config.get(part) or {}
+        if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+            changed += [f"config.{part}"] if a != b else []
+            continue
         changed += [f"config.{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return changed
 

@@ -21,6 +21,7 @@ from vital.runs import (
     ExactResumeMixin,
     HubLayerPushMixin,
     card_lineage,
+    fingerprint_changes,
     fingerprinted,
     run_figures,
     run_fingerprint,
@@ -55,25 +56,20 @@ def same_finished_run(hub: Hub, repo_id: str, branch: str, lineage, world_size: 
     finished = finished_run(hub, repo_id, branch)
     if finished is None:
         return None
-    planned = lineage.to_dict()
     # Settings that do not touch the weights (where it writes, how it logs: NOT_FINGERPRINTED) do not make another
     # run, as in the run fingerprint; the card still records them as set.
-    planned["config"], finished["config"] = (
-        _weight_config(planned.get("config")),
-        _weight_config(finished.get("config")),
-    )
-    changed = [key for key in ("inputs", "config", "seed", "versions") if finished.get(key) != planned.get(key)]
-    finished_world = (finished.get("extra") or {}).get("world_size")
-    if finished_world != world_size:
-        changed.append(f"world_size ({finished_world} -> {world_size})")
+    planned = lineage.to_dict()
+    old = {**finished, "config": _weight_config(finished.get("config")), "world_size": _world_size(finished)}
+    new = {**planned, "config": _weight_config(planned.get("config")), "world_size": world_size}
+    changed = fingerprint_changes(old, new, keys=("inputs", "seed", "versions", "world_size"))
     if changed:
-        if "config" in changed:
-            for part, values in planned["config"].items():
-                diff = sorted(k for k in values if values[k] != finished["config"].get(part, {}).get(k))
-                changed += [f"{part}.{k}" for k in diff]
         logger.info("the finished run on %s@%s differs in %s: running again", repo_id, branch, ", ".join(changed))
         return None
     return hub.resolve(repo_id, branch, "model")
+
+
+def _world_size(lineage: dict[str, Any]) -> Any:
+    return (lineage.get("extra") or {}).get("world_size")
 
 
 def _weight_config(config: Any) -> Any:
