@@ -278,9 +278,11 @@ def test_a_branch_with_a_finished_run_is_not_overwritten(env, tmp_path, caplog):
     first = sft.cli(args_for(env, tmp_path / "a", "t/sft-branch", hub_revision="r1", max_steps=2))[0]
     # Another run (3 steps, not 2) on the same branch is refused; the same run elsewhere (another output_dir, which
     # does not touch the weights) is the finished run itself: nothing to train, nothing pushed.
-    with caplog.at_level(logging.INFO, logger="vital.sft.runs"):
-        with pytest.raises(RunBranchError, match="already holds a finished SFT run"):
-            sft.cli(args_for(env, tmp_path / "b", "t/sft-branch", hub_revision="r1", max_steps=3))
+    with (
+        caplog.at_level(logging.INFO, logger="vital.sft.runs"),
+        pytest.raises(RunBranchError, match="already holds a finished SFT run"),
+    ):
+        sft.cli(args_for(env, tmp_path / "b", "t/sft-branch", hub_revision="r1", max_steps=3))
     assert "differs in config.training.max_steps: running again" in caplog.text  # named, and only it
     assert not (tmp_path / "b").exists()  # refused before anything ran
     same = sft.cli(args_for(env, tmp_path / "d", "t/sft-branch", hub_revision="r1", max_steps=2))[0]
