@@ -13,8 +13,10 @@ killed run resumes where it stopped::
     results, stats = run_sync(config, requests, journal="runs/captions.jsonl")
 
 Inside async code use :class:`AsyncLLMClient` directly (``await client.run(...)`` or ``await client.complete(...)``).
-The SDK's own retries are disabled: every retry is decided here. The API key is read from the environment variable
-named by ``EndpointConfig.api_key_env`` and handed only to the SDK; it is never logged, journaled or returned.
+The SDK builds the request (URL, headers, auth) once per client and its HTTP client sends each one; the SDK's own
+retries are disabled: every retry is decided here. The API key is read from the environment variable named by
+``EndpointConfig.api_key_env`` and handed only to the SDK (and so to the headers it builds); it is never logged,
+journaled or returned.
 
 Public API: :class:`EndpointConfig`, :class:`ChatRequest`, :class:`CompletionResult`, :class:`RunStats`,
 :class:`AsyncLLMClient`, :class:`EndpointError`, :func:`run_sync`, :func:`request_key`, :func:`image_to_data_url`.
@@ -399,7 +401,6 @@ def image_to_data_url(pil_image: Any, format: str = "PNG") -> str:  # noqa: A002
 # -- the client ------------------------------------------------------------------------------------------------------
 
 _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*]{6,}")
-_SDK_PREFIX = re.compile(r"^Error code: \d+ - ")
 
 
 @dataclass
@@ -415,8 +416,8 @@ class AsyncLLMClient:
 
     Args:
         config: the endpoint and its limits.
-        http_client: an ``httpx2.AsyncClient`` for the SDK (tests pass one with a ``MockTransport``); by default the
-            SDK builds its own, which this client closes in :meth:`aclose`.
+        http_client: an ``httpx2.AsyncClient`` for the SDK, which sends every request (tests pass one with a
+            ``MockTransport``); by default one of openai's on the configured transport, closed in :meth:`aclose`.
     """
 
     def __init__(self, config: EndpointConfig, http_client: Any = None, budget: Budget | None = None) -> None:
@@ -424,11 +425,16 @@ class AsyncLLMClient:
         self._http_client = http_client
         self.transport = "custom" if http_client is not None else resolve_transport(config.http_transport)
         self._api_key = self._read_api_key()
-        # Built now, not on the first request: building it and its lazily imported resources takes ~60 ms, which
-        # would otherwise delay the first request behind the rate limiter's schedule.
-        self._sdk: openai.AsyncOpenAI | None = self._build_sdk()
         # The options of every chat request (the SDK's make_request_options for create()'s bearer auth and timeout).
         self._request_options = {"timeout": config.timeout_s, "security": {"bearer_auth": True}}
+        self._sdk: openai.AsyncOpenAI | None = None
+        self._http: Any = None  # the SDK's HTTP client (openai's transport), which sends every chat request
+        # Built now, not on the first request: building them and their lazily imported resources takes ~60 ms, which
+        # would otherwise delay the first request behind the rate limiter's schedule.
+        self._build()
+        # The URL, headers and extensions of a chat request as the SDK builds them, learnt on the first request.
+        self._template: _ChatRequestTemplate | None = None
+        self._template_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._budget_lock: asyncio.Lock | None = None
@@ -449,13 +455,18 @@ class AsyncLLMClient:
             return _PLACEHOLDER_KEY
         raise ValueError(f"no API key: set the environment variable {self.config.api_key_env}")
 
-    def _build_sdk(self) -> openai.AsyncOpenAI:
+    def _build(self) -> None:
+        """The SDK client and the HTTP client under it (the caller's, or one on the chosen transport)."""
+        self._http = self._http_client if self._http_client is not None else self._build_http_client()
+        self._sdk = self._build_sdk(self._http)
+
+    def _build_sdk(self, http_client: Any) -> openai.AsyncOpenAI:
         config = self.config
         common = {
             "api_key": self._api_key,
             "max_retries": 0,  # every retry is ours
             "timeout": config.timeout_s,
-            "http_client": self._http_client if self._http_client is not None else self._build_http_client(),
+            "http_client": http_client,
         }
         if config.provider == "azure":
             return openai.AsyncAzureOpenAI(
@@ -478,8 +489,20 @@ class AsyncLLMClient:
     def sdk(self) -> openai.AsyncOpenAI:
         """The underlying ``openai.AsyncOpenAI`` (or ``AsyncAzureOpenAI``) client."""
         if self._sdk is None:
-            self._sdk = self._build_sdk()
+            self._build()
+        assert self._sdk is not None
         return self._sdk
+
+    async def _request_template(self) -> "_ChatRequestTemplate":
+        """How the SDK builds a chat request to this endpoint, learnt once (see :class:`_ChatRequestTemplate`)."""
+        if self._template is None:
+            assert self._template_lock is not None
+            async with self._template_lock:
+                if self._template is None:
+                    self._template = await _ChatRequestTemplate.learn(
+                        self._build_sdk, self.config.model, self._request_options
+                    )
+        return self._template
 
     def _bind_loop(self) -> None:
         """Make the semaphore and the SDK's connection pool belong to the running event loop."""
@@ -487,16 +510,17 @@ class AsyncLLMClient:
         if loop is self._loop:
             return
         if self._loop is not None and self._http_client is None:
-            self._sdk = None  # its pooled connections belong to a finished loop
+            self._sdk = self._http = None  # their pooled connections belong to a finished loop
         self._loop = loop
         self._semaphore = asyncio.Semaphore(self.config.concurrency)
         self._budget_lock = asyncio.Lock()
+        self._template_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
         """Close the SDK client (and its connection pool) unless the caller supplied the HTTP client."""
         if self._sdk is not None and self._http_client is None:
             await self._sdk.close()
-        self._sdk = None
+        self._sdk = self._http = None
         self.budget.close()
 
     async def __aenter__(self) -> "AsyncLLMClient":
@@ -552,42 +576,31 @@ class AsyncLLMClient:
 
     async def _attempt(self, params: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | _Failure:
         """One HTTP exchange: the parsed reply, or why it failed."""
-
-        async def exchange() -> bytes:
-            # The SDK's post, not chat.completions.create: create first walks the messages against the SDK's
-            # TypedDicts (a no-op for plain JSON, and about a third of the SDK's CPU per request) and then parses the
-            # reply into a pydantic model we would not use. The body bytes, headers, auth and Azure's deployment URL
-            # are the same (docs/design.md, "LLM client throughput").
-            response = await self.sdk.post(
-                "/chat/completions",
-                cast_to=httpx2.Response,
-                body={"model": self.config.model, "messages": messages, **params},
-                options=self._request_options,
-            )
-            return response.content
-
+        template = await self._request_template()
+        if self._sdk is None:
+            self._build()
+        request = template.build(self._http, {"model": self.config.model, "messages": messages, **params})
         try:
-            # The SDK's timeout bounds each phase; this one bounds the whole exchange (a server trickling bytes).
+            # The client's timeout bounds each phase; this one bounds the whole exchange (a server trickling bytes).
             # asyncio.timeout (3.11+) does so without wrapping the exchange in a task of its own.
             if _TIMEOUT is not None:
                 async with _TIMEOUT(self.config.timeout_s * 2 + 5):
-                    content = await exchange()
+                    response = await self._http.send(request)
             else:
-                content = await asyncio.wait_for(exchange(), self.config.timeout_s * 2 + 5)
-        except (openai.APITimeoutError, asyncio.TimeoutError) as exc:  # noqa: UP041 - distinct on Python 3.10
+                response = await asyncio.wait_for(self._http.send(request), self.config.timeout_s * 2 + 5)
+        except (httpx2.TimeoutException, asyncio.TimeoutError) as exc:  # noqa: UP041 - distinct on Python 3.10
             refused = _refused_connection(exc)
             if refused is not None:  # the aiohttp transport reports a refused connection as a connect timeout
                 return _Failure("connection error", refused)
             return _Failure("timeout")
-        except openai.APIStatusError as exc:
-            status = exc.status_code
+        except Exception as exc:  # as the SDK: whatever the transport raises is a connection error, retried
+            return _Failure("connection error", self._scrub(type(exc).__name__))
+        if not response.is_success:
+            status = response.status_code
             retryable = status in _RETRYABLE_STATUS or status >= 500
-            retry_after = retry_after_seconds(exc.response.headers) if status in (429, 503) else None
-            detail = _SDK_PREFIX.sub("", self._scrub(str(exc.message)))[:300]
-            return _Failure(f"http {status}", detail, retryable, retry_after)
-        except openai.APIConnectionError as exc:
-            return _Failure("connection error", self._scrub(f"{type(exc.__cause__ or exc).__name__}"))
-        return _parse_reply(content)
+            retry_after = retry_after_seconds(response.headers) if status in (429, 503) else None
+            return _Failure(f"http {status}", self._scrub(_error_message(response))[:300], retryable, retry_after)
+        return _parse_reply(response.content)
 
     async def complete(self, request: ChatRequest, on_send: Callable[[str], None] | None = None) -> CompletionResult:
         """Send one request within the limits, retrying what is worth retrying; never raises for a failed request.
@@ -815,6 +828,66 @@ def _refused_connection(exc: BaseException) -> str | None:
             return type(exc).__name__
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
+
+
+class _ChatRequestTemplate:
+    """A chat completion request as the SDK builds it for this endpoint, less its body.
+
+    The SDK's ``post()`` rebuilds the same URL (parsed and merged three times), headers and request options for every
+    request, which cost about 40 % of the client's CPU per request at a few hundred in flight. The URL, headers and
+    extensions (the timeout; on Azure, the origin its redirect hook checks) depend only on the client, so they are
+    learnt once, from one request the SDK builds against a transport that records it and sends nothing, and each
+    request is then built by the SDK's own HTTP client (openai's transport, with the hooks the SDK installed on it)
+    from them and its body. Retries are ours anyway (the SDK's are off), and a static API key is the only
+    authentication this client configures, so nothing the SDK would do per request is skipped
+    (docs/design.md, "LLM client throughput")."""
+
+    _PATH = "/chat/completions"
+    _SKIPPED = {"host", "content-length"}  # recomputed for each request
+
+    def __init__(self, url: httpx2.URL, headers: list[tuple[str, str]], extensions: dict[str, Any]) -> None:
+        self.url, self.headers, self.extensions = url, headers, extensions
+
+    @classmethod
+    async def learn(
+        cls, build_sdk: Callable[[Any], openai.AsyncOpenAI], model: str, options: Mapping[str, Any]
+    ) -> "_ChatRequestTemplate":
+        seen: list[httpx2.Request] = []
+
+        def record(request: httpx2.Request) -> httpx2.Response:
+            seen.append(request)
+            return httpx2.Response(200, json={})
+
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(record)) as recorder:
+            sdk = build_sdk(recorder)
+            await sdk.post(cls._PATH, cast_to=httpx2.Response, body={"model": model, "messages": []}, options=options)
+            defaults = recorder.headers  # the recording client's own defaults; the sending client adds its own
+        (request,) = seen
+        headers = [
+            (name, value)
+            for name, value in request.headers.multi_items()
+            if name.lower() not in cls._SKIPPED and defaults.get(name) != value
+        ]
+        return cls(request.url, headers, dict(request.extensions))
+
+    def build(self, http_client: Any, body: Mapping[str, Any]) -> httpx2.Request:
+        """The request carrying ``body``, serialised as the SDK serialises JSON bodies."""
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return http_client.build_request(
+            "POST", self.url, headers=self.headers, content=content, extensions=dict(self.extensions)
+        )
+
+
+def _error_message(response: httpx2.Response) -> str:
+    """What an error response says: its JSON ``error.message`` (OpenAI's shape), else its text."""
+    text = response.text.strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    error = body.get("error", body) if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message else text
 
 
 def message_text(content: Any) -> str:
