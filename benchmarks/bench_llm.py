@@ -224,9 +224,11 @@ def bench_throughput(
                     failed = sum(run["count"] - run["ok"] for run in runs[kind])
                     row[kind] = result
                     fraction = result["rate"] / bound
+                    spread = ", ".join(f"{run['rate'] / bound:.2f}" for run in runs[kind])
                     print(
                         f"    {concurrency:>4} {processes:>5} {kind:>6} {result['rate']:>8.1f} {bound:>7.1f} "
                         f"{fraction:>8.3f} {result['cpu_per_request_ms']:>10.3f}"
+                        + (f"  (runs: {spread})" if repeats > 1 else "")
                         + (f"  ({failed} failed)" if failed else "")
                     )
                     record_figure("llm", f"(a) c={concurrency} {processes} proc {kind}: fraction of bound", fraction)
