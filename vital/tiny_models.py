@@ -301,7 +301,9 @@ _VISION_HIDDEN = 32
 _IMAGE_SIZE = 32
 
 
-def _tiny_llama_config(tokenizer: PreTrainedTokenizerFast, eos_token_id: int | list[int]) -> LlamaConfig:
+def _tiny_llama_config(
+    tokenizer: PreTrainedTokenizerFast, eos_token_id: int | list[int], context_length: int = 512
+) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=_TEXT_HIDDEN,
@@ -309,7 +311,7 @@ def _tiny_llama_config(tokenizer: PreTrainedTokenizerFast, eos_token_id: int | l
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=context_length,  # rotary positions: no weight depends on it
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_token_id,
@@ -346,7 +348,7 @@ def _maybe_save(model: Any, processor: Any, save_dir: str | Path | None) -> None
 
 
 def build_tiny_llava(
-    save_dir: str | Path | None = None, seed: int = 0
+    save_dir: str | Path | None = None, seed: int = 0, context_length: int = 512
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """Build a random tiny LLaVA (CLIP vision tower + Llama text model) and its real ``LlavaProcessor``.
 
@@ -359,6 +361,8 @@ def build_tiny_llava(
             ``AutoModelForImageTextToText.from_pretrained(save_dir)`` and ``AutoProcessor.from_pretrained(save_dir)``
             reload them.
         seed: torch seed for the random weights; the same seed gives identical weights.
+        context_length: the text model's context (``max_position_embeddings``), which a server such as
+            ``transformers serve`` holds requests to; the weights are the same for any value.
 
     Returns:
         ``(model, processor)``, the model in eval mode.
@@ -382,7 +386,7 @@ def build_tiny_llava(
     )
     config = LlavaConfig(
         vision_config=vision_config,
-        text_config=_tiny_llama_config(tokenizer, tokenizer.eos_token_id),
+        text_config=_tiny_llama_config(tokenizer, tokenizer.eos_token_id, context_length),
         image_token_index=image_token_id,
         image_seq_length=num_image_tokens,
         vision_feature_select_strategy="default",

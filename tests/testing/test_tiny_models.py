@@ -21,6 +21,7 @@ from vital.testing.tiny_models import (
     TINY_VLM_BUILDERS,
     UNK_TOKEN,
     build_tiny_clip,
+    build_tiny_llava,
     build_tiny_tokenizer,
 )
 
@@ -178,6 +179,16 @@ def test_vlm_builder_determinism(name):
     c, _ = builder(seed=1)
     assert _state_dicts_equal(a, b)
     assert not _state_dicts_equal(a, c)
+
+
+def test_tiny_llava_context_length_changes_only_the_context():
+    short, _ = build_tiny_llava(seed=0)
+    long, _ = build_tiny_llava(seed=0, context_length=16384)
+    assert (short.config.text_config.max_position_embeddings, long.config.text_config.max_position_embeddings) == (
+        512,
+        16384,
+    )
+    assert _state_dicts_equal(short, long)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
