@@ -488,10 +488,14 @@ class AsyncLLMClient:
     @property
     def sdk(self) -> openai.AsyncOpenAI:
         """The underlying ``openai.AsyncOpenAI`` (or ``AsyncAzureOpenAI``) client."""
-        if self._sdk is None:
-            self._build()
+        self._ensure_built()
         assert self._sdk is not None
         return self._sdk
+
+    def _ensure_built(self) -> None:
+        """Build the SDK and its HTTP client again if a new event loop or :meth:`aclose` dropped them."""
+        if self._sdk is None:
+            self._build()
 
     async def _request_template(self) -> "_ChatRequestTemplate":
         """How the SDK builds a chat request to this endpoint, learnt once (see :class:`_ChatRequestTemplate`)."""
@@ -577,8 +581,7 @@ class AsyncLLMClient:
     async def _attempt(self, params: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | _Failure:
         """One HTTP exchange: the parsed reply, or why it failed."""
         template = await self._request_template()
-        if self._sdk is None:
-            self._build()
+        self._ensure_built()
         request = template.build(self._http, {"model": self.config.model, "messages": messages, **params})
         try:
             # The client's timeout bounds each phase; this one bounds the whole exchange (a server trickling bytes).
