@@ -22,6 +22,11 @@ Throughput, in candidates/s and turns/s over the same first `--throughput-n` can
   processes, 1 thread each, each scoring its slice, gathered on the main process). The time is the scoring itself,
   between two barriers, after both processes loaded the model; process start-up is reported apart.
 
+CPU: beside each path's time, the CPU seconds it used: this process and its DataLoader workers (their CPU is counted
+once they exit). CPU over the machine's cores is the least wall time the path could take here, so the last line also
+prints the most the batched path could gain over the per-turn path on this machine: the per-turn path's time against
+the batched path's CPU spread over every core.
+
 Memory: `score_candidates` over all `--stream-n` candidates in one call, batched, while a logging handler records at
 every 10,000 candidates the process's RSS, its anonymous part (`RssAnon`: heap and tensors; memory-mapped Arrow pages
 are file-backed and reclaimable, so they are left out) and the peak RSS (`VmHWM`). With `--tracemalloc`, the Python
@@ -35,6 +40,7 @@ import io
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -46,6 +52,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported, not run as a script
 from _results import record  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its children that have exited (DataLoader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def proc_status() -> dict[str, float]:
@@ -357,8 +369,11 @@ def main(argv: list[str] | None = None) -> dict:
     # The compared paths take turns, `--repeats` rounds, and each keeps its median time: a burst of load on the
     # machine then falls on every path alike rather than on whichever ran during it.
     timings: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     for _ in range(args.repeats):
+        before = cpu_seconds()
         seconds, turns = per_turn_path(model, processor, subset, args.batch_size)
+        cpu.setdefault("per_turn", []).append(cpu_seconds() - before)
         timings.setdefault("per_turn", []).append(seconds)
         results["per_turn"] = {"candidates": len(subset), "turns": turns}
         seconds, turns = pure_forward(model, processor, subset, args.batch_size)
@@ -366,7 +381,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["pure_forward"] = {"candidates": len(subset), "turns": turns}
         for threads in (1, 2):
             torch.set_num_threads(threads)
+            before = cpu_seconds()
             seconds, scored = batched(model, processor, subset, args.batch_size)
+            cpu.setdefault(f"batched_{threads}t", []).append(cpu_seconds() - before)
             turns = sum(len(t) for t in scored.turn_scores)
             timings.setdefault(f"batched_{threads}t", []).append(seconds)
             results[f"batched_{threads}t"] = {"candidates": len(scored), "turns": turns}
@@ -374,13 +391,15 @@ def main(argv: list[str] | None = None) -> dict:
     for key, seconds in timings.items():
         results[key]["seconds"] = float(np.median(seconds))
         results[key]["all_seconds"] = seconds
+    for key, seconds in cpu.items():
+        results[key]["cpu_seconds"] = float(np.median(seconds))
     if not args.skip_processes:
         results["two_processes"] = two_processes(args)
     print(
         f"\nThroughput ({len(subset)} candidates, batch {args.batch_size}; loop on {results['loop']['candidates']}; "
         f"median of {args.repeats} rounds, the paths taking turns)"
     )
-    print(f"{'mode':<26}{'candidates/s':>14}{'turns/s':>10}{'speed-up':>10}")
+    print(f"{'mode':<26}{'candidates/s':>14}{'turns/s':>10}{'speed-up':>10}{'CPU s':>8}")
     base = results["loop"]["candidates"] / results["loop"]["seconds"]
     labels = {
         "loop": "per-sample loop, 1 thread",
@@ -394,7 +413,8 @@ def main(argv: list[str] | None = None) -> dict:
         if key in results:
             r = results[key]
             rate = r["candidates"] / r["seconds"]
-            print(f"{label:<26}{rate:>14.1f}{r['turns'] / r['seconds']:>10.1f}{rate / base:>9.1f}x")
+            cpu_column = f"{r['cpu_seconds']:>8.2f}" if "cpu_seconds" in r else ""
+            print(f"{label:<26}{rate:>14.1f}{r['turns'] / r['seconds']:>10.1f}{rate / base:>9.1f}x{cpu_column}")
     if "two_processes" in results:
         print(f"(two processes: {results['two_processes']['wall_with_startup']:.1f} s wall including start-up)")
     rate = {key: results[key]["candidates"] / results[key]["seconds"] for key in ("per_turn", "batched_1t")}
@@ -402,6 +422,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"batched vs per-turn path: {rate['batched_1t'] / rate['per_turn']:.2f}x candidates/s; "
         f"pure forward vs batched: {pure / rate['batched_1t']:.2f}x (the path's overhead over the model alone)"
+    )
+    cores = len(os.sched_getaffinity(0))
+    least = results["batched_1t"]["cpu_seconds"] / cores
+    print(
+        f"CPU: batched {results['batched_1t']['cpu_seconds']:.2f} s (this process and its worker), per-turn path "
+        f"{results['per_turn']['cpu_seconds']:.2f} s; over {cores} cores the batched path takes at least {least:.2f} s "
+        f"here, so it can be at most {results['per_turn']['seconds'] / least:.2f}x the per-turn path"
     )
 
     # 2. Memory while streaming every candidate from disk.
