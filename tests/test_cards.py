@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import pytest
 from huggingface_hub import DatasetCard, EvalResult, ModelCard
 
 from vital import __version__
@@ -82,6 +83,19 @@ def test_secrets_never_reach_the_card(monkeypatch):
 def test_redact_secrets_walks_nested_values():
     out = redact_secrets({"a": [{"password": "x"}], "hf_token": "t", "ok": "fine", "n": 3})
     assert out == {"a": [{"password": REDACTED}], "hf_token": REDACTED, "ok": "fine", "n": 3}
+
+
+@pytest.mark.parametrize("key", ["token", "hub_token", "hubToken", "HF_TOKEN", "access-token", "api_key", "apiKey",
+                                 "client_secret", "Authorization", "azure_ad_token", "push_token_x"])  # fmt: skip
+def test_credentials_are_redacted_by_their_name(key):
+    assert redact_secrets({key: "value"}) == {key: REDACTED}
+
+
+@pytest.mark.parametrize("key", ["eos_token", "pad_token", "bos_token", "image_token", "include_num_input_tokens_seen",
+                                 "tokenizer_name", "max_new_tokens", "special_tokens"])  # fmt: skip
+def test_tokenizer_settings_are_kept(key):
+    # A run's tokenizer settings are needed to rebuild it: "token" in a name is not enough to hide its value.
+    assert redact_secrets({key: "<|end|>"}) == {key: "<|end|>"}
 
 
 def test_model_card_with_base_model_datasets_and_model_index():

@@ -37,7 +37,10 @@ from vital.resources import resource_dir
 TEMPLATE_DIRS = {"dataset": resource_dir("dataset_cards"), "model": resource_dir("model_cards")}
 STACK = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "huggingface_hub", "openai", "evaluate")
 REDACTED = "<redacted>"
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authorization|credential)", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|passwd|authorization|credential)", re.IGNORECASE)
+_TOKEN_WORD = re.compile(r"(?:^|[^a-z0-9])token(?:$|[^a-z0-9])")  # the word, not "tokens" or "tokenizer"
+_TOKENIZER_TOKEN = re.compile(r"(bos|eos|pad|unk|sep|cls|mask|image|video|audio|boi|eoi)_token")
+"""A tokenizer's special token (``eos_token``, ``pad_token``, ...): not a credential, and needed to rebuild a run."""
 _SECRET_ENV = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VITAL_API_KEY")
 
 
@@ -73,8 +76,19 @@ def stack_versions() -> dict[str, str]:
     return out
 
 
+def _secret_key(key: str) -> bool:
+    """Whether a setting's name says it holds a credential: an API key, a secret or password, or a token
+    (``token``, ``hub_token``, ``hubToken``) other than a tokenizer's special tokens (``eos_token``); settings about
+    counting tokens (``include_num_input_tokens_seen``, ``max_new_tokens``) are not credentials."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
+    if _SECRET_KEY.search(words):
+        return True
+    return bool(_TOKEN_WORD.search(words)) and not _TOKENIZER_TOKEN.fullmatch(words)
+
+
 def redact_secrets(obj: Any) -> Any:
-    """Replace values under secret-looking keys, and any value equal to a secret in the environment."""
+    """Replace values under secret-looking keys (:func:`_secret_key`), and any value equal to, or holding, a secret
+    in the environment."""
     secrets = {os.environ[k] for k in _SECRET_ENV if os.environ.get(k)}
 
     def walk(value: Any, key: str = "") -> Any:
@@ -82,7 +96,7 @@ def redact_secrets(obj: Any) -> Any:
             return {k: walk(v, str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [walk(v, key) for v in value]
-        if isinstance(value, str) and value and (_SECRET_KEY.search(key) or value in secrets):
+        if isinstance(value, str) and value and (_secret_key(key) or value in secrets):
             return REDACTED
         if isinstance(value, str) and any(s in value for s in secrets):
             for s in secrets:

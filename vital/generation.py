@@ -617,9 +617,13 @@ def quarantine_failures(quarantine) -> list[dict[str, str]]:
 
 
 def usage_stats(results: Sequence[Any]) -> dict[str, Any]:
-    """Requests, tokens and cost of ``results`` (`CompletionResult`), for a card."""
+    """Requests, how they were sent (online or through the Batch API, each with its cost), tokens and cost of
+    ``results`` (`CompletionResult`), for a card."""
+    from vital.llm.jobs import sent_by
+
     return {
         "requests": len(results),
+        "sent": sent_by(results),
         "prompt_tokens": sum(r.prompt_tokens for r in results),
         "completion_tokens": sum(r.completion_tokens for r in results),
         "cost_usd": sum(r.cost_usd for r in results),

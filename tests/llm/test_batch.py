@@ -11,7 +11,8 @@ import pytest
 
 from vital.llm import EndpointConfig
 from vital.llm.batch import BatchConfig
-from vital.llm.jobs import Job, run_jobs_sharded
+from vital.llm.jobs import Job, run_jobs_sharded, sent_by
+from vital.llm.journal import CompletionResult
 from vital.llm.pricing import cost_usd
 from vital.testing.standin import SampleResponder
 from vital.testing.standin_batch import BatchStandInServer
@@ -64,6 +65,31 @@ def test_batch_mode_journals_the_same_keys_and_texts_as_online_at_half_the_cost(
         assert (a.prompt_tokens, a.completion_tokens) == (b.prompt_tokens, b.completion_tokens)
         assert a.cost_usd > 0 and b.cost_usd == pytest.approx(a.cost_usd / 2)
     assert sorted(line["key"] for line in journal_lines(tmp_path / "batch")) == sorted(job.key for job in JOBS)
+
+
+def test_each_result_says_how_it_was_sent_and_a_mixed_run_is_counted_by_way(tmp_path):
+    """A run can mix both ways (a batch finished online, or a journal from either): each journal line keeps how its
+    request was sent, so a card counts requests and cost by the way they were actually sent, not by `--mode`."""
+    half = JOBS[: N // 2]
+    with BatchStandInServer(responder(), batch_delay_s=0.02) as server:
+        endpoint = endpoint_for(server)
+        run_jobs_sharded(half, endpoint, build, tmp_path, batch=BatchConfig(mode="batch", **FAST))
+        online = run_jobs_sharded(JOBS, endpoint, build, tmp_path)  # the other half online, same journal
+        assert server.stats.requests == N - len(half)
+        again = run_jobs_sharded(JOBS, endpoint, build, tmp_path, batch=BatchConfig(mode="batch", **FAST))
+        assert server.batch_stats.batches == 1  # the batch-mode rerun found everything journaled: no new batch
+    assert {line["key"]: line["mode"] for line in journal_lines(tmp_path)} == {
+        job.key: "batch" if job in half else "online" for job in JOBS
+    }
+    by_batch = sum(online[j.key].cost_usd for j in half)
+    by_online = sum(online[j.key].cost_usd for j in JOBS if j not in half)
+    assert by_batch > 0 and by_online > 0
+    expected = f"{N - len(half)} online (${by_online:.4f}), {len(half)} through the Batch API (${by_batch:.4f})"
+    assert sent_by(online.values()) == sent_by(again.values()) == expected
+    # A journal line from before the way was recorded is counted apart, not guessed.
+    old = CompletionResult.from_record({"key": "k", "text": "x", "cost_usd": 0.5})
+    assert old.mode is None and sent_by([old]) == "1 journaled before the way was recorded ($0.5000)"
+    assert sent_by([]) == "none"
 
 
 def test_input_files_stay_within_the_byte_limit(tmp_path):

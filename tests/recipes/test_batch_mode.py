@@ -48,22 +48,33 @@ def generated(root, server):
 
 @pytest.mark.slow
 def test_generate_in_batch_mode_matches_online_and_a_rerun_sends_nothing(root, generated, server):
-    (candidates, _), journals = generated
+    (candidates, pairs), journals = generated
     hub = LocalHub(root / "hub")
     rows = hub.load_dataset("quickstart/candidates", split="train", revision=candidates.commit)
     lines = journal_lines(journals)
     assert len(rows) == 15 and all(line["error"] is None for line in lines) and len(lines) == 15 + 2
     assert {e["event"] for e in batch_log(journals)} >= {"uploaded", "created", "merged"}
-    readme = (hub.snapshot("quickstart/candidates", candidates.commit) / "README.md").read_text()
-    assert "batch mode" in readme and "(Batch API prices)" in readme
+
+    def card(repo, commit):
+        return (hub.snapshot(repo, commit) / "README.md").read_text()
+
+    # Each card counts its own requests, by how they were sent (15 conversations, 2 answer pairs).
+    assert "| requests | 15: 15 through the Batch API ($" in card("quickstart/candidates", candidates.commit)
+    assert "**Requests:** 2: 2 through the Batch API ($" in card("quickstart/answer-pairs", pairs.commit)
     # Online over another journal: the same conversations (the stand-in answers deterministically).
     (online, _) = generate(root, root / "gen-online", server)
     online_rows = hub.load_dataset("quickstart/candidates", split="train", revision=online.commit)
     assert online_rows["messages"] == rows["messages"]
-    assert "online mode" in (hub.snapshot("quickstart/candidates", online.commit) / "README.md").read_text()
-    # Online over the batch journal: every request is answered from the journal, nothing is appended.
-    generate(root, journals, server)
+    assert "| requests | 15: 15 online ($" in card("quickstart/candidates", online.commit)
+    # Online over the batch journal: every request is answered from the journal, nothing is appended, and the card
+    # still says they went through the Batch API.
+    (again, _) = generate(root, journals, server)
     assert journal_lines(journals) == lines
+    assert "| requests | 15: 15 through the Batch API ($" in card("quickstart/candidates", again.commit)
+    # Batch mode over the online journal sends nothing through the Batch API: the card says online, as it was paid.
+    (rerun, _) = generate(root, root / "gen-online", server, "--mode", "batch")
+    text = card("quickstart/candidates", rerun.commit)
+    assert "| requests | 15: 15 online ($" in text and "through the Batch API" not in text
 
 
 @pytest.mark.slow
@@ -82,4 +93,4 @@ def test_rate_in_batch_mode_rates_every_turn_with_reasks_as_a_second_round(root,
     created = [e for e in batch_log(journals) if e["event"] == "created"]
     assert len(created) == 2  # ... in a second batch, after the first one was merged
     readme = (hub.snapshot("quickstart/ratings", pushed.commit) / "README.md").read_text()
-    assert "batch mode, Batch API prices" in readme
+    assert f"| requests | {len(journal_lines(journals))} through the Batch API ($" in readme  # re-asks included

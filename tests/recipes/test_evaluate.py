@@ -2,6 +2,7 @@
 model-index entries in the model's card, the win rate against another eval dataset and the comparison chart."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,7 @@ def test_quickstart_on_a_model_folder_pushes_the_eval_dataset(root, first):
     readme = (snapshot / "README.md").read_text()
     assert (snapshot / "figures" / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![comparison](figures/comparison.png)" in readme and "Stand-in judge" in readme
+    assert re.search(r"Judge requests cost \$\d+\.\d{4} \(sent \d+ online \(\$\d+\.\d{4}\)\)", readme)
     inputs = lineage_of(hub.read_card("quickstart/eval", pushed.commit))["inputs"]
     assert {i.get("repo_id") for i in inputs} >= {"fixtures/vqa-rad", "fixtures/slake", "fixtures/llava-med-chat"}
     # A model folder is not a hub repo: its card with the results is written next to the journals.

@@ -453,7 +453,7 @@ class BatchRunner:
             missing += f" ({unreadable} unreadable output line(s))"
         for key in state.keys:
             result = results.get(key) or CompletionResult(
-                key=key, attempts=self.tries[key], elapsed_s=elapsed, error=missing
+                key=key, attempts=self.tries[key], elapsed_s=elapsed, error=missing, mode="batch"
             )
             if self._ok(key):
                 continue  # merged before a kill, or answered online meanwhile
@@ -476,7 +476,7 @@ class BatchRunner:
     def _result(self, key: str, entry: Mapping[str, Any], elapsed: float) -> CompletionResult:
         """One output or error line as a result."""
         attempts = max(1, self.tries[key])
-        failed = CompletionResult(key=key, attempts=attempts, elapsed_s=elapsed)
+        failed = CompletionResult(key=key, attempts=attempts, elapsed_s=elapsed, mode="batch")
         if entry.get("error"):
             error = entry["error"]
             failed.error = f"batch error {error.get('code', '')}: {str(error.get('message', ''))[:300]}"
@@ -520,6 +520,7 @@ class BatchRunner:
             model=reported,
             refusal=refusal if isinstance(refusal, str) else None,
             system_fingerprint=reply.get("system_fingerprint"),
+            mode="batch",
         )
 
     # -- the run ---------------------------------------------------------------------------------------------------

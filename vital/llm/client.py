@@ -635,7 +635,12 @@ class AsyncLLMClient:
                     error += f": {outcome.detail}"
                 logger.debug("request %s failed: %s", key[:12], error)
                 return CompletionResult(
-                    key=key, attempts=attempts, latency_s=latency, elapsed_s=time.monotonic() - started, error=error
+                    key=key,
+                    attempts=attempts,
+                    latency_s=latency,
+                    elapsed_s=time.monotonic() - started,
+                    error=error,
+                    mode="online",
                 )
             delay = backoff_delay(attempts - 1, config.backoff_base_s, config.backoff_max_s, self._rng)
             if outcome.retry_after_s is not None:
@@ -690,6 +695,7 @@ class AsyncLLMClient:
             model=reported,
             refusal=refusal if isinstance(refusal, str) else None,
             system_fingerprint=reply.get("system_fingerprint"),
+            mode="online",
         )
 
     async def _complete_safely(
@@ -702,7 +708,8 @@ class AsyncLLMClient:
             raise
         except Exception as exc:
             logger.exception("unexpected error in a request")
-            return CompletionResult(key=request.key or "", error=self._scrub(f"client error: {type(exc).__name__}"))
+            error = self._scrub(f"client error: {type(exc).__name__}")
+            return CompletionResult(key=request.key or "", error=error, mode="online")
 
     # -- many requests -------------------------------------------------------------------------------------------------
     async def run(

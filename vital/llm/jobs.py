@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +89,10 @@ async def execute_jobs(
     """
     results = {job.key: done[job.key] for job in jobs if job.key in done and done[job.key].ok}
     todo = [job for job in jobs if job.key not in results]
-    for job, result in zip(todo, await client.run(_LazyRequests(todo, build_messages), journal=journal), strict=True):
-        results[job.key] = result
+    if todo:  # (nothing to send: no client summary line of zeros beside the journal count)
+        replies = await client.run(_LazyRequests(todo, build_messages), journal=journal)
+        for job, result in zip(todo, replies, strict=True):
+            results[job.key] = result
     return results, len(jobs) - len(todo)
 
 
@@ -135,6 +137,33 @@ def describe_budget(endpoint: EndpointConfig, processes: int = 1, shards: int = 
     if processes > 1:
         text += f"; the {processes} processes of a machine shared one budget (a file-locked bucket)"
     return text
+
+
+SENT_BY = {"online": "online", "batch": "through the Batch API"}
+"""How a card names each ``CompletionResult.mode``."""
+
+
+def sent_by(results: Iterable[CompletionResult]) -> str:
+    """How the requests behind ``results`` were sent and what each way cost, for a card: e.g. ``15 online ($0.2168),
+    6 through the Batch API ($0.0542)``.
+
+    Read from each result, not from the run's ``--mode``: a request answered from the journal counts the way it was
+    sent then (a batch-mode rerun over an online journal sent nothing through the Batch API, and paid online prices).
+    """
+    totals: dict[str | None, list] = {}
+    for result in results:
+        entry = totals.setdefault(result.mode, [0, 0.0])
+        entry[0] += 1
+        entry[1] += result.cost_usd
+    if not totals:
+        return "none"
+    order = [*SENT_BY, *sorted({m for m in totals if m not in SENT_BY and m is not None}), None]
+    return ", ".join(
+        f"{totals[mode][0]} {SENT_BY.get(mode, mode) if mode else 'journaled before the way was recorded'} "
+        f"(${totals[mode][1]:.4f})"
+        for mode in order
+        if mode in totals
+    )
 
 
 def api_run_summary(
@@ -230,7 +259,10 @@ def run_jobs_sharded(
     else:
         with Journal.open(own_path) as journal:  # this process's journal: loaded once, here
             resumed, total = asyncio.run(send(journal, merged(journal)))
-    logger.info("%d request(s) sent, %d answered from the journals (this process)", total - resumed, resumed)
+    # In batch mode "finished in this run" includes the batches an earlier run left, merged now (not submitted again).
+    logger.info(
+        "%d request(s) finished in this run, %d were already in the journals (this process)", total - resumed, resumed
+    )
     if shard:
         logger.info("shard %s done; run without --shard over the collected journals to merge and push", shard)
         return None

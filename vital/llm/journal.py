@@ -70,6 +70,8 @@ class CompletionResult:
         system_fingerprint: the server's ``system_fingerprint``, if any.
         resent_after_kill: the request was in flight when an earlier run was killed, and was sent again (the lost
             attempt was most likely billed too).
+        mode: how it was sent: ``online`` (a chat request) or ``batch`` (the provider's Batch API, at its prices);
+            ``None`` for a journal line written before this was recorded, or a result that is not an API request.
     """
 
     key: str
@@ -86,6 +88,7 @@ class CompletionResult:
     refusal: str | None = None
     system_fingerprint: str | None = None
     resent_after_kill: bool = False
+    mode: str | None = None
 
     @property
     def ok(self) -> bool:

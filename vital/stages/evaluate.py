@@ -43,6 +43,7 @@ from vital.evaluation.win_rate import win_rate_inputs, win_rate_prompt_sha
 from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, from_stand_in
 from vital.llm.batch import BatchConfig
+from vital.llm.jobs import sent_by
 from vital.llm.provenance import recorded_endpoint
 from vital.runner import artifact_table, recipe_parser, setup_logging
 
@@ -201,7 +202,7 @@ class EvaluateArguments(HubArguments):
 
 
 def eval_card(args, lineage, label, judge, stand_in, summary, vqa_metrics, display_names, tables, other_label, plan,
-              judge_results, answers, generation, batch, comparison, configs):  # fmt: skip
+              judge_results, answers, generation, comparison, configs):  # fmt: skip
     """The eval dataset's card: the summary, each judge's numbers and settings, costs, and the comparison table."""
     return dataset_card(
         "eval",
@@ -220,7 +221,7 @@ def eval_card(args, lineage, label, judge, stand_in, summary, vqa_metrics, displ
         chat_prompt_sha=chat_judge_prompt_sha(),
         win_prompt_sha=win_rate_prompt_sha(),
         judge_cost_usd=sum(r.cost_usd for r in judge_results.values()),
-        judge_mode=batch.mode,
+        judge_sent=sent_by(judge_results.values()),
         api_run=getattr(judge_results, "summary", None),
         answer_cost_usd=sum(a.cost_usd for a in answers.values()),
         judge_with_image=args.judge_with_image,
@@ -304,7 +305,7 @@ def main(
     lineage = Lineage(stage="evaluate", inputs=inputs, config=config)
     card = eval_card(
         args, lineage, label, judge, stand_in, summary, vqa_metrics, display_names, tables, other_label, plan,
-        results, answers, generation, batch, res.comparison_table(summaries), configs,
+        results, answers, generation, res.comparison_table(summaries), configs,
     )  # fmt: skip
     if not args.push_to_hub:
         logger.info("push_to_hub is false: the eval of %s is not pushed", label)

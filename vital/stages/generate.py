@@ -179,7 +179,7 @@ def load_inputs(hub, args: GenerateArguments):
     return pairs, demos, [pairs_ref, demos_ref], quarantine
 
 
-def candidates_card(args, lineage, plan, sampler, candidates, failures, done, endpoint, batch, stand_in):
+def candidates_card(args, lineage, plan, sampler, candidates, failures, done, endpoint, stand_in):
     """The candidates' dataset card: model, prompt, demonstrations, usage, failures, and the stand-in flag."""
     results = [done[job.key] for job in plan.jobs]
     return dataset_card(
@@ -191,7 +191,6 @@ def candidates_card(args, lineage, plan, sampler, candidates, failures, done, en
         stand_in=stand_in,
         model=results[0].model if results and results[0].model else endpoint.model,
         endpoint="stand-in" if stand_in else endpoint.provider,
-        mode=batch.mode,
         prompt_sha=plan.prompt_sha,
         demos_per_modality=args.demos_per_modality,
         demo_modalities=sampler.modalities,
@@ -209,8 +208,8 @@ def candidates_card(args, lineage, plan, sampler, candidates, failures, done, en
     )
 
 
-def answer_pairs_card(args, lineage, plan, answer_pairs, failures, endpoint, stand_in):
-    """The answer pairs' dataset card."""
+def answer_pairs_card(args, lineage, plan, answer_pairs, failures, done, endpoint, stand_in):
+    """The answer pairs' dataset card: generator, prompt, usage (their own requests) and failures."""
     return dataset_card(
         "answer_pairs",
         lineage=lineage,
@@ -221,7 +220,10 @@ def answer_pairs_card(args, lineage, plan, answer_pairs, failures, endpoint, sta
         model=endpoint.model,
         prompt_sha=plan.pair_prompt_sha,
         answer_pair_demos=args.answer_pair_demos,
+        stats=usage_stats([done[job.key] for job in plan.pair_jobs]),
         num_failures=len(failures),
+        failure_reasons=dict(Counter(f["stage"] for f in failures)),
+        api_run=getattr(done, "summary", None),
     )
 
 
@@ -268,7 +270,7 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
     candidates = rows_to_dataset(list(rows), CANDIDATE_FEATURES)
     config = [args, recorded_endpoint(endpoint, stand_in), batch]
     lineage = Lineage(stage="generate", inputs=inputs, config=config, seed=args.data_seed)
-    card = candidates_card(args, lineage, plan, sampler, candidates, failures, done, endpoint, batch, stand_in)
+    card = candidates_card(args, lineage, plan, sampler, candidates, failures, done, endpoint, stand_in)
     pair_failures: list = []
     rows = answer_pair_rows(pairs, plan.pair_jobs, done, kind, plan.pair_prompt_sha, pair_failures)
     answer_pairs = rows_to_dataset(list(rows), answer_pair_features())
@@ -279,10 +281,19 @@ def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig |
         return []
     pushed = [push_with_failures(hub, candidates, failures, args.candidates_repo, card, args)]
     logger.log(level, "candidates: %s -> %s", headline, pushed[0].location)
+    headlines = {args.candidates_repo: headline}
     if plan.pair_jobs:
-        card = answer_pairs_card(args, lineage, plan, answer_pairs, pair_failures, endpoint, stand_in)
+        card = answer_pairs_card(args, lineage, plan, answer_pairs, pair_failures, done, endpoint, stand_in)
         pushed.append(push_with_failures(hub, answer_pairs, pair_failures, args.answer_pairs_repo, card, args))
-    print(artifact_table(pushed, {args.candidates_repo: headline}))
+        pairs_headline = f"{len(answer_pairs)} questions, {len(pair_failures)} failures{failure_counts(pair_failures)}"
+        headlines[args.answer_pairs_repo] = pairs_headline
+        logger.log(
+            logging.WARNING if pair_failures else logging.INFO,
+            "answer pairs: %s -> %s",
+            pairs_headline,
+            pushed[-1].location,
+        )
+    print(artifact_table(pushed, headlines))
     return pushed
 
 

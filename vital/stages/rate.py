@@ -30,7 +30,7 @@ from vital.data.schemas import RATING_FEATURES, rows_to_dataset
 from vital.hub import PushResult, get_hub
 from vital.llm import EndpointConfig, from_stand_in, image_to_data_url
 from vital.llm.batch import BatchConfig
-from vital.llm.jobs import run_jobs_sharded
+from vital.llm.jobs import run_jobs_sharded, sent_by
 from vital.llm.provenance import STAND_IN_MODEL, recorded_endpoint
 from vital.rating import (
     build_rating_messages,
@@ -143,7 +143,7 @@ def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | Non
         judge_retries=args.judge_retries,
         num_candidates=len(candidates),
         cost_usd=sum(r.cost_usd for r in results.values()),
-        mode=batch.mode,
+        sent=sent_by(results.values()),
         api_run=getattr(results, "summary", None),
         **stats,
     )
