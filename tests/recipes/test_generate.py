@@ -111,6 +111,8 @@ def test_faults_end_in_success_or_a_recorded_failure(hub_dir, stand_in, caplog):
     failures = hub.load_dataset("quickstart/candidates", "failures", split="train")
     assert len(candidates) + len(failures) == 15
     assert len(failures) > 0  # with one retry and 45% faults, some requests exhaust their retries
+    readme = (hub.snapshot("quickstart/candidates", "main") / "README.md").read_text()
+    assert 'load_dataset("quickstart/candidates", "failures"' in readme  # the card's snippet loads them
     assert all(f["stage"] == "request" and f["reason"] for f in failures)
     assert set(candidates["pair_id"]).isdisjoint(failures["pair_id"])
     # Failed requests are retried by the next run; the successes are not sent again.
