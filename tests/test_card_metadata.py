@@ -133,7 +133,10 @@ def test_result_sources_never_name_a_local_path(tmp_path):
 # Every dataset card's "use" snippet runs
 # ---------------------------------------------------------------------------------------------------------------------
 SNIPPET_CONTEXT = {"repo_id": "org/data", "revision": "run-1", "configs": [{"name": "top10"}]}
-TEMPLATE_CONTEXT = {"released": {"configs": ["instruct_60k"]}}  # a list of config names there
+TEMPLATE_CONTEXT = {
+    "released": {"configs": ["instruct_60k"]},  # a list of config names there
+    "candidates": {"num_failures": 1},  # its snippet loads the failures config only when there is one
+}
 
 
 def _context(template: Path) -> dict:

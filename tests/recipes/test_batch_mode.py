@@ -60,7 +60,8 @@ def test_generate_in_batch_mode_matches_online_and_a_rerun_sends_nothing(root, g
 
     # Each card counts its own requests, by how they were sent (15 conversations, 2 answer pairs).
     assert "| requests | 15: 15 through the Batch API ($" in card("quickstart/candidates", candidates.commit)
-    assert '"failures"' not in card("quickstart/candidates", candidates.commit)  # none: no snippet for a missing config
+    # No failures: the card's snippet does not load a failures config that is not there.
+    assert '"failures"' not in card("quickstart/candidates", candidates.commit)
     assert "**Requests:** 2: 2 through the Batch API ($" in card("quickstart/answer-pairs", pairs.commit)
     # Online over another journal: the same conversations (the stand-in answers deterministically).
     (online, _) = generate(root, root / "gen-online", server)
