@@ -825,8 +825,10 @@ class AsyncLLMClient:
                 journal_.close()
             elif journal_ is not None:
                 journal_.sync()
-            # Failed requests are a warning with their reasons (the stages record them as failures too).
-            logger.log(logging.WARNING if stats.failed else logging.INFO, "%s", stats.summary())
+            # Failed requests are a warning with their reasons (the stages record them as failures too). A run given
+            # no request says nothing: its caller counts what the journals answered.
+            if keys:
+                logger.log(logging.WARNING if stats.failed else logging.INFO, "%s", stats.summary())
         return [results[key] for key in keys]
 
 

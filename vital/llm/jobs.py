@@ -89,10 +89,8 @@ async def execute_jobs(
     """
     results = {job.key: done[job.key] for job in jobs if job.key in done and done[job.key].ok}
     todo = [job for job in jobs if job.key not in results]
-    if todo:  # (nothing to send: no client summary line of zeros beside the journal count)
-        replies = await client.run(_LazyRequests(todo, build_messages), journal=journal)
-        for job, result in zip(todo, replies, strict=True):
-            results[job.key] = result
+    for job, result in zip(todo, await client.run(_LazyRequests(todo, build_messages), journal=journal), strict=True):
+        results[job.key] = result
     return results, len(jobs) - len(todo)
 
 
