@@ -22,7 +22,7 @@ Use it through `vital.llm.jobs.run_jobs_sharded` (``batch=BatchConfig(mode="batc
     with Journal.open("runs/journal.jsonl") as journal:
         results = BatchRunner(endpoint, BatchConfig(mode="batch"), journal).run(jobs, build_messages)
 
-Public API: :class:`BatchConfig`, :class:`BatchRunner`, :func:`run_batch_jobs`, :data:`KILL_POINTS`.
+Public API: :class:`BatchConfig`, :class:`BatchRunner` and :func:`run_batch_jobs`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import time
 import uuid
 from collections import Counter
@@ -48,9 +47,6 @@ from vital.llm.pricing import cost_usd
 
 logger = logging.getLogger(__name__)
 
-# Where a test can have the process SIGKILL itself (environment variable VITAL_BATCH_KILL_AT=<point>).
-KILL_POINTS = ("before_upload", "after_upload", "after_create", "polling", "merging")
-KILL_ENV = "VITAL_BATCH_KILL_AT"
 _TERMINAL = ("completed", "failed", "expired", "cancelled")
 _RETRYABLE_STATUS = {408, 409, 429}
 _PLACEHOLDER_KEY = "EMPTY"
@@ -104,13 +100,6 @@ class BatchConfig:
             raise ValueError("batch_max_requests and batch_max_bytes must be >= 1")
         if self.batch_poll_s <= 0 or self.batch_poll_max_s < self.batch_poll_s:
             raise ValueError("need 0 < batch_poll_s <= batch_poll_max_s")
-
-
-def _kill_point(point: str) -> None:
-    """SIGKILL this process at ``point`` when the environment asks for it (the resume tests' hook)."""
-    if os.environ.get(KILL_ENV) == point:
-        logger.warning("killing the process at %s (%s)", point, KILL_ENV)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -369,7 +358,6 @@ class BatchRunner:
         if state.file_id is None:
             file_id = self._find_file(name) if state.uploading else None
             if file_id is None:
-                _kill_point("before_upload")
                 record({"event": "uploading", "file": name})
                 with open(self.state.folder / name, "rb") as handle:
                     uploaded = self.sdk.files.create(
@@ -377,7 +365,6 @@ class BatchRunner:
                     )
                 file_id = uploaded.id
                 self.counts["files"] += 1
-                _kill_point("after_upload")
             record({"event": "uploaded", "file": name, "file_id": file_id})
         assert state.file_id is not None
         if state.batch_id is None:
@@ -393,7 +380,6 @@ class BatchRunner:
                 batch_id = batch.id
                 self.counts["batches"] += 1
                 self.counts["submitted"] += len(state.keys)
-                _kill_point("after_create")
             record({"event": "created", "file": name, "batch_id": batch_id})
             logger.info("batch %s: %d request(s) from %s", batch_id, len(state.keys), name)
 
@@ -411,7 +397,6 @@ class BatchRunner:
                 except openai.APIError as exc:  # a failed poll is not a failed batch: poll again later
                     logger.warning("polling batch %s failed (%s); polling again", batch_id, type(exc).__name__)
                     continue
-                _kill_point("polling")
                 if batch.status in _TERMINAL:
                     self._merge(name, batch)
                     waiting.remove(name)
@@ -461,7 +446,6 @@ class BatchRunner:
             self.counts["succeeded" if result.ok else "failed"] += 1
             if not result.ok:
                 self.failure_reasons[failure_category(result.error)] += 1
-            _kill_point("merging")
         self.journal.sync()
         self.state.record({"event": "merged", "file": name, "status": batch.status})
         self.counts[f"batches_{batch.status}"] += 1
