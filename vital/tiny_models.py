@@ -348,7 +348,7 @@ def _maybe_save(model: Any, processor: Any, save_dir: str | Path | None) -> None
 
 
 def build_tiny_llava(
-    save_dir: str | Path | None = None, seed: int = 0, context_length: int = 512
+    save_dir: str | Path | None = None, seed: int = 0, context_length: int = 2048
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """Build a random tiny LLaVA (CLIP vision tower + Llama text model) and its real ``LlavaProcessor``.
 
@@ -361,15 +361,19 @@ def build_tiny_llava(
             ``AutoModelForImageTextToText.from_pretrained(save_dir)`` and ``AutoProcessor.from_pretrained(save_dir)``
             reload them.
         seed: torch seed for the random weights; the same seed gives identical weights.
-        context_length: the text model's context (``max_position_embeddings``), which a server such as
-            ``transformers serve`` holds requests to; the weights are the same for any value.
+        context_length: the text model's context (``max_position_embeddings``, and the tokenizer's
+            ``model_max_length``), which a server such as ``transformers serve`` holds requests to; the weights are
+            the same for any value. The default holds the quickstart's longest training conversation (about 1,100
+            tokens with its image).
 
     Returns:
         ``(model, processor)``, the model in eval mode.
     """
     # The chat template writes <s> itself; a tokenizer that added one too would double it when a rendered prompt is
     # passed to processor(text=...).
-    tokenizer = build_tiny_tokenizer(extra_special_tokens=[IMAGE_TOKEN], add_bos_token=False)
+    tokenizer = build_tiny_tokenizer(
+        extra_special_tokens=[IMAGE_TOKEN], add_bos_token=False, model_max_length=context_length
+    )
     tokenizer.chat_template = LLAVA_CHAT_TEMPLATE
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     patch_size = 8

@@ -182,12 +182,13 @@ def test_vlm_builder_determinism(name):
 
 
 def test_tiny_llava_context_length_changes_only_the_context():
-    short, _ = build_tiny_llava(seed=0)
-    long, _ = build_tiny_llava(seed=0, context_length=16384)
+    short, short_processor = build_tiny_llava(seed=0)
+    long, long_processor = build_tiny_llava(seed=0, context_length=16384)
     assert (short.config.text_config.max_position_embeddings, long.config.text_config.max_position_embeddings) == (
-        512,
+        2048,
         16384,
     )
+    assert (short_processor.tokenizer.model_max_length, long_processor.tokenizer.model_max_length) == (2048, 16384)
     assert _state_dicts_equal(short, long)
 
 

@@ -168,6 +168,12 @@ class SelectorConfig(PreTrainedConfig):
             image_dim, text_dim = _infer_feature_dims(self.backbone_model_type, self.backbone_config)
             self.image_feature_dim = self.image_feature_dim or image_dim
             self.text_feature_dim = self.text_feature_dim or text_dim
+        # The text tower's special tokens, declared where the Trainer looks (`get_text_config()` is this config): it
+        # otherwise "aligns" them from the tokenizer and warns on every fit that the model config was changed.
+        text_config = (self.backbone_config or {}).get("text_config") or {}
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if getattr(self, name, None) is None and text_config.get(name) is not None:
+                setattr(self, name, text_config[name])
 
     @property
     def text_padding(self) -> bool | str:
