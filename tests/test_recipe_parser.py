@@ -154,3 +154,13 @@ def test_vital_hub_says_when_the_repo_is_of_the_other_type(tmp_path, capsys):
     assert vital_main(["hub", "refs", "me/model", "--hub", f"local:{tmp_path}/hub"]) == 1
     assert "a model repo of that name exists: --repo-type model" in capsys.readouterr().err
     assert vital_main(["hub", "refs", "me/model", "--hub", f"local:{tmp_path}/hub", "--repo_type", "model"]) == 0
+
+
+def test_a_stage_run_through_vital_names_itself_in_usage_and_errors(capsys):
+    with pytest.raises(SystemExit):
+        vital_main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: vital generate [-h]") and "--config YAML reads these arguments" in out
+    with pytest.raises(SystemExit):
+        vital_main(["rate", "--no_such_flag", "1"])
+    assert capsys.readouterr().err.startswith("vital rate: error: unknown arguments: --no_such_flag")

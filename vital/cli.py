@@ -102,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         stages = ", ".join(available_recipes())
         usage = "vital <stage> [--config YAML] [--key value ...] | vital hub ... | vital stand-in ..."
-        print(f"usage: {usage}\n\nstages: {stages}, hub, stand-in")
+        aliases = ", ".join(f"`vital {alias}` = {stage}" for alias, stage in ALIASES.items())
+        print(
+            f"usage: {usage}\n\nstages: {stages}, hub, stand-in\n"
+            f"(`-` and `_` are the same in a stage's name: `vital import-demos` = import_demos; {aliases})\n"
+            "`vital <stage> --help` lists a stage's arguments; `--config` takes a YAML of them (or a shipped one, "
+            "e.g. quickstart/generate.yaml)"
+        )
         return 0
     if argv[0] == "--version":
         print(__version__)
@@ -115,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         from vital.testing.serve import main as serve_stand_in
 
         return serve_stand_in(rest)
-    load_recipe(command).cli(rest)
+    from vital.runner import _COMMAND
+
+    _COMMAND.append(f"vital {argv[0]}")
+    try:
+        load_recipe(command).cli(rest)
+    finally:
+        _COMMAND.pop()
     return 0
 
 

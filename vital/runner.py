@@ -1,10 +1,12 @@
-"""What every recipe shares: finding a recipe script by name, logging, and the table of pushed artifacts."""
+"""What every recipe shares: finding a recipe script by name, its processes, logging, and the table of pushed
+artifacts."""
 
 from __future__ import annotations
 
 import functools
 import importlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -53,6 +55,9 @@ def _secret_refusal(what: str) -> str:
     )
 
 
+_COMMAND: list[str] = []  # the `vital <stage>` command running, for the parsers' usage line
+
+
 def recipe_parser(dataclass_types: Any, **kwargs: Any) -> Any:
     """The recipes' argument parser: TRL's ``TrlParser`` (dataclasses, ``--config`` YAML, command-line overrides)
     with three differences. No prefix matching (``--api_key`` is not taken as ``--api_key_env``); a credential on the
@@ -73,6 +78,14 @@ def _recipe_parser_class() -> type:
 
         def __init__(self, dataclass_types: Any = None, **kwargs: Any) -> None:
             kwargs.setdefault("allow_abbrev", False)
+            if _COMMAND:  # `vital generate --help` says "usage: vital generate", not "usage: vital"
+                kwargs.setdefault("prog", _COMMAND[-1])
+            kwargs.setdefault(
+                "epilog",
+                "--config YAML reads these arguments from a YAML file (keys are the names above without --), or from "
+                "a config shipped with the package (e.g. quickstart/generate.yaml); flags given on the command line "
+                "override it.",
+            )
             super().__init__(dataclass_types, **kwargs)
 
         def screen(self, args: Sequence[str]) -> None:
@@ -187,6 +200,32 @@ def load_recipe(name: str) -> ModuleType:
 
 
 load_stage = load_recipe
+
+
+def process_state(cpu: bool = False) -> Any:
+    """This process's ``accelerate.PartialState``, made the same way by every stage.
+
+    Under ``accelerate launch`` (or ``torchrun``) on a machine without CUDA the launched processes are gloo processes
+    on the CPU. accelerate only treats them as one run when ``cpu=True``: otherwise each would be "process 0 of 1"
+    and do the whole job (every process sends every request, and more than one pushes). The API stages need no
+    accelerator at all, so this matters even on a machine whose GPUs they leave alone.
+
+    Raises:
+        RuntimeError: the launcher started several processes but accelerate sees fewer (the first ``PartialState``
+            of the process was made elsewhere without ``cpu``): refused before any work is done.
+    """
+    import torch
+    from accelerate import PartialState
+
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    state = PartialState(cpu=cpu or (launched > 1 and not torch.cuda.is_available()))
+    if state.num_processes != launched:
+        raise RuntimeError(
+            f"the launcher started {launched} processes but accelerate sees {state.num_processes} "
+            f"({state.distributed_type}): each would do the whole run and push. Launch with a config that fits this "
+            "machine (accelerate_configs/cpu.yaml on a machine without a GPU)"
+        )
+    return state
 
 
 def setup_logging(level: int | str = logging.INFO, main_process: bool = True) -> logging.Logger:

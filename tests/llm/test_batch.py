@@ -14,6 +14,7 @@ from vital.llm.batch import BatchConfig
 from vital.llm.jobs import Job, run_jobs_sharded, sent_by
 from vital.llm.journal import CompletionResult
 from vital.llm.pricing import cost_usd
+from vital.testing.serve import served
 from vital.testing.standin import SampleResponder
 from vital.testing.standin_batch import BatchStandInServer
 
@@ -59,6 +60,11 @@ def test_batch_mode_journals_the_same_keys_and_texts_as_online_at_half_the_cost(
     assert set(server.batch_stats.submitted) == {job.key for job in JOBS}
     assert set(server.batch_stats.submitted.values()) == {1}
     assert server.batch_stats.urls == {"/v1/chat/completions": N} and server.batch_stats.models == {"gpt-4o": N}
+    # `vital stand-in`'s last line counts both sides, not only the chat requests.
+    assert served(server) == (
+        f"chat requests by outcome: {{'ok': {N}}}; Batch API: 3 file(s) uploaded, 3 batch(es) created, "
+        f"{N} request(s) submitted"
+    )
     for job in JOBS:
         a, b = online[job.key], batch[job.key]
         assert a.ok and b.ok and a.text == b.text == f"Figure {job.index}: a chest X-ray."

@@ -122,12 +122,15 @@ def test_shards_take_their_share_of_the_budget_and_the_merge_says_so(tmp_path, m
         jobs = [job(i) for i in range(4)]
         for shard in ("0/2", "1/2"):
             assert run_jobs_sharded(jobs, endpoint, build, tmp_path, shard=shard) is None
-        results = run_jobs_sharded(jobs, endpoint, build, tmp_path)
-    assert [b.requests_per_minute for b in budgets] == [3000, 3000, 6000]
+        results = run_jobs_sharded(jobs, endpoint, build, tmp_path)  # the merge: sends nothing, opens no client
+        assert server.stats.requests == 4 and len(results) == 4
+    assert [b.requests_per_minute for b in budgets] == [3000, 3000]
     assert "each of the 2 shards (--shard i/2) took 1/2 of it" in results.summary["budget"]
     assert results.summary["resent_after_kill"] == 0
     text = describe_budget(endpoint, processes=4)
     assert "6000 requests/min for the whole run" in text and "4 processes of a machine shared one budget" in text
+    unlimited = EndpointConfig(provider="openai-compatible", model="m", base_url="http://127.0.0.1:1/v1")
+    assert describe_budget(unlimited) == "none set (no requests- or tokens-per-minute limit)"
 
 
 def test_the_card_says_how_the_budget_was_shared_and_what_was_resent():

@@ -16,7 +16,7 @@ import pytest
 
 from vital.cards import lineage_of
 from vital.data.schemas import validate_dataset
-from vital.hub import LocalHub
+from vital.hub import HubError, LocalHub
 from vital.llm.jobs import NoRepliesError
 from vital.runner import load_recipe
 
@@ -173,15 +173,53 @@ def test_bad_pairs_are_quarantined_as_input_failures(hub_dir, stand_in):
 
 
 def test_shards_merge_into_the_same_dataset(hub_dir, tmp_path, stand_in):
-    server = stand_in(faults=0.1)  # retried faults change nothing in the merged result
+    server = [*stand_in(faults=0.1), "--requests_per_minute", "60000"]  # retried faults change nothing
     assert run(hub_dir, server, "--shard", "0/2", "--answer_pairs", "0") == []
     assert run(hub_dir, server, "--shard", "1/2", "--answer_pairs", "0") == []
     files = sorted(p.name for p in (hub_dir / "journals").glob("*.jsonl"))
-    assert files == ["journal-00000-of-00002.jsonl", "journal-00001-of-00002.jsonl"]
+    assert files == ["journal-shard-00000-of-00002.jsonl", "journal-shard-00001-of-00002.jsonl"]
     lines = journal_lines(hub_dir)
     run(hub_dir, server, "--answer_pairs", "0")  # merges, sends nothing
     assert journal_lines(hub_dir) == lines
-    assert len(LocalHub(hub_dir / "hub").load_dataset("quickstart/candidates", split="train")) == 15
+    hub = LocalHub(hub_dir / "hub")
+    assert len(hub.load_dataset("quickstart/candidates", split="train")) == 15
+    card = (hub.snapshot("quickstart/candidates", "main") / "README.md").read_text()
+    assert "each of the 2 shards (--shard i/2) took 1/2 of it" in card
+
+
+def test_a_merge_missing_a_shard_names_it_and_sends_nothing(hub_dir, stand_in):
+    """The journals of shard 0 of 2 alone: the merge names shard 1 and sends none of its requests (sending them
+    from here would pay twice, over budget, if that shard still runs elsewhere)."""
+    server = stand_in(faults=0)
+    assert run(hub_dir, server, "--shard", "0/2", "--answer_pairs", "0") == []
+    sent = stand_in.servers[0].stats.requests
+    with pytest.raises(RuntimeError, match=r"7 request\(s\) have no journaled result \(shard 1/2: 7, no "
+                       r"journal-shard-00001-of-00002.jsonl here\)\. Run those shards"):  # fmt: skip
+        run(hub_dir, server, "--answer_pairs", "0")
+    assert stand_in.servers[0].stats.requests == sent  # the merge sent nothing
+    with pytest.raises(HubError, match="not found"):  # nothing was pushed
+        LocalHub(hub_dir / "hub").resolve("quickstart/candidates")
+
+
+def test_each_generate_card_counts_only_its_own_resent_requests(hub_dir, stand_in):
+    """Two candidate requests were in flight at a kill (marked sent, never journaled): the rerun resends them, and
+    the candidates card says 2 were resent while the answer-pairs card, whose requests were all new, says none."""
+    server = stand_in(faults=0)
+    run(hub_dir, server, "--answer_pairs", "0")
+    journal = hub_dir / "journals" / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    lost = [json.loads(line)["key"] for line in lines[:2]]
+    journal.write_text("".join(f"{line}\n" for line in lines[2:]))
+    assert set(lost) <= set(journal.with_name("journal.jsonl.sent").read_text().split())
+    pushed = run(hub_dir, server)  # with answer pairs this time
+
+    hub = LocalHub(hub_dir / "hub")
+    candidates_card = (hub.snapshot("quickstart/candidates", pushed[0].commit) / "README.md").read_text()
+    pairs_card = (hub.snapshot("quickstart/answer-pairs", pushed[1].commit) / "README.md").read_text()
+    assert "**2 request(s) were resent after a kill**" in candidates_card
+    assert "No request was resent after a kill." in pairs_card and "resent after a kill**" not in pairs_card
+    resent = [r for r in journal_lines(hub_dir) if r.get("resent_after_kill")]
+    assert sorted(r["key"] for r in resent) == sorted(lost)
 
 
 def test_the_api_key_never_reaches_outputs(hub_dir, capfd, monkeypatch, stand_in):

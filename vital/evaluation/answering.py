@@ -193,12 +193,13 @@ def conversation(text: str, system_prompt: str | None = None) -> list[dict[str, 
 def load_vlm(path: str, revision: str | None = None, dtype: str = "auto", device=None):
     """``(model, processor)`` for generation: the model in eval mode on ``device`` (default: this process's)."""
     import torch
-    from accelerate import PartialState
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vital.runner import process_state
 
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=torch_dtype)
-    model.to(device or PartialState().device).eval()
+    model.to(device or process_state().device).eval()
     processor = AutoProcessor.from_pretrained(path, revision=revision)
     return model, processor
 
@@ -241,12 +242,12 @@ def generate_answers(model, processor, images: Sequence[Any], texts: Sequence[st
 
 
 def _my_share(questions: Sequence[Question], shard: str | None) -> tuple[list[Question], int, int]:
-    from accelerate import PartialState
+    from vital.runner import process_state
 
     if shard:
         index, count = parse_shard(shard)
         return shard_items(list(questions), index, count), index, count
-    state = PartialState()
+    state = process_state()
     with state.split_between_processes(list(questions)) as mine:
         return list(mine), state.process_index, state.num_processes
 
@@ -270,7 +271,7 @@ def answer_with_model(
     something is left. Then every process reads all journals. Returns None when ``shard`` is given and other shards
     have not been answered yet.
     """
-    from accelerate import PartialState
+    from vital.runner import process_state
 
     answers_dir = Path(answers_dir)
     answers_dir.mkdir(parents=True, exist_ok=True)
@@ -301,7 +302,7 @@ def answer_with_model(
                         )
                     )
     if not shard:
-        PartialState().wait_for_everyone()
+        process_state().wait_for_everyone()
     done = merge_journals(sorted(answers_dir.glob(ANSWER_GLOB)))
     missing = [q.id for q in questions if keys[q.id] not in done]
     if missing:

@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,26 @@ from vital.llm.limits import Budget
 
 logger = logging.getLogger(__name__)
 JOURNAL_GLOB = "journal*.jsonl"
+# A `--shard i/n` run's journal is journal-shard-0000i-of-0000n.jsonl; the processes of one `accelerate launch` write
+# journal-0000i-of-0000n.jsonl. The names tell a run over the collected journals whether it merges machines' shards.
+SHARD_JOURNAL = "journal-shard.jsonl"
+_SHARD_NAME = re.compile(r"journal-shard-(\d+)-of-(\d+)\.jsonl")
+
+
+def shard_count(journal_dir: str | Path) -> int:
+    """``n`` when ``journal_dir`` holds the journals of ``--shard i/n`` runs, else 0.
+
+    Raises:
+        ValueError: the folder mixes the journals of shard runs with different counts.
+    """
+    counts = {
+        int(m.group(2)) for p in Path(journal_dir).glob("journal-shard-*") if (m := _SHARD_NAME.fullmatch(p.name))
+    }
+    if len(counts) > 1:
+        raise ValueError(
+            f"{journal_dir} holds the journals of shard runs of {sorted(counts)} shards: keep one run's journals"
+        )
+    return counts.pop() if counts else 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,12 @@ class JobResults(dict):
 
     summary: dict[str, Any]
 
+    def summary_of(self, keys: Iterable[str]) -> dict[str, Any]:
+        """``summary`` with the resent requests counted over ``keys`` only: what one artifact's card says when a run
+        made several (generate's candidates and answer pairs)."""
+        resent = [result for key in keys if (result := self.get(key)) is not None and result.resent_after_kill]
+        return {**self.summary, "resent_after_kill": len(resent), "resent_cost_usd": sum(r.cost_usd for r in resent)}
+
 
 class NoRepliesError(RuntimeError):
     """Not one request of a run got a reply (e.g. no server at the endpoint's address): the stage stops and pushes
@@ -128,7 +155,7 @@ def describe_budget(endpoint: EndpointConfig, processes: int = 1, shards: int = 
     if endpoint.tokens_per_minute > 0:
         parts.append(f"{endpoint.tokens_per_minute:g} tokens/min")
     if not parts:
-        return "no rate limit"
+        return "none set (no requests- or tokens-per-minute limit)"
     text = " and ".join(parts) + " for the whole run"
     if shards > 1:
         text += f"; each of the {shards} shards (--shard i/{shards}) took 1/{shards} of it"
@@ -214,18 +241,22 @@ def run_jobs_sharded(
     Raises:
         NoRepliesError: not one request got a reply (the journals keep what was done; a rerun resumes).
     """
-    from accelerate import PartialState
+    from vital.runner import process_state
 
-    state = PartialState()
+    state = process_state()
     index, count = parse_shard(shard) if shard else (state.process_index, state.num_processes)
     journal_dir = Path(journal_dir)
     journal_dir.mkdir(parents=True, exist_ok=True)
-    mine = [job for i, job in enumerate(jobs) if i % count == index]
-    own_path = shard_path(journal_dir / "journal.jsonl", index, count)
+    # A run without --shard over the journals of shard runs merges them and sends nothing: a missing shard is an error
+    # (sending its requests from here would pay for them twice if that shard is still running, over its budget).
+    merging = 0 if shard else shard_count(journal_dir)
+    mine = [] if merging else [job for i, job in enumerate(jobs) if i % count == index]
+    own_path = shard_path(journal_dir / (SHARD_JOURNAL if shard else "journal.jsonl"), index, count)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes) or 1)
     machines = 1 if shard else max(1, state.num_processes // max(1, local))
     budget = shared_budget(endpoint, journal_dir, shards=count if shard else 1, machines=machines)
-    logger.info("rate budget of this process: %s", budget.describe())
+    if not merging:
+        logger.info("rate budget of this process: %s", budget.describe())
 
     def others() -> list[Path]:
         return [path for path in sorted(journal_dir.glob(JOURNAL_GLOB)) if path.resolve() != own_path.resolve()]
@@ -245,7 +276,13 @@ def run_jobs_sharded(
                 round_ = _followups(round_, results, followup)
             return resumed, total
 
-    if batch is not None and batch.mode == "batch":
+    if merging:
+        logger.info("merging the journals of %d shards (--shard i/%d) in %s; this run sends nothing", merging, merging,
+                    journal_dir)  # fmt: skip
+        resumed = total = 0
+        journal = Journal.open(own_path)
+        journal.close()
+    elif batch is not None and batch.mode == "batch":
         from vital.llm.batch import run_batch_jobs
 
         # The Batch API writes this process's journal itself (same keys as online); read it back once afterwards.
@@ -258,9 +295,12 @@ def run_jobs_sharded(
         with Journal.open(own_path) as journal:  # this process's journal: loaded once, here
             resumed, total = asyncio.run(send(journal, merged(journal)))
     # In batch mode "finished in this run" includes the batches an earlier run left, merged now (not submitted again).
-    logger.info(
-        "%d request(s) finished in this run, %d were already in the journals (this process)", total - resumed, resumed
-    )
+    if not merging:
+        logger.info(
+            "%d request(s) finished in this run, %d were already in the journals (this process)",
+            total - resumed,
+            resumed,
+        )
     if shard:
         logger.info("shard %s done; run without --shard over the collected journals to merge and push", shard)
         return None
@@ -268,19 +308,16 @@ def run_jobs_sharded(
     if not state.is_main_process:
         return None
     done = merged(journal)  # the others' journals again (they grew meanwhile); ours is in memory
-    everything, round_ = list(jobs), list(jobs)
+    everything, round_, first = list(jobs), list(jobs), True
     while round_:
-        missing = sum(1 for job in round_ if job.key not in done)
+        missing = [i for i, job in enumerate(round_) if job.key not in done]
         if missing:
-            raise RuntimeError(f"{missing} request(s) have no journaled result; run the missing shards first")
-        round_ = _followups(round_, done, followup)
+            raise RuntimeError(_missing_message(missing, first, merging, journal_dir))
+        round_, first = _followups(round_, done, followup), False
         everything += round_
     results = JobResults({job.key: done[job.key] for job in everything})
     require_some_replies(results, journal_dir)
-    # A one-process run over journals named -of-N merges the shards of N machines (accelerate's processes push
-    # from their own main process): say how the budget was split.
-    shards = 1 if state.num_processes > 1 else len(list(journal_dir.glob("journal-*-of-*.jsonl")))
-    results.summary = api_run_summary(results, endpoint, state.num_processes, max(1, shards))
+    results.summary = api_run_summary(results, endpoint, state.num_processes, max(1, merging))
     if results.summary["resent_after_kill"]:
         logger.warning(
             "%d request(s) were resent after a kill (in flight when it died), about $%.4f paid twice",
@@ -288,6 +325,24 @@ def run_jobs_sharded(
             results.summary["resent_cost_usd"],
         )
     return results
+
+
+def _missing_message(missing: list[int], first_round: bool, shards: int, journal_dir: Path) -> str:
+    """Why a merge stops: how many requests (at these positions of their round) have no journaled result and, over
+    the journals of shard runs, whose they are (a job's shard is its position in the first round modulo ``shards``)."""
+    text = f"{len(missing)} request(s){'' if first_round else ' (follow-ups)'} have no journaled result"
+    if not shards:
+        return text + "; nothing was pushed, rerun to send them"
+    if first_round:
+        parts = []
+        for index, count in sorted(Counter(i % shards for i in missing).items()):
+            path = shard_path(journal_dir / SHARD_JOURNAL, index, shards)
+            parts.append(f"shard {index}/{shards}: {count}" + ("" if path.exists() else f", no {path.name} here"))
+        text += f" ({'; '.join(parts)})"
+    return (
+        f"{text}. Run those shards (--shard i/{shards}), or copy their journals into {journal_dir}, then merge again; "
+        "this run sent nothing and pushed nothing"
+    )
 
 
 def _followups(jobs: Sequence[Job], results: Mapping[str, CompletionResult], followup) -> list[Job]:

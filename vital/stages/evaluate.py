@@ -26,7 +26,6 @@ model's card as ``model-index`` entries (a new commit of its README on the hub),
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from vital.llm import EndpointConfig, from_stand_in
 from vital.llm.batch import BatchConfig
 from vital.llm.jobs import sent_by
 from vital.llm.provenance import recorded_endpoint
-from vital.runner import artifact_table, recipe_parser, setup_logging
+from vital.runner import artifact_table, process_state, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.evaluate")
@@ -239,11 +238,8 @@ def main(
     endpoint: EndpointConfig,
     batch: BatchConfig | None = None,
 ) -> list[PushResult]:
-    import torch
-    from accelerate import PartialState
-
     # Several processes on a machine without a GPU (accelerate_configs/cpu.yaml) are gloo processes on the CPU.
-    state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
+    state = process_state()
     setup_logging(main_process=state.is_main_process)
     hub, out, batch = get_hub(args.hub), Path(args.output_dir), batch or BatchConfig()
 

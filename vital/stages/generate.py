@@ -49,7 +49,7 @@ from vital.llm import EndpointConfig, from_stand_in, image_to_data_url
 from vital.llm.batch import BatchConfig
 from vital.llm.jobs import run_jobs_sharded
 from vital.llm.provenance import recorded_endpoint
-from vital.runner import artifact_table, recipe_parser, setup_logging
+from vital.runner import artifact_table, process_state, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.generate")
@@ -204,7 +204,7 @@ def candidates_card(args, lineage, plan, sampler, candidates, failures, done, en
         modalities=dict(sorted(Counter(candidates["modality"]).items())),
         num_failures=len(failures),
         failure_reasons=dict(Counter(f["stage"] for f in failures)),
-        api_run=getattr(done, "summary", None),
+        api_run=done.summary_of(job.key for job in plan.jobs) if hasattr(done, "summary") else None,
     )
 
 
@@ -223,14 +223,12 @@ def answer_pairs_card(args, lineage, plan, answer_pairs, failures, done, endpoin
         stats=usage_stats([done[job.key] for job in plan.pair_jobs]),
         num_failures=len(failures),
         failure_reasons=dict(Counter(f["stage"] for f in failures)),
-        api_run=getattr(done, "summary", None),
+        api_run=done.summary_of(job.key for job in plan.pair_jobs) if hasattr(done, "summary") else None,
     )
 
 
 def main(args: GenerateArguments, endpoint: EndpointConfig, batch: BatchConfig | None = None) -> list[PushResult]:
-    from accelerate import PartialState
-
-    setup_logging(main_process=PartialState().is_main_process)
+    setup_logging(main_process=process_state().is_main_process)
     hub = get_hub(args.hub)
     batch = batch or BatchConfig()
 

@@ -40,7 +40,7 @@ from vital.rating import (
     rating_stats,
     retry_job,
 )
-from vital.runner import artifact_table, recipe_parser, setup_logging
+from vital.runner import artifact_table, process_state, recipe_parser, setup_logging
 
 
 logger = logging.getLogger("vital.rate")
@@ -100,9 +100,7 @@ class RateArguments(HubArguments):
 
 
 def main(args: RateArguments, endpoint: EndpointConfig, batch: BatchConfig | None = None) -> list[PushResult]:
-    from accelerate import PartialState
-
-    setup_logging(main_process=PartialState().is_main_process)
+    setup_logging(main_process=process_state().is_main_process)
     hub = get_hub(args.hub)
     batch = batch or BatchConfig()
 

@@ -39,7 +39,7 @@ from vital.arguments import HubArguments
 from vital.cards import Lineage, dataset_card
 from vital.data.inputs import require_columns
 from vital.hub import HubError, PushResult, get_hub
-from vital.runner import artifact_table, recipe_parser, setup_logging
+from vital.runner import artifact_table, process_state, recipe_parser, setup_logging
 from vital.selection import (
     cut_scores,
     load_mixtures,
@@ -188,11 +188,8 @@ def load_selector(hub, args: ScriptArguments, device):
 
 
 def main(args: ScriptArguments) -> list[PushResult]:
-    from accelerate import PartialState
-
     # 1. Processes, logging, inputs at pinned commits.
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    state = PartialState(cpu=args.use_cpu or (several and not torch.cuda.is_available()))
+    state = process_state(cpu=args.use_cpu)
     setup_logging(main_process=state.is_main_process)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

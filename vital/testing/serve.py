@@ -182,8 +182,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
     finally:
         server.stop()
-        logger.info("stopped; outcomes: %s", dict(server.stats.outcomes))
+        logger.info("stopped; %s", served(server))
     return 0
+
+
+def served(server: Any) -> str:
+    """What a stopped server answered: chat requests by outcome, and what came through its Batch API."""
+    text = f"chat requests by outcome: {dict(server.stats.outcomes)}"
+    batch = getattr(server, "batch_stats", None)
+    if batch is not None:
+        text += (
+            f"; Batch API: {batch.files} file(s) uploaded, {batch.batches} batch(es) created, "
+            f"{sum(batch.submitted.values())} request(s) submitted"
+        )
+    return text
 
 
 if __name__ == "__main__":
