@@ -16,8 +16,15 @@ from vital.evaluation.benchmarks import (
     normalize_vqa,
     read_open_chat,
 )
-from vital.evaluation.fixtures import open_chat_records, push_fixtures, raw_path_vqa, raw_vqa_rad, write_open_chat
-from vital.hub import LocalHub
+from vital.evaluation.fixtures import (
+    open_chat_records,
+    pin_fixtures,
+    push_fixtures,
+    raw_path_vqa,
+    raw_vqa_rad,
+    write_open_chat,
+)
+from vital.hub import HubError, LocalHub
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +100,27 @@ def test_a_moving_revision_is_warned_about(hub, pushed, caplog):
     with caplog.at_level(logging.WARNING):
         load_benchmark(hub, spec_of(pushed, "vqa-rad"))
     assert "moving revision" not in caplog.text
+
+
+def test_pinned_fixtures_are_read_at_their_commits_without_a_warning(hub, pushed, caplog, tmp_path):
+    other = "b" * 40
+    specs, chat = pin_fixtures(
+        hub, ["vqa-rad=fixtures/vqa-rad@main:test", "slake=fixtures/slake", f"mine=org/set@{other}", "path-vqa"],
+        "fixtures/llava-med-chat",
+    )  # fmt: skip
+    assert specs == [
+        spec_of(pushed, "vqa-rad"), spec_of(pushed, "slake"), f"mine=org/set@{other}:test",
+        "path-vqa=flaviagiammarino/path-vqa@main:test",  # not a fixture: as given
+    ]  # fmt: skip
+    assert chat == pushed["chat"]
+    with caplog.at_level(logging.WARNING):
+        load_benchmark(hub, specs[0])
+    assert "moving revision" not in caplog.text
+    local = tmp_path / "questions.jsonl"
+    local.write_text("")
+    assert pin_fixtures(hub, [], str(local)) == ([], str(local))
+    with pytest.raises(HubError):  # a fixture repo that is not there is not silently read at main later
+        pin_fixtures(LocalHub(tmp_path / "empty"), ["vqa-rad=fixtures/vqa-rad@main:test"], None)
 
 
 def test_unknown_answer_types_and_missing_columns_are_refused():

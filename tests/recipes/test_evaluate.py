@@ -82,6 +82,9 @@ def test_quickstart_on_a_model_folder_pushes_the_eval_dataset(root, first):
     assert re.search(r"Judge requests cost \$\d+\.\d{4} \(sent \d+ online \(\$\d+\.\d{4}\)\)", readme)
     inputs = lineage_of(hub.read_card("quickstart/eval", pushed.commit))["inputs"]
     assert {i.get("repo_id") for i in inputs} >= {"fixtures/vqa-rad", "fixtures/slake", "fixtures/llava-med-chat"}
+    # The config names the fixtures at main; the run reads them at the commits it pushed, and asks for those.
+    fixtures = [i for i in inputs if str(i.get("repo_id")).startswith("fixtures/")]
+    assert len(fixtures) == 4 and all(i["revision"] == i["commit"] for i in fixtures)
     # A model folder is not a hub repo: its card with the results is written next to the journals.
     results = ModelCard((out / "model_card" / "README.md").read_text()).data.eval_results
     assert {(r.dataset_name, r.metric_name) for r in results} >= {("VQA-RAD", "closed accuracy (legacy)")}

@@ -10,6 +10,7 @@
   ``conversations``, ``answer_type``) or BioMed-VITAL's (integer ids, ``CLOSE``, the misspelt ``conversatons``) and
   ``images/``.
 * `push_fixtures`: all of them to a hub, returning the benchmark specs and the chat repo to evaluate on.
+* `pin_fixtures`: a run's benchmark specs and chat repo with the fixture repos pinned to their commits.
 
 The questions and answers are generated from the sample pairs' modality and caption; they test plumbing, not models.
 """
@@ -20,12 +21,15 @@ import io
 import json
 import tempfile
 import zipfile
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, Image, Value
 
-from vital.hub import Hub, HubError
+from vital.evaluation.benchmarks import BenchmarkSpec, is_pinned
+from vital.hub import Hub, HubError, parse_repo_ref
 
 
 RAW_VQA_FEATURES = Features({"image": Image(), "question": Value("string"), "answer": Value("string")})
@@ -255,3 +259,24 @@ def push_fixtures(hub: Hub, repos: dict[str, str] | None = None, only_missing: b
             hub.upload_folder(write_open_chat(Path(tmp, "chat")), repos["chat"], commit_message="open-chat fixture")
     specs = [f"{name}={repos[name]}@{hub.resolve(repos[name])}:test" for name in ("vqa-rad", "slake", "path-vqa")]
     return {"benchmarks": specs, "chat": f"{repos['chat']}@{hub.resolve(repos['chat'])}"}
+
+
+def pin_fixtures(
+    hub: Hub, benchmarks: Sequence[str], chat_questions: str | None, repos: dict[str, str] | None = None
+) -> tuple[list[str], str | None]:
+    """The benchmark specs and chat repo with every fixture repo (`FIXTURE_REPOS` unless given) pinned to its
+    commit on ``hub`` now: a run that has just pushed the fixtures reads exactly what it pushed. Other repos, pinned
+    revisions and local chat files are returned as they are."""
+    fixtures = set({**FIXTURE_REPOS, **(repos or {})}.values())
+
+    def pinned(repo_id: str, revision: str) -> str:
+        return revision if is_pinned(revision) or repo_id not in fixtures else hub.resolve(repo_id, revision)
+
+    specs = []
+    for text in benchmarks:
+        spec = BenchmarkSpec.parse(text)
+        specs.append(str(replace(spec, revision=pinned(spec.repo_id, spec.revision))))
+    if chat_questions and not Path(chat_questions).is_file():
+        repo_id, revision = parse_repo_ref(chat_questions)
+        chat_questions = f"{repo_id}@{pinned(repo_id, revision)}"
+    return specs, chat_questions

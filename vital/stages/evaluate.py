@@ -91,7 +91,8 @@ class EvaluateArguments(HubArguments):
         cache_dir (`str` or `None`, *optional*):
             Where extracted benchmark images go (default `~/.cache/vital`).
         push_fixtures (`bool`, *optional*, defaults to `False`):
-            First push the tiny benchmark fixtures to the hub (the quickstart).
+            First push the tiny benchmark fixtures to the hub (the quickstart); they are then read at the commits
+            pushed (or found), whatever revision `benchmarks` and `chat_questions` name.
         chat_questions (`str` or `None`, *optional*):
             Open-chat questions: a dataset `"repo@revision"` or a local JSONL file; `None`: no open chat.
         chat_images (`str` or `None`, *optional*):
@@ -244,14 +245,18 @@ def main(
     hub, out, batch = get_hub(args.hub), Path(args.output_dir), batch or BatchConfig()
 
     # 1. Inputs at pinned commits: the VQA sets and the open-chat questions.
-    if args.push_fixtures and state.is_main_process:
-        from vital.evaluation.fixtures import push_fixtures
+    benchmarks, chat_questions = args.benchmarks, args.chat_questions
+    if args.push_fixtures:
+        from vital.evaluation.fixtures import pin_fixtures, push_fixtures
 
-        push_fixtures(hub)
-    state.wait_for_everyone()
+        if state.is_main_process:
+            push_fixtures(hub)
+        state.wait_for_everyone()
+        # The fixtures are read at the commits just pushed (or found), whatever revision the config names.
+        benchmarks, chat_questions = pin_fixtures(hub, benchmarks, chat_questions)
     specs, sets, sources, chat, chat_ref = load_eval_inputs(
-        hub, args.benchmarks, args.cache_dir, args.limit, args.chat_questions, args.chat_images,
-        args.chat_questions_file, args.chat_images_dir,
+        hub, benchmarks, args.cache_dir, args.limit, chat_questions, args.chat_images, args.chat_questions_file,
+        args.chat_images_dir,
     )  # fmt: skip
 
     # 2. Answers: a transformers model (batched, split across processes) or an endpoint; both journaled.
