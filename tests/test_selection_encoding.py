@@ -100,6 +100,41 @@ def test_texts_are_padded_as_the_tokenizer_pads_them(selector):
         tokenizer.padding_side = side
 
 
+def test_a_causal_right_padded_text_tower_skips_the_padding_mask_with_the_same_features(selector, monkeypatch):
+    """CLIP's text tower is causal and pools a real token: with right padding the padding mask changes no feature, so
+    it is left out (the faster causal kernel), bit for bit the same; left padding, or a tower that is not causal,
+    keeps it."""
+    from vital.selection import prepare_image_turns, score_prepared
+
+    model, processor = selector
+    image = Image.open(io.BytesIO(png(0))).convert("RGB")
+    turns = [["a", "a much longer question about the left lower lobe and its margin", "mid length"]]
+    masks = []
+    get_text_features = model.backbone.get_text_features
+
+    def recording(*args, attention_mask=None, **kwargs):
+        masks.append(attention_mask)
+        return get_text_features(*args, attention_mask=attention_mask, **kwargs)
+
+    monkeypatch.setattr(model.backbone, "get_text_features", recording)
+    prepared = prepare_image_turns(processor, [image], turns, batch_size=8)
+    assert prepared.padding_side == "right" and prepared.encodings[0]["attention_mask"].min() == 0  # padded
+    without = score_prepared(model, prepared)
+    assert masks == [None]
+    masks.clear()
+    monkeypatch.setattr(model.config, "backbone_model_type", "siglip")  # not in CAUSAL_TEXT_TOWERS
+    prepared.image_features = None
+    with_mask = score_prepared(model, prepared)
+    assert masks[0] is not None and torch.equal(masks[0], prepared.encodings[0]["attention_mask"])
+    assert without == with_mask  # exactly
+    masks.clear()
+    monkeypatch.setattr(model.config, "backbone_model_type", "clip")
+    monkeypatch.setattr(processor.tokenizer, "padding_side", "left")
+    left = prepare_image_turns(processor, [image], turns, batch_size=8)
+    score_prepared(model, left)  # (other scores: CLIP counts positions from the first pad)
+    assert masks[0] is not None and left.encodings[0]["attention_mask"][:, 0].min() == 0  # left padded, masked
+
+
 def test_a_model_in_training_mode_is_scored_in_eval_mode_and_left_as_it_was(selector):
     """The preparing thread runs the image encoder, so the whole run is in eval mode (no dropout), then restored."""
     model, processor = selector

@@ -197,7 +197,8 @@ class PreparedTurns:
 
     ``pixels``: image batches (one image per candidate); ``encodings``: tokenised text batches, texts sorted by length;
     ``order[i]``: the input position of the i-th sorted text; ``owners[j]``: the candidate of input text ``j``;
-    ``image_features``: the pooled image features, once :func:`encode_prepared_images` has computed them.
+    ``image_features``: the pooled image features, once :func:`encode_prepared_images` has computed them;
+    ``padding_side``: where the texts were padded (the tokenizer's side).
     """
 
     turns: list[list[str]]
@@ -206,6 +207,7 @@ class PreparedTurns:
     order: list[int] = field(default_factory=list)
     owners: Any = None
     image_features: Any = None
+    padding_side: str = "right"
 
 
 def prepare_image_turns(
@@ -225,11 +227,11 @@ def prepare_image_turns(
 
     if len(images) != len(turns):
         raise ValueError(f"{len(images)} images for {len(turns)} lists of texts")
-    prepared = PreparedTurns([list(group) for group in turns])
+    tokenizer, image_processor = processor.tokenizer, processor.image_processor
+    prepared = PreparedTurns([list(group) for group in turns], padding_side=tokenizer.padding_side)
     texts = [text for group in turns for text in group]
     if not texts:
         return prepared
-    tokenizer, image_processor = processor.tokenizer, processor.image_processor
     limit = tokenizer.model_max_length if max_length is None else min(max_length, tokenizer.model_max_length)
     for start, end in _even_chunks(len(images), batch_size):
         # The images are RGB already (_decode converts them): the processor's own conversion is skipped.
@@ -238,7 +240,7 @@ def prepare_image_turns(
     # Every text tokenised in one call, then sorted by its token count (not its characters: with a small vocabulary
     # they differ a lot), so that a batch is padded only to the longest of texts of nearly the same length: the text
     # encoder's cost follows the padded length (docs/design.md, Selector).
-    ids = tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
+    ids = tokenizer(texts, truncation=True, max_length=limit, return_attention_mask=False)["input_ids"]
     prepared.order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
     pad_to = limit if padding == "max_length" else None
     for start, end in _even_chunks(len(texts), batch_size):
@@ -279,6 +281,24 @@ def encode_prepared_images(model: Any, prepared: PreparedTurns) -> PreparedTurns
     return prepared
 
 
+CAUSAL_TEXT_TOWERS = frozenset({"clip"})
+"""Backbones whose text tower attends causally and pools a token that comes before any right padding (CLIP: the
+first end-of-text token, or the first highest id under its legacy ``eos_token_id``)."""
+
+
+def _text_attention_mask(model: Any, prepared: PreparedTurns, encoding: Mapping[str, Any]) -> Any:
+    """The attention mask the text tower needs, or None where the causal mask alone gives the same features.
+
+    In a causal tower with right padding a real token only attends to the tokens before it, none of them padding, so
+    the padding mask hides nothing more from the real tokens; the pooled one is real, so the features are the same
+    (bit for bit here), and attention without an explicit mask takes the faster causal kernel.
+    """
+    backbone_type = getattr(model.config, "backbone_model_type", None)
+    if backbone_type in CAUSAL_TEXT_TOWERS and prepared.padding_side == "right":
+        return None
+    return encoding["attention_mask"]
+
+
 def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
     """The selector's scores of prepared inputs: each image encoded once, each text once, the head on every pair.
 
@@ -297,17 +317,18 @@ def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
     try:
         with torch.no_grad():
             image = encode_prepared_images(model, prepared).image_features
-            sorted_text = torch.cat(
-                [
+            text_batches = []
+            for enc in prepared.encodings:
+                mask = _text_attention_mask(model, prepared, enc)
+                text_batches.append(
                     _pooled(
                         backbone.get_text_features(
                             input_ids=torch.as_tensor(enc["input_ids"]).to(device),
-                            attention_mask=torch.as_tensor(enc["attention_mask"]).to(device),
+                            attention_mask=None if mask is None else torch.as_tensor(mask).to(device),
                         )
                     )
-                    for enc in prepared.encodings
-                ]
-            )
+                )
+            sorted_text = torch.cat(text_batches)
             text = torch.empty_like(sorted_text)
             text[torch.tensor(prepared.order, device=device)] = sorted_text
             image = image[torch.as_tensor(prepared.owners).to(device)]
