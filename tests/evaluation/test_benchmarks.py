@@ -24,7 +24,7 @@ from vital.evaluation.fixtures import (
     raw_vqa_rad,
     write_open_chat,
 )
-from vital.hub import HubError, LocalHub
+from vital.hub import HubError, LocalHub, parse_repo_ref
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,14 @@ def test_a_moving_revision_is_warned_about(hub, pushed, caplog):
     with caplog.at_level(logging.WARNING):
         load_benchmark(hub, spec_of(pushed, "vqa-rad"))
     assert "moving revision" not in caplog.text
+
+
+def test_pushed_fixtures_are_named_at_the_commits_pushed(hub, pushed):
+    for name in ("vqa-rad", "slake", "path-vqa"):
+        spec = BenchmarkSpec.parse(spec_of(pushed, name))
+        assert is_pinned(spec.revision) and spec.revision == hub.resolve(spec.repo_id)
+    repo_id, revision = parse_repo_ref(pushed["chat"])
+    assert is_pinned(revision) and revision == hub.resolve(repo_id)
 
 
 def test_pinned_fixtures_are_read_at_their_commits_without_a_warning(hub, pushed, caplog, tmp_path):

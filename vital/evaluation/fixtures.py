@@ -257,8 +257,9 @@ def push_fixtures(hub: Hub, repos: dict[str, str] | None = None, only_missing: b
             hub.upload_folder(write_raw_slake(Path(tmp, "slake")), repos["slake"], commit_message="SLAKE fixture")
         if not (only_missing and exists(repos["chat"])):
             hub.upload_folder(write_open_chat(Path(tmp, "chat")), repos["chat"], commit_message="open-chat fixture")
-    specs = [f"{name}={repos[name]}@{hub.resolve(repos[name])}:test" for name in ("vqa-rad", "slake", "path-vqa")]
-    return {"benchmarks": specs, "chat": f"{repos['chat']}@{hub.resolve(repos['chat'])}"}
+    specs = [f"{name}={repos[name]}:test" for name in ("vqa-rad", "slake", "path-vqa")]
+    specs, chat = pin_fixtures(hub, specs, repos["chat"], repos)
+    return {"benchmarks": specs, "chat": chat}
 
 
 def pin_fixtures(
