@@ -11,8 +11,9 @@ CLIP with an MLP head (`vital.testing.tiny_models`), saved and reloaded as `vita
 Throughput, in candidates/s and turns/s over the same first `--throughput-n` candidates:
 
 * **loop**: one forward pass per turn (`score_texts_images` with a batch of one), on the first `--loop-n`;
-* **per-turn path**: the previous scoring path, in the same run: streamed batches, but every turn's image
-  preprocessed and encoded again (`score_texts_images` over one (image, text) input per turn);
+* **per-turn path**: the previous scoring function, in the same run: streamed batches, every row checked, but
+  every turn's image preprocessed and encoded again (`score_texts_images` over one (image, text) input per turn), in
+  one process;
 * **batched**: `vital.selection.score_candidates` as the select stage runs it (streamed batches of `--batch-size`;
   one DataLoader worker process decodes, preprocesses and tokenises ahead; each image preprocessed and encoded once
   per candidate, texts in even batches), 1 torch thread, then 2 threads; the worker's start-up is inside the time;
@@ -39,6 +40,7 @@ import argparse
 import io
 import json
 import logging
+import math
 import os
 import resource
 import subprocess
@@ -191,23 +193,45 @@ def per_sample_loop(model, processor, candidates) -> tuple[float, int]:
 
 
 def per_turn_path(model, processor, candidates, batch_size: int) -> tuple[float, int]:
-    """Seconds and turns of the previous path: every turn's image preprocessed and encoded again."""
-    from vital.data.schemas import qa_turns
-    from vital.selection import _open_images
+    """Seconds and turns of the previous scoring function, as it was before each image was encoded once per candidate
+    (``vital.selection.score_candidates`` at the parent of commit c7aa32c, in one process, on today's helpers): per
+    Arrow batch, every row checked (quarantined on a `RecordError`), every turn's image preprocessed and encoded again
+    (`score_texts_images` over one (image, text) input per turn), then the per-candidate bookkeeping."""
+    from vital.data.errors import Quarantine, RecordError
+    from vital.data.schemas import validate_messages
+    from vital.selection import _float32, _n_turns, _open_images, _summary, aggregate_turn_scores
     from vital.selector import candidate_turn_text, score_texts_images
 
     fields = model.config.text_fields
-    turns = 0
+    results, quarantine, index = [], Quarantine("skip"), 0
     start = time.perf_counter()
-    for rows in candidates.with_format("arrow").iter(batch_size=batch_size):
-        images, texts = [], []
-        for row in rows.to_pylist():
-            n = len(qa_turns(row["messages"]))
-            images += _open_images(row, row["id"])[:1] * n
-            texts += [candidate_turn_text(row, t, fields) for t in range(n)]
-        score_texts_images(model, processor, images, texts, batch_size=batch_size)
-        turns += len(texts)
-    return time.perf_counter() - start, turns
+    for batch in candidates.with_format("arrow").iter(batch_size=batch_size):
+        images, texts, owners = [], [], []
+        for row in batch.to_pylist():
+            rid = str(row.get("id"))
+            try:
+                opened = _open_images(row, rid)
+                validate_messages(row.get("messages"), rid, "messages", n_images=len(opened))
+                turns = [candidate_turn_text(row, t, fields) for t in range(_n_turns(row))]
+                if not turns:
+                    raise RecordError(rid, "messages", "no question-answer turn to score")
+            except RecordError as error:
+                quarantine.add(error, _summary(row))
+            else:
+                owners.append((index, rid, len(turns)))
+                images += [opened[0]] * len(turns)
+                texts += turns
+            index += 1
+        scores = score_texts_images(model, processor, images, texts, batch_size=batch_size)
+        position = 0
+        for row_index, rid, n in owners:
+            turn_scores = [_float32(s) for s in scores[position : position + n]]
+            position += n
+            if any(math.isnan(s) for s in turn_scores):
+                raise ValueError(f"the selector scored candidate {rid!r} NaN")
+            results.append((row_index, rid, aggregate_turn_scores(turn_scores, "mean"), turn_scores))
+    results.sort(key=lambda r: r[0])
+    return time.perf_counter() - start, sum(len(r[3]) for r in results)
 
 
 def pure_forward(model, processor, candidates, batch_size: int) -> tuple[float, int]:
