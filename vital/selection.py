@@ -286,17 +286,15 @@ CAUSAL_TEXT_TOWERS = frozenset({"clip"})
 first end-of-text token, or the first highest id under its legacy ``eos_token_id``)."""
 
 
-def _text_attention_mask(model: Any, prepared: PreparedTurns, encoding: Mapping[str, Any]) -> Any:
-    """The attention mask the text tower needs, or None where the causal mask alone gives the same features.
+def _needs_padding_mask(model: Any, prepared: PreparedTurns) -> bool:
+    """Whether the text tower needs the padding mask, or the causal mask alone gives the same features.
 
     In a causal tower with right padding a real token only attends to the tokens before it, none of them padding, so
     the padding mask hides nothing more from the real tokens; the pooled one is real, so the features are the same
     (bit for bit here), and attention without an explicit mask takes the faster causal kernel.
     """
     backbone_type = getattr(model.config, "backbone_model_type", None)
-    if backbone_type in CAUSAL_TEXT_TOWERS and prepared.padding_side == "right":
-        return None
-    return encoding["attention_mask"]
+    return not (backbone_type in CAUSAL_TEXT_TOWERS and prepared.padding_side == "right")
 
 
 def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
@@ -317,18 +315,18 @@ def score_prepared(model: Any, prepared: PreparedTurns) -> list[list[float]]:
     try:
         with torch.no_grad():
             image = encode_prepared_images(model, prepared).image_features
-            text_batches = []
-            for enc in prepared.encodings:
-                mask = _text_attention_mask(model, prepared, enc)
-                text_batches.append(
+            masked = _needs_padding_mask(model, prepared)
+            sorted_text = torch.cat(
+                [
                     _pooled(
                         backbone.get_text_features(
                             input_ids=torch.as_tensor(enc["input_ids"]).to(device),
-                            attention_mask=None if mask is None else torch.as_tensor(mask).to(device),
+                            attention_mask=torch.as_tensor(enc["attention_mask"]).to(device) if masked else None,
                         )
                     )
-                )
-            sorted_text = torch.cat(text_batches)
+                    for enc in prepared.encodings
+                ]
+            )
             text = torch.empty_like(sorted_text)
             text[torch.tensor(prepared.order, device=device)] = sorted_text
             image = image[torch.as_tensor(prepared.owners).to(device)]
