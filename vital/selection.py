@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vital.data.errors import Quarantine, RecordError
 from vital.data.schemas import SELECTED_FEATURES, validate_messages
+from vital.selector.batched_inputs import pixel_values
 from vital.selector.data import candidate_turn_text
 from vital.selector.modeling import _pooled
 
@@ -198,7 +199,8 @@ class PreparedTurns:
     ``pixels``: image batches (one image per candidate); ``encodings``: tokenised text batches, texts sorted by length;
     ``order[i]``: the input position of the i-th sorted text; ``owners[j]``: the candidate of input text ``j``;
     ``image_features``: the pooled image features, once :func:`encode_prepared_images` has computed them;
-    ``padding_side``: where the texts were padded (the tokenizer's side).
+    ``padding_side``: where the texts were padded (the tokenizer's side). From a DataLoader worker the pixels,
+    encodings and owners are numpy arrays (see :meth:`_CandidateBatches.prepare`).
     """
 
     turns: list[list[str]]
@@ -235,8 +237,7 @@ def prepare_image_turns(
     limit = tokenizer.model_max_length if max_length is None else min(max_length, tokenizer.model_max_length)
     for start, end in _even_chunks(len(images), batch_size):
         # The images are RGB already (_decode converts them): the processor's own conversion is skipped.
-        batch = image_processor(list(images[start:end]), return_tensors="pt", do_convert_rgb=False)
-        prepared.pixels.append(batch["pixel_values"])
+        prepared.pixels.append(pixel_values(image_processor, images[start:end]))
     # Every text tokenised in one call, then sorted by its token count (not its characters: with a small vocabulary
     # they differ a lot), so that a batch is padded only to the longest of texts of nearly the same length: the text
     # encoder's cost follows the padded length (docs/design.md, Selector).
@@ -276,7 +277,10 @@ def encode_prepared_images(model: Any, prepared: PreparedTurns) -> PreparedTurns
         backbone, device, dtype = model.backbone, model.device, model.dtype
         with torch.no_grad():  # grad mode is per thread: this one is needed in a worker thread too
             prepared.image_features = torch.cat(
-                [_pooled(backbone.get_image_features(pixel_values=px.to(device, dtype))) for px in prepared.pixels]
+                [
+                    _pooled(backbone.get_image_features(pixel_values=torch.as_tensor(px).to(device, dtype)))
+                    for px in prepared.pixels
+                ]
             )
     return prepared
 
@@ -406,10 +410,10 @@ class _CandidateBatches(IterableDataset):
             try:
                 opened = _open_images(row, rid)
                 validate_messages(row.get("messages"), rid, "messages", n_images=len(opened))
-                n_scored = 1 if self.aggregate == "first" else _n_turns(row)
+                n_turns = _n_turns(row)
+                n_scored = 1 if self.aggregate == "first" else n_turns
                 turns = [
-                    candidate_turn_text(row, t, self.fields, self.template)
-                    for t in range(min(n_scored, _n_turns(row)))
+                    candidate_turn_text(row, t, self.fields, self.template) for t in range(min(n_scored, n_turns))
                 ]
                 if not turns:
                     raise RecordError(rid, "messages", "no question-answer turn to score")
@@ -423,8 +427,11 @@ class _CandidateBatches(IterableDataset):
             self.processor, images, texts, self.batch_size, self.max_length, self.padding
         )  # fmt: skip
         if get_worker_info() is not None and prepared.owners is not None:
-            # A tensor leaves a worker as a shared-memory handle, each one a round trip to the worker; the small ones
-            # travel as numpy arrays (copied, in the same message), so only the image batches are shared.
+            # Everything leaves a worker as numpy arrays, copied into the one pickled message. A tensor would leave as
+            # a shared-memory handle: a segment made, filled, passed and mapped per tensor, a round trip to the worker
+            # each, which measured dearer than copying even the image batches (1.29 against 1.20 s of CPU per 2,000
+            # candidates of the tiny CLIP; docs/design.md, Selector).
+            prepared.pixels = [t.numpy() for t in prepared.pixels]
             prepared.encodings = [{name: t.numpy() for name, t in enc.items()} for enc in prepared.encodings]
             prepared.owners = prepared.owners.numpy()
         return owners, rejected, prepared
