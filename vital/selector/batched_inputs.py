@@ -39,12 +39,12 @@ def _per_channel(name: str, value: Any, channels: int, dtype: Any) -> Any:
 
 
 def pixel_values(image_processor: Any, images: Sequence[Any]) -> Any:
-    """``image_processor(images, return_tensors="pt")["pixel_values"]`` for decoded RGB PIL ``images``, bit for bit.
+    """``image_processor(images, return_tensors="pt", do_convert_rgb=False)["pixel_values"]``, bit for bit.
 
     For a standard PIL-backend processor (CLIP's, SigLIP's) the processor resizes and crops each image and this
     function rescales (``uint8 -> float64 * rescale_factor -> float32``) and normalises (``(x - mean) / std`` in
     float32) the whole batch at once, as transformers' ``rescale`` and ``normalize`` do per image; any other processor
-    is called as it is. The images must be RGB already (the processor's conversion is skipped).
+    is called as it is. ``images`` are decoded PIL images, RGB already (the processor's conversion is skipped).
     """
     import torch
 
