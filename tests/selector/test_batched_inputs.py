@@ -35,9 +35,8 @@ MIXED = [(20, 31), (45, 17), (32, 32), (3, 90), (200, 120)]  # upsampled, downsa
 )
 def test_pixel_values_equal_the_processors_bit_for_bit(settings, sizes):
     processor = CLIPImageProcessorPil(**settings)
-    assert isinstance(processor, PilBackend) and _standard_pil_pipeline(
-        processor
-    )  # the batched path is the one tested
+    # the batched path is the one tested
+    assert isinstance(processor, PilBackend) and _standard_pil_pipeline(processor)
     batch = images(sizes)
     expected = processor(batch, return_tensors="pt", do_convert_rgb=False)["pixel_values"]
     got = pixel_values(processor, batch)
@@ -99,7 +98,7 @@ def test_a_processor_with_its_own_steps_is_called_as_it_is(cls):
         assert OwnNormalize.calls == 2 * len(batch)  # each image through its normalize, in both calls
 
 
-def test_a_padding_processor_is_called_as_it_is():
+def test_a_padding_processor_is_not_taken_over():
     processor = CLIPImageProcessorPil(size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8})
     processor.do_pad = True
     assert not _standard_pil_pipeline(processor)

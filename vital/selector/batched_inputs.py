@@ -42,11 +42,12 @@ def pixel_values(image_processor: Any, images: Sequence[Any]) -> Any:
     """``image_processor(images, return_tensors="pt", do_convert_rgb=False)["pixel_values"]``, bit for bit.
 
     For a standard PIL-backend processor (CLIP's, SigLIP's) the processor resizes and crops each image and this
-    function rescales (``uint8 -> float64 * rescale_factor -> float32``) and normalises (``(x - mean) / std`` in
-    float32) the whole batch at once, as transformers' ``rescale`` and ``normalize`` do per image; any other processor
-    is called as it is. ``images`` are decoded PIL images, RGB already (the processor's conversion is skipped).
+    function rescales (transformers' ``rescale``, which takes a batch as it is) and normalises (``(x - mean) / std``
+    in float32, as transformers' ``normalize`` does per image) the whole batch at once; any other processor is called
+    as it is. ``images`` are decoded PIL images, RGB already (the processor's conversion is skipped).
     """
     import torch
+    from transformers.image_transforms import rescale
 
     images = list(images)
     if not _standard_pil_pipeline(image_processor):
@@ -54,9 +55,11 @@ def pixel_values(image_processor: Any, images: Sequence[Any]) -> Any:
     batch = image_processor(
         images, return_tensors="np", do_convert_rgb=False, do_rescale=False, do_normalize=False
     )["pixel_values"]  # fmt: skip
-    if image_processor.do_rescale:
-        batch = (batch.astype(np.float64) * image_processor.rescale_factor).astype(np.float32)
+    if image_processor.do_rescale:  # transformers' own rescale: it takes an array of any shape
+        batch = rescale(batch, image_processor.rescale_factor)
     if image_processor.do_normalize:
+        # (transformers' normalize transposes a channels-first image whole: on a batch it would pair the means with
+        # the batch axis, so its arithmetic is done here per channel)
         if not np.issubdtype(batch.dtype, np.floating):
             batch = batch.astype(np.float32)
         channels = batch.shape[1]
