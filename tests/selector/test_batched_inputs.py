@@ -8,12 +8,17 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
 from transformers.image_processing_backends import PilBackend
 
-from vital.selector.batched_inputs import _standard_pil_pipeline, pixel_values
+from vital.selector.batched_inputs import _resized_and_cropped, _standard_pil_pipeline, pixel_values
 
 
 def images(sizes, seed=0):
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+
+
+def merged(processor):
+    """The settings as the processor's call merges them."""
+    return processor._merge_and_standardize_kwargs(do_convert_rgb=False)
 
 
 SQUARE = [(20, 20), (24, 24), (7, 7), (64, 64)]
@@ -31,13 +36,17 @@ MIXED = [(20, 31), (45, 17), (32, 32), (3, 90), (200, 120)]  # upsampled, downsa
         ({"do_rescale": False, "do_normalize": False}, SQUARE),  # uint8 as resized
         ({"image_mean": 0.5, "image_std": 0.25, "rescale_factor": 1 / 127.5}, SQUARE),  # one number for all channels
         ({"image_mean": [0.1, 0.2, 0.3], "image_std": [0.9, 0.8, 0.7], "resample": 2}, MIXED),  # bilinear
+        ({"do_resize": False, "crop_size": {"height": 30, "width": 30}}, MIXED),  # cropped, padded where smaller
+        ({"do_resize": False, "do_center_crop": False}, [(12, 9)] * 3),  # neither resized nor cropped
+        ({"size": {"shortest_edge": 16}, "do_center_crop": False}, [(20, 30), (40, 60)]),  # same shape after resize
     ],
 )
 def test_pixel_values_equal_the_processors_bit_for_bit(settings, sizes):
     processor = CLIPImageProcessorPil(**settings)
-    # the batched path is the one tested
-    assert isinstance(processor, PilBackend) and _standard_pil_pipeline(processor)
     batch = images(sizes)
+    # the batched path is the one tested, resize and crop included
+    assert isinstance(processor, PilBackend) and _standard_pil_pipeline(processor)
+    assert _resized_and_cropped(batch, merged(processor)) is not None
     expected = processor(batch, return_tensors="pt", do_convert_rgb=False)["pixel_values"]
     got = pixel_values(processor, batch)
     assert got.dtype == expected.dtype and got.shape == expected.shape
@@ -51,6 +60,29 @@ def test_siglip_pixel_values_equal_the_processors_bit_for_bit():
     assert torch.equal(pixel_values(processor, batch), processor(batch, return_tensors="pt")["pixel_values"])
 
 
+@pytest.mark.parametrize(
+    "settings, sizes, mode",
+    [
+        ({"image_mean": 0.5, "image_std": 0.5}, SQUARE, "L"),  # not RGB: the processor converts and resizes it
+        ({"size": {"shortest_edge": 16, "longest_edge": 20}, "do_center_crop": False}, SQUARE, "RGB"),  # other rule
+        ({"size": {"max_height": 16, "max_width": 12}, "do_center_crop": False}, SQUARE, "RGB"),
+    ],
+)
+def test_what_it_does_not_resize_itself_goes_to_the_processor(settings, sizes, mode):
+    processor = CLIPImageProcessorPil(**settings)
+    batch = [image.convert(mode) for image in images(sizes)]
+    assert _standard_pil_pipeline(processor)
+    assert _resized_and_cropped(batch, merged(processor)) is None
+    expected = processor(batch, return_tensors="pt", do_convert_rgb=False)["pixel_values"]
+    assert torch.equal(pixel_values(processor, batch), expected)
+
+
+def test_images_of_different_sizes_after_the_steps_are_left_to_the_processor():
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 16}, do_center_crop=False)
+    assert _resized_and_cropped(images([(20, 30), (30, 20)]), merged(processor)) is None
+    assert _resized_and_cropped(images([(20, 30), (40, 60)]), merged(processor)).shape == (2, 3, 16, 24)
+
+
 def test_the_processor_settings_are_read_at_call_time():
     processor = CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
     batch = images(SQUARE)
@@ -60,6 +92,14 @@ def test_the_processor_settings_are_read_at_call_time():
     after = pixel_values(processor, batch)
     assert not torch.equal(before, after)
     assert torch.equal(after, processor(batch, return_tensors="pt", do_convert_rgb=False)["pixel_values"])
+
+
+def test_settings_the_processor_refuses_are_refused_by_its_own_check():
+    processor = CLIPImageProcessorPil(resample=None, size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8})
+    with pytest.raises(ValueError, match="`size` and `resample` must be specified"):
+        processor(images(SQUARE), do_convert_rgb=False)
+    with pytest.raises(ValueError, match="`size` and `resample` must be specified"):
+        pixel_values(processor, images(SQUARE))
 
 
 def test_a_mean_of_the_wrong_length_is_refused_naming_it():
@@ -79,6 +119,11 @@ class OwnNormalize(CLIPImageProcessorPil):
         return super().normalize(image, mean, std, **kwargs) * 2
 
 
+class OwnResize(CLIPImageProcessorPil):
+    def resize(self, image, size, resample=None, **kwargs):
+        return super().resize(image, size, resample=0, **kwargs)  # nearest, whatever the settings say
+
+
 class OwnPreprocess(CLIPImageProcessorPil):
     def _preprocess(self, images, **kwargs):
         out = super()._preprocess(images, **kwargs)
@@ -86,7 +131,7 @@ class OwnPreprocess(CLIPImageProcessorPil):
         return out
 
 
-@pytest.mark.parametrize("cls", [OwnNormalize, OwnPreprocess])
+@pytest.mark.parametrize("cls", [OwnNormalize, OwnResize, OwnPreprocess])
 def test_a_processor_with_its_own_steps_is_called_as_it_is(cls):
     processor = cls(size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8})
     assert not _standard_pil_pipeline(processor)
